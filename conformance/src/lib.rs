@@ -1,0 +1,89 @@
+//! Shared pieces of the black-box tests and the bench: where the built binaries are, how to run a
+//! plugin the way a runtime does, throw-away network namespaces and data directories, and loud skips.
+
+pub mod netns;
+pub mod plugin;
+pub mod skip;
+
+use std::path::PathBuf;
+
+/// The workspace root (parent of `conformance/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The directory holding the built plumb binaries: `PLUMB_BIN_DIR`, else `target/debug`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PLUMB_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug")
+}
+
+/// Path of one built plumb binary; panics with the build command when it is missing.
+pub fn plumb_bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (or set PLUMB_BIN_DIR)",
+        p.display()
+    );
+    p
+}
+
+/// Where Debian's reference plugins live.
+pub const REFERENCE_CNI_DIR: &str = "/usr/lib/cni";
+
+/// A CNI_PATH that finds plumb binaries first, then the reference plugins.
+pub fn cni_path() -> String {
+    format!("{}:{}", bin_dir().display(), REFERENCE_CNI_DIR)
+}
+
+/// A fresh, unique name with a prefix, short enough for interface and namespace names (≤ 15 chars).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() % 100_000;
+    let mut s = format!("{prefix}{pid:x}{n:x}");
+    s.truncate(15);
+    s
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a new empty directory under the system temp dir.
+    pub fn new(prefix: &str) -> TempDir {
+        let p = std::env::temp_dir()
+            .join(unique_name(prefix))
+            .with_extension(format!("{}", nanos()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}

@@ -1,0 +1,64 @@
+//! Throw-away network namespaces, made with `ip netns add` and always deleted on drop.
+
+use std::process::Command;
+
+/// A named network namespace under /run/netns, deleted when dropped.
+pub struct Netns {
+    /// The namespace name (`ip netns` name).
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a new namespace with a unique name and brings its loopback up.
+    pub fn new(prefix: &str) -> Netns {
+        let name = crate::unique_name(prefix);
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace's path, as CNI_NETNS takes it.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs a command inside the namespace and panics if it fails; returns stdout.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Runs a command inside the namespace; returns whether it succeeded.
+    pub fn try_exec(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs a host command, panicking with its stderr if it fails; returns stdout.
+pub fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
