@@ -1,1 +1,12 @@
-//! stub
+//! plumb-ipam: whereabouts-compatible IP address management for CNI, with a crash-safe,
+//! file-locked store whose per-operation cost does not grow with pool occupancy.
+
+pub mod admin;
+pub mod alloc;
+pub mod config;
+pub mod gc;
+pub mod hint;
+pub mod lock;
+pub mod plugin;
+pub mod range;
+pub mod store;

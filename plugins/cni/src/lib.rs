@@ -1,9 +1,18 @@
 //! The CNI protocol for plumb plugins: environment, network configuration, typed results with
 //! version conversion, errors with spec codes, and delegation to IPAM plugins. No netlink here.
 
+pub mod args;
+pub mod config;
+pub mod delegate;
+pub mod env;
 pub mod error;
 pub mod result;
+pub mod skel;
 pub mod version;
 
+pub use config::NetConf;
+pub use env::{Command, Env};
 pub use error::{code, CniError, CniResult};
+pub use result::{AddResult, Cidr, CidrError, Dns, Interface, IpConfig, Route};
+pub use skel::{Plugin, Request};
 pub use version::Version;

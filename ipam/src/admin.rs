@@ -1,0 +1,254 @@
+//! Admin mode: `plumb-ipam list|usage|release ...`, run by a person. Prints readable tables of
+//! reservations and usage per range, and releases reservations by address or attachment.
+
+use crate::config::{validate_space, DEFAULT_DATA_DIR};
+use crate::range::{from_int, to_int, Family};
+use crate::store::{spaces, FileStore, Locked};
+use plumb_cni::{CniError, CniResult};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const USAGE: &str = "usage:
+  plumb-ipam list    [--data-dir DIR] [--network-name NAME]   reservations, one line per address
+  plumb-ipam usage   [--data-dir DIR] [--network-name NAME]   used and free addresses per range
+  plumb-ipam release [--data-dir DIR] [--network-name NAME] (--ip IP | --container ID --ifname IF)
+Without --network-name, every space (network_name) under the data dir is shown; the default space is _default.
+The data dir defaults to /var/lib/cni/plumb-ipam.";
+
+#[derive(Debug, Default)]
+struct Opts {
+    data_dir: Option<PathBuf>,
+    space: Option<String>,
+    ip: Option<IpAddr>,
+    container: Option<String>,
+    ifname: Option<String>,
+}
+
+/// Runs an admin command; returns the process exit code.
+pub fn run(args: &[String]) -> i32 {
+    match dispatch(args) {
+        Ok(out) => {
+            print!("{out}");
+            0
+        }
+        Err(e) => {
+            eprintln!("plumb-ipam: {e}\n{USAGE}");
+            2
+        }
+    }
+}
+
+/// Runs an admin command and returns what it prints.
+pub fn dispatch(args: &[String]) -> CniResult<String> {
+    let (cmd, rest) = args
+        .split_first()
+        .ok_or_else(|| CniError::config("no command given"))?;
+    let opts = parse_opts(rest)?;
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let spaces = match &opts.space {
+        Some(s) => vec![validate_space(s)?],
+        None => spaces(&data_dir)?,
+    };
+    match cmd.as_str() {
+        "list" => list(&data_dir, &spaces),
+        "usage" => usage(&data_dir, &spaces),
+        "release" => release(&data_dir, &spaces, &opts),
+        "help" | "--help" | "-h" => Ok(format!("{USAGE}\n")),
+        other => Err(CniError::config(format!("unknown command {other:?}"))),
+    }
+}
+
+fn parse_opts(rest: &[String]) -> CniResult<Opts> {
+    let mut o = Opts::default();
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| CniError::config(format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--data-dir" => o.data_dir = Some(PathBuf::from(value()?)),
+            "--network-name" => o.space = Some(value()?),
+            "--ip" => o.ip = Some(crate::range::parse_ip(&value()?, "--ip")?),
+            "--container" => o.container = Some(value()?),
+            "--ifname" => o.ifname = Some(value()?),
+            other => return Err(CniError::config(format!("unknown option {other:?}"))),
+        }
+    }
+    Ok(o)
+}
+
+fn with_space<T>(
+    data_dir: &std::path::Path,
+    space: &str,
+    f: impl FnOnce(&Locked) -> CniResult<T>,
+) -> CniResult<T> {
+    let store = FileStore::open(data_dir, space)?;
+    let locked = store.lock(Duration::from_secs(10))?;
+    f(&locked)
+}
+
+fn list(data_dir: &std::path::Path, spaces: &[String]) -> CniResult<String> {
+    let mut rows = vec![[
+        "SPACE",
+        "ADDRESS",
+        "NETWORK",
+        "CONTAINER",
+        "IFNAME",
+        "POD",
+        "AGE",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let now = crate::store::now_secs();
+    for space in spaces {
+        with_space(data_dir, space, |l| {
+            let mut claims = l.list()?.claims;
+            claims.sort_by_key(|ip| (ip.is_ipv6(), to_int(*ip)));
+            for ip in claims {
+                let Some(s) = l.holder(ip)? else { continue };
+                let r = s.record;
+                let pod = match (r.pod_namespace, r.pod_name) {
+                    (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                    _ => "-".into(),
+                };
+                let cid: String = r.container_id.chars().take(12).collect();
+                rows.push(vec![
+                    space.clone(),
+                    ip.to_string(),
+                    r.network,
+                    cid,
+                    r.ifname,
+                    pod,
+                    age(now.saturating_sub(r.created)),
+                ]);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(table(&rows))
+}
+
+fn usage(data_dir: &std::path::Path, spaces: &[String]) -> CniResult<String> {
+    let mut rows = vec![["SPACE", "RANGE", "SIZE", "USED", "FREE"]
+        .map(String::from)
+        .to_vec()];
+    for space in spaces {
+        with_space(data_dir, space, |l| {
+            let claims: Vec<u128> = l.list()?.claims.iter().map(|ip| to_int(*ip)).collect();
+            let mut ranges = Vec::new();
+            for entry in std::fs::read_dir(l.dir())
+                .map_err(|e| CniError::io("cannot list store", &e))?
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(span) = name
+                    .strip_prefix("hint-")
+                    .filter(|n| !n.ends_with(".cursor"))
+                else {
+                    continue;
+                };
+                let Some((a, b)) = split_span(span) else {
+                    continue;
+                };
+                ranges.push((a, b));
+            }
+            ranges.sort_by_key(|(a, _)| (a.is_ipv6(), to_int(*a)));
+            for (a, b) in ranges {
+                let (lo, hi) = (to_int(a), to_int(b));
+                let used = claims.iter().filter(|c| (lo..=hi).contains(*c)).count() as u128;
+                let size = hi - lo + 1;
+                rows.push(vec![
+                    space.clone(),
+                    format!("{a}-{b}"),
+                    size.to_string(),
+                    used.to_string(),
+                    (size - used).to_string(),
+                ]);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(format!(
+        "{}(SIZE counts the whole span; excluded addresses and the gateway are part of it)\n",
+        table(&rows)
+    ))
+}
+
+fn release(data_dir: &std::path::Path, spaces: &[String], o: &Opts) -> CniResult<String> {
+    let mut out = String::new();
+    for space in spaces {
+        with_space(data_dir, space, |l| {
+            let target = match (&o.ip, &o.container, &o.ifname) {
+                (Some(ip), None, None) => l
+                    .holder(*ip)?
+                    .map(|s| (s.record.container_id, s.record.ifname)),
+                (None, Some(c), Some(i)) => Some((c.clone(), i.clone())),
+                _ => {
+                    return Err(CniError::config(
+                        "give either --ip IP or both --container ID and --ifname IF",
+                    ))
+                }
+            };
+            let Some((cid, ifname)) = target else {
+                return Ok(());
+            };
+            let mut freed = l.release(&cid, &ifname)?;
+            if let Some(ip) = o.ip.filter(|ip| l.is_claimed(*ip)) {
+                // An orphan claim with no record pointing at it.
+                l.unlink_claim(ip)?;
+                freed.push(ip);
+            }
+            for ip in freed {
+                out.push_str(&format!(
+                    "released {ip} (space {space}, container {cid}, interface {ifname})\n"
+                ));
+            }
+            Ok(())
+        })?;
+    }
+    if out.is_empty() {
+        out.push_str("nothing matched; nothing released\n");
+    }
+    Ok(out)
+}
+
+fn split_span(span: &str) -> Option<(IpAddr, IpAddr)> {
+    // IPv6 addresses hold no '-', IPv4 neither: the one '-' splits the span.
+    let (a, b) = span.split_once('-')?;
+    let (a, b): (IpAddr, IpAddr) = (a.parse().ok()?, b.parse().ok()?);
+    let fam = Family::of(a);
+    (Family::of(b) == fam).then_some((from_int(fam, to_int(a)), b))
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.first().map_or(0, |r| r.len());
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

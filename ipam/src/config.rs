@@ -1,0 +1,269 @@
+//! The `ipam` section of a network configuration, read the way whereabouts reads it (range,
+//! range_start, range_end, exclude, ipRanges, gateway, routes, dns, network_name,
+//! enable_overlapping_ranges, kubernetes) plus plumb's store selector.
+
+use crate::range::{parse_ip, Range};
+use plumb_cni::config::{opt_bool, opt_str, opt_str_list, opt_u64};
+use plumb_cni::{AddResult, CniError, CniResult, NetConf, Version};
+use serde_json::{json, Map, Value};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Where reservations are kept when `dataDir` is not given.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/plumb-ipam";
+
+/// The store space used when `network_name` is not given.
+pub const DEFAULT_SPACE: &str = "_default";
+
+/// The parsed `ipam` section.
+#[derive(Debug, Clone)]
+pub struct IpamConfig {
+    /// Ranges in config order: the top-level `range` first, then `ipRanges`; one address is taken from each.
+    pub ranges: Vec<Range>,
+    /// `routes` and `dns`, carried into the result unchanged.
+    pub routes_and_dns: AddResult,
+    /// The store space: `network_name`, or [`DEFAULT_SPACE`]. Addresses are unique inside a space.
+    pub space: String,
+    /// `dataDir` of the file store.
+    pub data_dir: PathBuf,
+    /// How long to wait for the store lock before answering "try again later" (code 11).
+    pub lock_timeout_secs: u64,
+}
+
+impl IpamConfig {
+    /// Reads `conf.raw["ipam"]`; every bad field is code 7 naming it.
+    pub fn from_conf(conf: &NetConf) -> CniResult<IpamConfig> {
+        let ipam = match conf.raw.get("ipam") {
+            Some(Value::Object(m)) => m,
+            _ => {
+                return Err(CniError::config(
+                    "field \"ipam\" is required and must be a JSON object",
+                ))
+            }
+        };
+        let store = opt_str(ipam, "store")?;
+        match (store.as_deref(), ipam.get("kubernetes")) {
+            (None | Some("file"), None) | (Some("file"), Some(_)) => {}
+            (None | Some("kubernetes"), Some(_)) | (Some("kubernetes"), None) => {
+                return Err(CniError::new(
+                    plumb_cni::code::UNSUPPORTED_FIELD,
+                    "ipam: the kubernetes store is not available in this release; set \"store\": \"file\" (node-local, or cluster-wide on a shared dataDir) or keep whereabouts for now",
+                ))
+            }
+            (Some(other), _) => {
+                return Err(CniError::config(format!("ipam.store {other:?} is unknown; use \"file\"")))
+            }
+        }
+        let gateway = opt_str(ipam, "gateway")?
+            .map(|g| parse_ip(&g, "ipam.gateway"))
+            .transpose()?;
+        let ranges = parse_ranges(ipam, gateway)?;
+        let space = match opt_str(ipam, "network_name")? {
+            Some(n) => validate_space(&n)?,
+            None => DEFAULT_SPACE.to_string(),
+        };
+        // Addresses are always unique inside a space, which is what `true` asks for; `false` is accepted for
+        // compatibility and does not allow duplicates (see docs/ipam.md).
+        opt_bool(ipam, "enable_overlapping_ranges")?;
+        let data_dir =
+            PathBuf::from(opt_str(ipam, "dataDir")?.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+        if !data_dir.is_absolute() {
+            return Err(CniError::config(format!(
+                "ipam.dataDir {:?} must be an absolute path",
+                data_dir.display()
+            )));
+        }
+        let lock_timeout_secs = opt_u64(ipam, "lockTimeoutSeconds", 3600)?.unwrap_or(30);
+        Ok(IpamConfig {
+            ranges,
+            routes_and_dns: parse_routes_and_dns(ipam)?,
+            space,
+            data_dir,
+            lock_timeout_secs,
+        })
+    }
+
+    /// The range that may hand out `ip`, if any.
+    pub fn range_for(&self, ip: IpAddr) -> Option<usize> {
+        self.ranges.iter().position(|r| r.subnet.contains(ip))
+    }
+}
+
+fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult<Vec<Range>> {
+    let top_exclude = opt_str_list(ipam, "exclude").map_err(|e| named(e, "ipam."))?;
+    let mut ranges = Vec::new();
+    if let Some(text) = opt_str(ipam, "range").map_err(|e| named(e, "ipam."))? {
+        let start = opt_str(ipam, "range_start")?;
+        let end = opt_str(ipam, "range_end")?;
+        ranges.push(Range::build(
+            "ipam.range",
+            &text,
+            start.as_deref(),
+            end.as_deref(),
+            &top_exclude,
+            gateway,
+        )?);
+    }
+    match ipam.get("ipRanges") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let field = format!("ipam.ipRanges[{i}].range");
+                let obj = item.as_object().ok_or_else(|| {
+                    CniError::config(format!(
+                        "ipam.ipRanges[{i}] must be an object with a \"range\""
+                    ))
+                })?;
+                let text = opt_str(obj, "range")?
+                    .ok_or_else(|| CniError::config(format!("{field} is required")))?;
+                let mut exclude = opt_str_list(obj, "exclude")?;
+                exclude.extend(top_exclude.iter().cloned());
+                let start = opt_str(obj, "range_start")?;
+                let end = opt_str(obj, "range_end")?;
+                ranges.push(Range::build(
+                    &field,
+                    &text,
+                    start.as_deref(),
+                    end.as_deref(),
+                    &exclude,
+                    gateway,
+                )?);
+            }
+        }
+        Some(_) => {
+            return Err(CniError::config(
+                "ipam.ipRanges must be an array of objects",
+            ))
+        }
+    }
+    if ranges.is_empty() {
+        return Err(CniError::config(
+            "ipam has no range: set \"range\" (e.g. \"10.1.0.0/24\" or \"10.1.0.10-10.1.0.50/24\") or \"ipRanges\"",
+        ));
+    }
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            if a.family() == b.family() && a.start <= b.end && b.start <= a.end {
+                return Err(CniError::config(format!(
+                    "ipam ranges {} and {} overlap; each range must hold distinct addresses",
+                    a.describe(),
+                    b.describe()
+                )));
+            }
+        }
+    }
+    Ok(ranges)
+}
+
+fn parse_routes_and_dns(ipam: &Map<String, Value>) -> CniResult<AddResult> {
+    let mut v = json!({ "cniVersion": Version::LATEST.as_str() });
+    for key in ["routes", "dns"] {
+        if let Some(x) = ipam.get(key).filter(|x| !x.is_null()) {
+            v[key] = x.clone();
+        }
+    }
+    AddResult::parse(&v, Version::LATEST).map_err(|e| {
+        let mut e = CniError::config(format!("ipam: {}", e.msg));
+        e.details.push(
+            "routes are [{\"dst\": \"CIDR\", \"gw\": \"IP\"}]; dns is {\"nameservers\": [...]}"
+                .into(),
+        );
+        e
+    })
+}
+
+/// Checks a `network_name`, which becomes a directory name: 1–63 of letters, digits, `.`, `_`, `-`,
+/// starting with a letter or digit (so no `..`, `/` or hidden names).
+pub fn validate_space(name: &str) -> CniResult<String> {
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !first_ok || !rest_ok || name.len() > 63 {
+        return Err(CniError::config(format!(
+            "ipam.network_name {name:?} is not allowed: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+fn named(mut e: CniError, prefix: &str) -> CniError {
+    e.msg = e.msg.replacen("field \"", &format!("field \"{prefix}"), 1);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(ipam: Value) -> CniResult<IpamConfig> {
+        let c = json!({"cniVersion": "1.0.0", "name": "net", "type": "plumb-ipam", "ipam": ipam});
+        IpamConfig::from_conf(&NetConf::parse(c.to_string().as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn dual_stack_and_defaults() {
+        let c = conf(json!({"type": "plumb-ipam", "range": "10.1.0.0/24", "ipRanges": [{"range": "fd00:1::/64"}],
+                            "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}], "gateway": "10.1.0.1"}))
+        .unwrap();
+        assert_eq!(c.ranges.len(), 2);
+        assert_eq!(c.space, DEFAULT_SPACE);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.ranges[0].gateway, Some("10.1.0.1".parse().unwrap()));
+        assert_eq!(c.ranges[1].gateway, None);
+        assert_eq!(c.routes_and_dns.routes.len(), 1);
+    }
+
+    #[test]
+    fn bad_inputs_name_the_field() {
+        let cases = [
+            (
+                json!({"range": "10.1.0.0/24", "network_name": "../../etc"}),
+                "network_name",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "network_name": ".hidden"}),
+                "network_name",
+            ),
+            (json!({}), "no range"),
+            (
+                json!({"range": "10.1.0.0/24", "ipRanges": [{"range": "10.1.0.128/25"}]}),
+                "overlap",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "dataDir": "rel/dir"}),
+                "dataDir",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "store": "etcd"}),
+                "ipam.store",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "gateway": "x"}),
+                "ipam.gateway",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "enable_overlapping_ranges": "true"}),
+                "enable_overlapping_ranges",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "routes": [{"dst": "nope"}]}),
+                "routes",
+            ),
+        ];
+        for (ipam, needle) in cases {
+            let e = conf(ipam.clone()).unwrap_err();
+            assert_eq!(e.code, 7, "{ipam}: {e}");
+            assert!(e.to_string().contains(needle), "{ipam}: {e}");
+        }
+        assert_eq!(
+            conf(json!({"range": "10.1.0.0/24", "kubernetes": {"kubeconfig": "/k"}}))
+                .unwrap_err()
+                .code,
+            2
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! GC: release every reservation of one network whose attachment is not in the runtime's valid list,
+//! remove orphan claims left by crashes, and rebuild the hints from what remains.
+
+use crate::alloc::claimed_offsets;
+use crate::config::IpamConfig;
+use crate::hint::Hint;
+use crate::store::{attachment_file, Locked};
+use plumb_cni::CniResult;
+use std::collections::HashSet;
+
+/// What one GC pass removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Attachments released because they are not valid any more.
+    pub released: usize,
+    /// `ip-` files removed because no record of their attachment points at them.
+    pub orphans: usize,
+}
+
+/// Runs GC for `network` with the space lock held.
+pub fn collect(
+    locked: &Locked,
+    cfg: &IpamConfig,
+    network: &str,
+    valid: &HashSet<(&str, &str)>,
+) -> CniResult<Collected> {
+    let mut out = Collected::default();
+    let listing = locked.list()?;
+    for name in &listing.attachments {
+        let Some(s) = locked.read(name)? else {
+            continue;
+        };
+        let r = &s.record;
+        if r.network == network && !valid.contains(&(r.container_id.as_str(), r.ifname.as_str())) {
+            locked.release(&r.container_id, &r.ifname)?;
+            out.released += 1;
+        }
+    }
+    for ip in listing.claims {
+        let Some(claim) = locked.holder(ip)? else {
+            continue;
+        };
+        let r = &claim.record;
+        if r.network != network {
+            continue;
+        }
+        let owner = locked.read(&attachment_file(&r.container_id, &r.ifname))?;
+        let referenced =
+            owner.is_some_and(|o| o.ino == claim.ino && o.record.addrs().contains(&ip));
+        if !referenced {
+            locked.unlink_claim(ip)?;
+            out.orphans += 1;
+        }
+    }
+    locked.sync_dir()?;
+    for range in &cfg.ranges {
+        let used = claimed_offsets(locked, range)?;
+        let mut hint = Hint::open(locked.dir(), range, || Ok(used.clone()))?;
+        hint.rebuild(&used)?;
+    }
+    Ok(out)
+}

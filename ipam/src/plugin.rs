@@ -1,0 +1,252 @@
+//! plumb-ipam as a CNI plugin: ADD, DEL, CHECK, STATUS and GC on the file store.
+
+use crate::alloc::{allocate, claimed_offsets, release, Attachment};
+use crate::config::{validate_space, IpamConfig, DEFAULT_DATA_DIR, DEFAULT_SPACE};
+use crate::hint::Hint;
+use crate::range::parse_ip;
+use crate::store::FileStore;
+use plumb_cni::config::opt_str;
+use plumb_cni::result::{Cidr, IpConfig};
+use plumb_cni::{code, AddResult, CniError, CniResult, NetConf, Plugin, Request};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The plumb-ipam plugin.
+#[derive(Debug, Default)]
+pub struct Ipam;
+
+fn open(cfg: &IpamConfig) -> CniResult<FileStore> {
+    FileStore::open(&cfg.data_dir, &cfg.space)
+}
+
+fn timeout(cfg: &IpamConfig) -> Duration {
+    Duration::from_secs(cfg.lock_timeout_secs)
+}
+
+impl Plugin for Ipam {
+    fn name(&self) -> &'static str {
+        "plumb-ipam"
+    }
+
+    fn add(&self, req: &Request) -> CniResult<AddResult> {
+        req.env.args.check_known(self.name(), &[])?;
+        let cfg = IpamConfig::from_conf(&req.conf)?;
+        let statics = static_requests(req)?;
+        let who = attachment(req);
+        let store = open(&cfg)?;
+        let locked = store.lock(timeout(&cfg))?;
+        let ips = allocate(&locked, &cfg, &who, &statics)?;
+        drop(locked);
+        let mut result = cfg.routes_and_dns.clone();
+        result.ips = ips
+            .iter()
+            .zip(&cfg.ranges)
+            .map(|(ip, r)| IpConfig {
+                address: Cidr {
+                    addr: *ip,
+                    prefix: r.subnet.prefix,
+                },
+                gateway: r.gateway,
+                interface: None,
+            })
+            .collect();
+        Ok(result)
+    }
+
+    fn del(&self, req: &Request) -> CniResult<()> {
+        // DEL must work even when the config was since broken: it needs only where the store is.
+        let cfg = IpamConfig::from_conf(&req.conf).ok();
+        let (data_dir, space) = match &cfg {
+            Some(c) => (c.data_dir.clone(), c.space.clone()),
+            None => store_location(&req.conf)?,
+        };
+        let store = FileStore::open(&data_dir, &space)?;
+        let locked = store.lock(Duration::from_secs(
+            cfg.as_ref().map_or(30, |c| c.lock_timeout_secs),
+        ))?;
+        release(
+            &locked,
+            cfg.as_ref(),
+            &req.env.container_id,
+            &req.env.ifname,
+        )?;
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> CniResult<()> {
+        let cfg = IpamConfig::from_conf(&req.conf)?;
+        let store = open(&cfg)?;
+        let locked = store.lock(timeout(&cfg))?;
+        let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+        let stored = locked.attachment(cid, ifname)?.ok_or_else(|| {
+            CniError::new(
+                code::CHECK_MISMATCH,
+                format!(
+                    "no reservation for container {cid} interface {ifname} in {}",
+                    locked.dir().display()
+                ),
+            )
+        })?;
+        for ip in stored.record.addrs() {
+            if locked.claim_ino(ip) != Some(stored.ino) {
+                return Err(CniError::new(code::CHECK_MISMATCH, format!("reservation of {ip} for container {cid} interface {ifname} is missing or held by another attachment")));
+            }
+        }
+        if let Some(prev) = &req.conf.prev_result {
+            let mut reserved = stored.record.addrs();
+            let mut reported: Vec<IpAddr> = prev
+                .ips
+                .iter()
+                .map(|c| c.address.addr)
+                .filter(|ip| cfg.range_for(*ip).is_some())
+                .collect();
+            reserved.sort();
+            reported.sort();
+            if reserved != reported {
+                return Err(CniError::new(
+                    code::CHECK_MISMATCH,
+                    format!("prevResult reports {} but the store reserves {} for container {cid} interface {ifname}", list(&reported), list(&reserved)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self, req: &Request) -> CniResult<()> {
+        let unavailable = |e: CniError| CniError {
+            code: code::NOT_AVAILABLE,
+            ..e
+        };
+        let cfg = IpamConfig::from_conf(&req.conf)?;
+        let store = open(&cfg).map_err(unavailable)?;
+        let locked = store.lock(timeout(&cfg)).map_err(unavailable)?;
+        for range in &cfg.ranges {
+            let hint = Hint::open(locked.dir(), range, || claimed_offsets(&locked, range))
+                .map_err(unavailable)?;
+            if !hint.has_bitmap() || (hint.used() as u128) < range.usable() {
+                continue;
+            }
+            let used = claimed_offsets(&locked, range)?
+                .into_iter()
+                .filter(|o| !range.is_blocked(*o))
+                .count() as u128;
+            if used >= range.usable() {
+                return Err(CniError::new(
+                    code::NOT_AVAILABLE,
+                    format!(
+                        "range {} is full ({used} of {} reserved): ADD cannot succeed",
+                        range.describe(),
+                        range.usable()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        let cfg = IpamConfig::from_conf(&req.conf)?;
+        if req.conf.bool_field("disableGC")?.unwrap_or(false) {
+            return Ok(());
+        }
+        let valid = req.conf.valid_attachments.as_ref().ok_or_else(|| {
+            CniError::config("GC needs \"cni.dev/valid-attachments\" in the configuration (an empty list releases every reservation of this network)")
+        })?;
+        let valid: HashSet<(&str, &str)> = valid
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+            .collect();
+        let store = open(&cfg)?;
+        let locked = store.lock(timeout(&cfg))?;
+        crate::gc::collect(&locked, &cfg, &req.conf.name, &valid)?;
+        Ok(())
+    }
+}
+
+fn list(ips: &[IpAddr]) -> String {
+    if ips.is_empty() {
+        return "nothing".into();
+    }
+    ips.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn attachment(req: &Request) -> Attachment {
+    Attachment {
+        container_id: req.env.container_id.clone(),
+        ifname: req.env.ifname.clone(),
+        network: req.conf.name.clone(),
+        pod: req.env.args.pod(),
+    }
+}
+
+/// Where the store of a config lives, read without validating the ranges (for DEL).
+fn store_location(conf: &NetConf) -> CniResult<(PathBuf, String)> {
+    let Some(Value::Object(ipam)) = conf.raw.get("ipam") else {
+        return Err(CniError::config(
+            "field \"ipam\" is required and must be a JSON object",
+        ));
+    };
+    let data_dir =
+        PathBuf::from(opt_str(ipam, "dataDir")?.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+    let space = match opt_str(ipam, "network_name")? {
+        Some(n) => validate_space(&n)?,
+        None => DEFAULT_SPACE.into(),
+    };
+    Ok((data_dir, space))
+}
+
+/// Static requests from runtimeConfig.ips, args.cni.ips and CNI_ARGS IP= (comma-separated), deduplicated.
+pub fn static_requests(req: &Request) -> CniResult<Vec<IpAddr>> {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for (source, obj) in [
+        ("runtimeConfig.ips", &req.conf.runtime_config),
+        ("args.cni.ips", &req.conf.args_cni),
+    ] {
+        match obj.get("ips") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for (i, v) in items.iter().enumerate() {
+                    let s = v.as_str().ok_or_else(|| {
+                        CniError::config(format!(
+                            "{source}[{i}] must be a string such as \"10.1.0.5/24\""
+                        ))
+                    })?;
+                    texts.push((format!("{source}[{i}]"), s.to_string()));
+                }
+            }
+            Some(_) => {
+                return Err(CniError::config(format!(
+                    "{source} must be an array of strings"
+                )))
+            }
+        }
+    }
+    if let Some(list) = req.env.args.get("IP") {
+        for s in list.split(',').filter(|s| !s.is_empty()) {
+            texts.push(("CNI_ARGS IP".into(), s.to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    for (source, text) in texts {
+        let ip = match text.split_once('/') {
+            Some((addr, _)) => {
+                let c: Cidr = text.trim().parse().map_err(|e| {
+                    CniError::config(format!("{source} {text:?} is not an IP or CIDR")).caused_by(e)
+                })?;
+                let _ = addr;
+                c.addr
+            }
+            None => parse_ip(&text, &source)?,
+        };
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
+}

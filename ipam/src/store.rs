@@ -1,0 +1,397 @@
+//! The file store: one directory per space under `dataDir`, readable with `ls` and `cat`.
+//!
+//! ```text
+//! <dataDir>/<space>/.lock                     flock held for every change
+//! <dataDir>/<space>/att-<containerID>@<ifname> the attachment record (JSON)
+//! <dataDir>/<space>/ip-<address>               a hard link to the record of the attachment holding it
+//! <dataDir>/<space>/hint-<first>-<last>        free-address hint of one range (see `hint`)
+//! ```
+//!
+//! A record is written once to a temporary file and fsynced; each address is then claimed with `link()`,
+//! which never overwrites, and the record is renamed into place; one directory fsync makes it durable.
+//! An `ip-` file and its `att-` file are the same inode, so ownership is checked with one `stat`, DEL
+//! never scans, and a crash at any point leaves either a complete reservation or an orphan `ip-` link
+//! whose owner is named inside it: the next ADD of that attachment reuses it and GC removes it.
+
+use crate::lock::{lock_exclusive, LockGuard};
+use plumb_cni::{code, CniError, CniResult};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One attachment's reservation, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// `CNI_CONTAINERID`.
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// The CNI network `name` that made the reservation (GC only touches its own network's).
+    pub network: String,
+    /// Addresses with their subnet prefix, one per range, e.g. `10.1.0.5/24`.
+    pub ips: Vec<String>,
+    /// `K8S_POD_NAMESPACE`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// `K8S_POD_NAME`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// `K8S_POD_UID`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Unix time of the reservation.
+    pub created: u64,
+}
+
+impl Record {
+    /// The bare addresses of the record.
+    pub fn addrs(&self) -> Vec<IpAddr> {
+        self.ips
+            .iter()
+            .filter_map(|c| c.split('/').next()?.parse().ok())
+            .collect()
+    }
+
+    /// Whether the record belongs to an attachment.
+    pub fn is_for(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && self.ifname == ifname
+    }
+}
+
+/// A stored record with the inode that identifies it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The record.
+    pub record: Record,
+    /// Inode of the file: an `ip-` file belongs to an attachment only if it is the same inode.
+    pub ino: u64,
+}
+
+/// The store of one space.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the directory of `space` under `data_dir`.
+    pub fn open(data_dir: &Path, space: &str) -> CniResult<FileStore> {
+        let dir = data_dir.join(space);
+        fs::create_dir_all(&dir).map_err(|e| {
+            CniError::io(
+                format!("cannot create store directory {}", dir.display()),
+                &e,
+            )
+        })?;
+        Ok(FileStore { dir })
+    }
+
+    /// The space directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the space lock; every read that decides and every change happens under it.
+    pub fn lock(&self, timeout: Duration) -> CniResult<Locked<'_>> {
+        let guard = lock_exclusive(&self.dir.join(".lock"), timeout)?;
+        Ok(Locked {
+            store: self,
+            _guard: guard,
+        })
+    }
+}
+
+/// The store with its lock held.
+#[derive(Debug)]
+pub struct Locked<'a> {
+    store: &'a FileStore,
+    _guard: LockGuard,
+}
+
+/// File name of an attachment record: `att-<containerID>@<ifname>`, the interface name percent-encoded
+/// outside `[A-Za-z0-9._-]` (container IDs are validated to that set and never contain `@`).
+pub fn attachment_file(container_id: &str, ifname: &str) -> String {
+    let mut s = format!("att-{container_id}@");
+    for b in ifname.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// File name of an address claim.
+pub fn ip_file(ip: IpAddr) -> String {
+    format!("ip-{ip}")
+}
+
+impl Locked<'_> {
+    /// The space directory.
+    pub fn dir(&self) -> &Path {
+        &self.store.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.store.dir.join(name)
+    }
+
+    /// Reads a record file; `None` if it does not exist.
+    pub fn read(&self, name: &str) -> CniResult<Option<Stored>> {
+        let p = self.path(name);
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CniError::io(format!("cannot read {}", p.display()), &e)),
+        };
+        let meta = fs::metadata(&p)
+            .map_err(|e| CniError::io(format!("cannot stat {}", p.display()), &e))?;
+        let record = serde_json::from_slice(&bytes).map_err(|e| {
+            CniError::new(
+                code::STORE_CORRUPT,
+                format!("{} is not a plumb-ipam record; move it away", p.display()),
+            )
+            .caused_by(e)
+        })?;
+        Ok(Some(Stored {
+            record,
+            ino: meta.ino(),
+        }))
+    }
+
+    /// The record of an attachment, if any.
+    pub fn attachment(&self, container_id: &str, ifname: &str) -> CniResult<Option<Stored>> {
+        self.read(&attachment_file(container_id, ifname))
+    }
+
+    /// Who holds an address, if anyone.
+    pub fn holder(&self, ip: IpAddr) -> CniResult<Option<Stored>> {
+        self.read(&ip_file(ip))
+    }
+
+    /// Whether an `ip-` file exists (one `lstat`, no read).
+    pub fn is_claimed(&self, ip: IpAddr) -> bool {
+        fs::symlink_metadata(self.path(&ip_file(ip))).is_ok()
+    }
+
+    /// The inode of an `ip-` file, if it exists.
+    pub fn claim_ino(&self, ip: IpAddr) -> Option<u64> {
+        fs::symlink_metadata(self.path(&ip_file(ip)))
+            .ok()
+            .map(|m| m.ino())
+    }
+
+    /// Makes `record` the attachment's reservation: claims its new addresses (never overwriting another
+    /// holder's), replaces the previous record `old` if any, and drops addresses `old` held that `record`
+    /// does not. `reclaim` lists addresses whose `ip-` file is an orphan of this same attachment and may be
+    /// replaced. Durable when this returns.
+    pub fn commit(
+        &self,
+        record: &Record,
+        old: Option<&Stored>,
+        reclaim: &[IpAddr],
+    ) -> CniResult<()> {
+        let tmp = self.write_temp(record)?;
+        let result = self.link_all(&tmp, record, old, reclaim);
+        let _ = fs::remove_file(&tmp);
+        result?;
+        self.sync_dir()
+    }
+
+    fn link_all(
+        &self,
+        tmp: &Path,
+        record: &Record,
+        old: Option<&Stored>,
+        reclaim: &[IpAddr],
+    ) -> CniResult<()> {
+        let mut claimed = Vec::new();
+        for ip in record.addrs() {
+            let target = self.path(&ip_file(ip));
+            let ours =
+                old.is_some_and(|o| self.claim_ino(ip) == Some(o.ino)) || reclaim.contains(&ip);
+            let r = if ours {
+                self.replace_link(tmp, &target)
+            } else {
+                fs::hard_link(tmp, &target)
+            };
+            if let Err(e) = r {
+                for c in &claimed {
+                    let _ = fs::remove_file(c);
+                }
+                return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    CniError::new(
+                        code::ADDRESS_TAKEN,
+                        format!(
+                            "{ip} was claimed by another process; the store lock is not working"
+                        ),
+                    )
+                } else {
+                    CniError::io(format!("cannot claim {}", target.display()), &e)
+                });
+            }
+            if !ours {
+                claimed.push(target);
+            }
+        }
+        let att = self.path(&attachment_file(&record.container_id, &record.ifname));
+        fs::rename(tmp, &att)
+            .map_err(|e| CniError::io(format!("cannot write {}", att.display()), &e))?;
+        if let Some(o) = old {
+            let keep = record.addrs();
+            for ip in o.record.addrs().into_iter().filter(|ip| !keep.contains(ip)) {
+                self.unlink_if(ip, o.ino)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn replace_link(&self, tmp: &Path, target: &Path) -> std::io::Result<()> {
+        let side = tmp.with_extension("link");
+        let _ = fs::remove_file(&side);
+        fs::hard_link(tmp, &side)?;
+        fs::rename(&side, target)
+    }
+
+    /// Removes an attachment's reservation; returns the addresses freed. Nothing to remove is success.
+    pub fn release(&self, container_id: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
+        let Some(stored) = self.attachment(container_id, ifname)? else {
+            return Ok(Vec::new());
+        };
+        let mut freed = Vec::new();
+        for ip in stored.record.addrs() {
+            if self.unlink_if(ip, stored.ino)? {
+                freed.push(ip);
+            }
+        }
+        let att = self.path(&attachment_file(container_id, ifname));
+        remove(&att)?;
+        self.sync_dir()?;
+        Ok(freed)
+    }
+
+    /// Removes `ip-<ip>` if it is the inode `ino`; returns whether it did.
+    pub fn unlink_if(&self, ip: IpAddr, ino: u64) -> CniResult<bool> {
+        if self.claim_ino(ip) != Some(ino) {
+            return Ok(false);
+        }
+        remove(&self.path(&ip_file(ip)))?;
+        Ok(true)
+    }
+
+    /// Removes an `ip-` file whatever it holds (admin release, GC of orphans).
+    pub fn unlink_claim(&self, ip: IpAddr) -> CniResult<()> {
+        remove(&self.path(&ip_file(ip)))
+    }
+
+    /// Every `ip-` and `att-` file name in the space, for GC and the admin commands.
+    pub fn list(&self) -> CniResult<Listing> {
+        let mut l = Listing::default();
+        let rd = fs::read_dir(self.dir())
+            .map_err(|e| CniError::io(format!("cannot list {}", self.dir().display()), &e))?;
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(ip) = name
+                .strip_prefix("ip-")
+                .and_then(|a| a.parse::<IpAddr>().ok())
+            {
+                l.claims.push(ip);
+            } else if name.starts_with("att-") {
+                l.attachments.push(name.to_string());
+            }
+        }
+        Ok(l)
+    }
+
+    fn write_temp(&self, record: &Record) -> CniResult<PathBuf> {
+        let tmp = self.path(&format!(".tmp-{}-{}", std::process::id(), nanos()));
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| CniError::io(format!("cannot create {}", tmp.display()), &e))?;
+        let mut bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        bytes.push(b'\n');
+        let r = f.write_all(&bytes).and_then(|_| f.sync_all());
+        if let Err(e) = r {
+            let _ = fs::remove_file(&tmp);
+            return Err(CniError::io(format!("cannot write {}", tmp.display()), &e));
+        }
+        Ok(tmp)
+    }
+
+    /// Makes the directory's entries durable.
+    pub fn sync_dir(&self) -> CniResult<()> {
+        fs::File::open(self.dir())
+            .and_then(|d| d.sync_all())
+            .map_err(|e| CniError::io(format!("cannot sync {}", self.dir().display()), &e))
+    }
+}
+
+/// What a space directory holds.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Claimed addresses (`ip-` files).
+    pub claims: Vec<IpAddr>,
+    /// Attachment record file names (`att-` files).
+    pub attachments: Vec<String>,
+}
+
+fn remove(p: &Path) -> CniResult<()> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CniError::io(format!("cannot remove {}", p.display()), &e)),
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Unix time now, in seconds.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The space directories under a data dir (for the admin commands).
+pub fn spaces(data_dir: &Path) -> CniResult<Vec<String>> {
+    let rd = match fs::read_dir(data_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(CniError::io(
+                format!("cannot list {}", data_dir.display()),
+                &e,
+            ))
+        }
+    };
+    let mut out: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Whether a file name is an attachment record.
+pub fn is_attachment_name(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|n| n.starts_with("att-"))
+}

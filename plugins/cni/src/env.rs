@@ -1,0 +1,225 @@
+//! The CNI environment: `CNI_COMMAND` and the variables each command requires (spec 1.1.0).
+
+use crate::args::CniArgs;
+use crate::error::{CniError, CniResult};
+use std::path::PathBuf;
+
+/// A CNI operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Attach a container.
+    Add,
+    /// Detach a container.
+    Del,
+    /// Verify an attachment.
+    Check,
+    /// Report readiness.
+    Status,
+    /// Remove resources of attachments that no longer exist.
+    Gc,
+    /// Report supported versions.
+    Version,
+}
+
+impl Command {
+    /// Parses `CNI_COMMAND`; an unknown value is error code 4.
+    pub fn parse(s: &str) -> CniResult<Command> {
+        Ok(match s {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "STATUS" => Command::Status,
+            "GC" => Command::Gc,
+            "VERSION" => Command::Version,
+            other => {
+                return Err(CniError::env(format!(
+                    "CNI_COMMAND {other:?} is not a CNI command; use ADD, DEL, CHECK, STATUS, GC or VERSION"
+                )))
+            }
+        })
+    }
+
+    /// The command as spelled in `CNI_COMMAND`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Status => "STATUS",
+            Command::Gc => "GC",
+            Command::Version => "VERSION",
+        }
+    }
+
+    /// Whether the command needs CNI_CONTAINERID and CNI_IFNAME.
+    fn needs_attachment(self) -> bool {
+        matches!(self, Command::Add | Command::Del | Command::Check)
+    }
+
+    /// Whether the command needs CNI_NETNS (DEL may come after the netns is gone).
+    fn needs_netns(self) -> bool {
+        matches!(self, Command::Add | Command::Check)
+    }
+
+    /// Whether the command needs CNI_PATH.
+    fn needs_path(self) -> bool {
+        matches!(
+            self,
+            Command::Add | Command::Del | Command::Check | Command::Gc
+        )
+    }
+}
+
+/// The validated CNI environment of one invocation.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// `CNI_COMMAND`.
+    pub command: Command,
+    /// `CNI_CONTAINERID` (empty for STATUS, GC, VERSION).
+    pub container_id: String,
+    /// `CNI_NETNS`, if given and non-empty.
+    pub netns: Option<String>,
+    /// `CNI_IFNAME` (empty for STATUS, GC, VERSION).
+    pub ifname: String,
+    /// `CNI_ARGS`, parsed.
+    pub args: CniArgs,
+    /// `CNI_PATH`, split on `:`.
+    pub path: Vec<PathBuf>,
+}
+
+impl Env {
+    /// Reads the process environment.
+    pub fn from_process() -> CniResult<Env> {
+        Env::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the variables through `get`, checking each one the command requires (code 4 naming it).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> CniResult<Env> {
+        let command = Command::parse(
+            &get("CNI_COMMAND").ok_or_else(|| CniError::env("CNI_COMMAND is not set"))?,
+        )?;
+        let required = |key: &str, needed: bool| -> CniResult<String> {
+            match get(key).filter(|v| !v.is_empty()) {
+                Some(v) => Ok(v),
+                None if needed => Err(CniError::env(format!(
+                    "{key} is required for {} but is not set",
+                    command.as_str()
+                ))),
+                None => Ok(String::new()),
+            }
+        };
+        let container_id = required("CNI_CONTAINERID", command.needs_attachment())?;
+        let ifname = required("CNI_IFNAME", command.needs_attachment())?;
+        let netns = required("CNI_NETNS", command.needs_netns())?;
+        let path = required("CNI_PATH", command.needs_path())?;
+        if !container_id.is_empty() {
+            validate_container_id(&container_id)?;
+        }
+        if !ifname.is_empty() {
+            validate_ifname(&ifname)?;
+        }
+        Ok(Env {
+            command,
+            container_id,
+            netns: (!netns.is_empty()).then_some(netns),
+            ifname,
+            args: CniArgs::parse(&get("CNI_ARGS").unwrap_or_default())?,
+            path: path
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+        })
+    }
+}
+
+/// Checks a container ID as the spec defines it: starts alphanumeric, then alphanumerics, `_`, `.`, `-`.
+pub fn validate_container_id(id: &str) -> CniResult<()> {
+    let ok_first = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok_first || !ok_rest || id.len() > 200 {
+        return Err(CniError::env(format!(
+            "CNI_CONTAINERID {id:?} is invalid: it must start with a letter or digit, hold only letters, digits, '_', '.', '-', and be at most 200 characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an interface name as Linux accepts it: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace.
+pub fn validate_ifname(name: &str) -> CniResult<()> {
+    let bad_char = name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if name.len() > 15 || name == "." || name == ".." || bad_char {
+        return Err(CniError::env(format!(
+            "CNI_IFNAME {name:?} is not a valid interface name: at most 15 bytes, not '.' or '..', no '/', ':' or whitespace"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> CniResult<Env> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn add_requires_each_variable() {
+        let full = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ];
+        assert!(env(&full).is_ok());
+        for missing in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"] {
+            let partial: Vec<_> = full
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let e = env(&partial).unwrap_err();
+            assert_eq!(e.code, 4);
+            assert!(e.msg.contains(missing), "{}", e.msg);
+        }
+    }
+
+    #[test]
+    fn del_allows_missing_netns_and_version_needs_nothing() {
+        let e = env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/x"),
+        ])
+        .unwrap();
+        assert!(e.netns.is_none());
+        assert!(env(&[("CNI_COMMAND", "VERSION")]).is_ok());
+        assert!(env(&[("CNI_COMMAND", "STATUS")]).is_ok());
+        assert_eq!(env(&[("CNI_COMMAND", "GC")]).unwrap_err().code, 4);
+        assert_eq!(env(&[]).unwrap_err().code, 4);
+        assert_eq!(env(&[("CNI_COMMAND", "ATTACH")]).unwrap_err().code, 4);
+    }
+
+    #[test]
+    fn rejects_hostile_ids_and_names() {
+        assert!(validate_container_id("../etc").is_err());
+        assert!(validate_container_id("a/b").is_err());
+        assert!(validate_container_id("abc_1.2-3").is_ok());
+        assert!(validate_ifname("eth0").is_ok());
+        assert!(validate_ifname("a234567890123456").is_err());
+        assert!(validate_ifname("..").is_err());
+        assert!(validate_ifname("a/b").is_err());
+    }
+}

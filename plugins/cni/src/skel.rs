@@ -1,0 +1,124 @@
+//! The plugin entry point: read the environment and stdin, check what the spec requires for the
+//! command and version, call the plugin, and print its result or its error in the config's version.
+
+use crate::config::{parse_object, version_of, NetConf};
+use crate::env::{Command, Env};
+use crate::error::{code, CniError, CniResult};
+use crate::result::AddResult;
+use crate::version::{Version, SUPPORTED};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+/// One invocation, ready for the plugin.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The validated environment.
+    pub env: Env,
+    /// The parsed configuration.
+    pub conf: NetConf,
+    /// The raw stdin bytes (for delegation).
+    pub stdin: Vec<u8>,
+}
+
+/// What a plugin implements; the entry point does the protocol around it.
+pub trait Plugin {
+    /// The plugin's binary name, used in messages.
+    fn name(&self) -> &'static str;
+    /// ADD: attach and return the result (the entry point converts it to the config's version).
+    fn add(&self, req: &Request) -> CniResult<AddResult>;
+    /// DEL: detach; must succeed when there is nothing to remove.
+    fn del(&self, req: &Request) -> CniResult<()>;
+    /// CHECK: verify the attachment matches `prevResult`.
+    fn check(&self, req: &Request) -> CniResult<()>;
+    /// STATUS: succeed when ADD can be served, else code 50 or 51.
+    fn status(&self, req: &Request) -> CniResult<()>;
+    /// GC: release what belongs to attachments outside `valid_attachments`.
+    fn gc(&self, req: &Request) -> CniResult<()>;
+}
+
+/// Runs the plugin against this process's environment, stdin and stdout; returns the exit code.
+pub fn run_process(plugin: &dyn Plugin) -> i32 {
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut stdin);
+    let (exit, out) = match read {
+        Ok(_) => dispatch(plugin, Env::from_process(), &stdin),
+        Err(e) => (
+            1,
+            CniError::io("could not read the network configuration from stdin", &e)
+                .to_json("1.1.0"),
+        ),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if !out.is_null() {
+        let _ = serde_json::to_writer(&mut stdout, &out);
+        let _ = stdout.write_all(b"\n");
+    }
+    let _ = stdout.flush();
+    exit
+}
+
+/// Runs one invocation from a parsed environment and stdin; returns the exit code and what to print
+/// (`Value::Null` for nothing).
+pub fn dispatch(plugin: &dyn Plugin, env: CniResult<Env>, stdin: &[u8]) -> (i32, Value) {
+    let reply_version = reply_version(stdin);
+    match handle(plugin, env, stdin) {
+        Ok(out) => (0, out),
+        Err(e) => (1, e.to_json(reply_version.as_str())),
+    }
+}
+
+fn handle(plugin: &dyn Plugin, env: CniResult<Env>, stdin: &[u8]) -> CniResult<Value> {
+    let env = env?;
+    if env.command == Command::Version {
+        return Ok(version_info());
+    }
+    let conf = NetConf::parse(stdin)?;
+    let need = |allowed: bool, first: &str| -> CniResult<()> {
+        if allowed {
+            return Ok(());
+        }
+        Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!(
+                "cniVersion {} does not allow {}; use cniVersion {first} or later",
+                conf.version,
+                env.command.as_str()
+            ),
+        ))
+    };
+    match env.command {
+        Command::Check => need(conf.version.allows_check(), "0.4.0")?,
+        Command::Status | Command::Gc => need(conf.version.allows_status_and_gc(), "1.1.0")?,
+        _ => {}
+    }
+    let version = conf.version;
+    let req = Request {
+        env,
+        conf,
+        stdin: stdin.to_vec(),
+    };
+    match req.env.command {
+        Command::Add => plugin.add(&req)?.to_json(version),
+        Command::Del => plugin.del(&req).map(|_| Value::Null),
+        Command::Check => plugin.check(&req).map(|_| Value::Null),
+        Command::Status => plugin.status(&req).map(|_| Value::Null),
+        Command::Gc => plugin.gc(&req).map(|_| Value::Null),
+        Command::Version => Ok(version_info()),
+    }
+}
+
+/// The VERSION reply: the newest version and every supported one.
+pub fn version_info() -> Value {
+    json!({
+        "cniVersion": Version::LATEST.as_str(),
+        "supportedVersions": SUPPORTED.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+/// The version to write errors in: the config's when it names a supported one, else the newest.
+fn reply_version(stdin: &[u8]) -> Version {
+    parse_object(stdin)
+        .ok()
+        .and_then(|o| version_of(&o).ok())
+        .unwrap_or(Version::LATEST)
+}
