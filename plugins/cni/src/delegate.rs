@@ -36,11 +36,22 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `name` for `command` with this process's environment and `stdin`; returns its stdout on success,
-/// or its CNI error (code kept) on failure.
-pub fn exec(name: &str, command: Command, dirs: &[PathBuf], stdin: &[u8]) -> CniResult<Vec<u8>> {
+/// Variables set over the inherited environment of a delegated plugin (the spec passes the same
+/// environment on; tests and callers that run outside a CNI invocation set the CNI_* ones here).
+pub type EnvOverrides<'a> = &'a [(&'a str, &'a str)];
+
+/// Runs `name` for `command` with this process's environment plus `vars`, and `stdin`; returns its stdout
+/// on success, or its CNI error (code kept) on failure.
+pub fn exec(
+    name: &str,
+    command: Command,
+    dirs: &[PathBuf],
+    stdin: &[u8],
+    vars: EnvOverrides,
+) -> CniResult<Vec<u8>> {
     let binary = find_plugin(name, dirs)?;
     let mut child = std::process::Command::new(&binary)
+        .envs(vars.iter().copied())
         .env("CNI_COMMAND", command.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -79,8 +90,14 @@ pub fn exec(name: &str, command: Command, dirs: &[PathBuf], stdin: &[u8]) -> Cni
 }
 
 /// Delegates ADD and parses the result, written in the configuration's `version`.
-pub fn add(name: &str, dirs: &[PathBuf], stdin: &[u8], version: Version) -> CniResult<AddResult> {
-    let out = exec(name, Command::Add, dirs, stdin)?;
+pub fn add(
+    name: &str,
+    dirs: &[PathBuf],
+    stdin: &[u8],
+    version: Version,
+    vars: EnvOverrides,
+) -> CniResult<AddResult> {
+    let out = exec(name, Command::Add, dirs, stdin, vars)?;
     let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
         CniError::decode(format!(
             "delegated plugin {name} printed a result that is not JSON"
@@ -91,6 +108,62 @@ pub fn add(name: &str, dirs: &[PathBuf], stdin: &[u8], version: Version) -> CniR
 }
 
 /// Delegates DEL, CHECK, STATUS or GC, which print nothing on success.
-pub fn run(name: &str, command: Command, dirs: &[PathBuf], stdin: &[u8]) -> CniResult<()> {
-    exec(name, command, dirs, stdin).map(|_| ())
+pub fn run(
+    name: &str,
+    command: Command,
+    dirs: &[PathBuf],
+    stdin: &[u8],
+    vars: EnvOverrides,
+) -> CniResult<()> {
+    exec(name, command, dirs, stdin, vars).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn fake_plugin(dir: &Path, name: &str, script: &str) {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\ncat >/dev/null\n{script}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn keeps_the_delegate_error_code_and_parses_results() {
+        let dir = std::env::temp_dir().join(format!("plumb-delegate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dirs = vec![PathBuf::from("/nonexistent"), dir.clone()];
+        fake_plugin(
+            &dir,
+            "busy",
+            r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"busy","details":"lock"}'; exit 1"#,
+        );
+        fake_plugin(&dir, "mute", "echo oops >&2; exit 3");
+        fake_plugin(
+            &dir,
+            "ok",
+            r#"[ "$CNI_COMMAND" = ADD ] && [ "$CNI_IFNAME" = net1 ] || exit 9; echo '{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.0.0.9/24"}]}'"#,
+        );
+        let e = run("busy", Command::Del, &dirs, b"{}", &[]).unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str(), e.details.clone()),
+            (11, "busy", vec!["lock".to_string()])
+        );
+        let e = run("mute", Command::Del, &dirs, b"{}", &[]).unwrap_err();
+        assert_eq!(e.code, code::DELEGATE_FAILED);
+        assert!(e.to_string().contains("oops"), "{e}");
+        let r = add(
+            "ok",
+            &dirs,
+            b"{}",
+            Version::V0_3_1,
+            &[("CNI_IFNAME", "net1")],
+        )
+        .unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.0.0.9/24");
+        assert_eq!(find_plugin("absent", &dirs).unwrap_err().code, 7);
+        assert_eq!(find_plugin("../busy", &dirs).unwrap_err().code, 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

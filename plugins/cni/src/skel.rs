@@ -122,3 +122,102 @@ fn reply_version(stdin: &[u8]) -> Version {
         .and_then(|o| version_of(&o).ok())
         .unwrap_or(Version::LATEST)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{Cidr, IpConfig};
+    use std::collections::HashMap;
+
+    struct Fake;
+
+    impl Plugin for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn add(&self, _: &Request) -> CniResult<AddResult> {
+            let ip = |s: &str| IpConfig {
+                address: s.parse::<Cidr>().unwrap(),
+                gateway: None,
+                interface: None,
+            };
+            Ok(AddResult {
+                ips: vec![ip("10.0.0.2/24"), ip("fd00::2/64")],
+                ..Default::default()
+            })
+        }
+        fn del(&self, _: &Request) -> CniResult<()> {
+            Ok(())
+        }
+        fn check(&self, _: &Request) -> CniResult<()> {
+            Ok(())
+        }
+        fn status(&self, _: &Request) -> CniResult<()> {
+            Err(CniError::new(code::NOT_AVAILABLE, "down"))
+        }
+        fn gc(&self, _: &Request) -> CniResult<()> {
+            Ok(())
+        }
+    }
+
+    fn call(command: &str, version: &str) -> (i32, Value) {
+        let vars: HashMap<&str, &str> = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ]
+        .into();
+        let env = Env::from_lookup(|k| vars.get(k).map(|v| v.to_string()));
+        let conf = format!(r#"{{"cniVersion":"{version}","name":"n","type":"fake"}}"#);
+        dispatch(&Fake, env, conf.as_bytes())
+    }
+
+    #[test]
+    fn add_replies_in_the_config_version() {
+        let (rc, out) = call("ADD", "0.3.1");
+        assert_eq!(rc, 0);
+        assert_eq!(out["cniVersion"], "0.3.1");
+        assert_eq!(out["ips"][1]["version"], "6");
+        let (rc, out) = call("ADD", "0.2.0");
+        assert_eq!((rc, out["ip4"]["ip"].as_str()), (0, Some("10.0.0.2/24")));
+    }
+
+    #[test]
+    fn commands_are_gated_by_version() {
+        let (rc, out) = call("CHECK", "0.3.1");
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(1)));
+        assert!(out["msg"].as_str().unwrap().contains("CHECK"));
+        assert_eq!(call("CHECK", "0.4.0"), (0, Value::Null));
+        assert_eq!(call("GC", "1.0.0").1["code"], 1);
+        assert_eq!(call("GC", "1.1.0"), (0, Value::Null));
+        let (rc, out) = call("STATUS", "1.1.0");
+        assert_eq!(
+            (rc, out["code"].as_u64(), out["cniVersion"].as_str()),
+            (1, Some(50), Some("1.1.0"))
+        );
+    }
+
+    #[test]
+    fn version_and_env_errors() {
+        let (rc, out) = call("VERSION", "0.1.0");
+        assert_eq!(rc, 0);
+        assert_eq!(out, version_info());
+        assert_eq!(out["supportedVersions"].as_array().unwrap().len(), 7);
+        let (rc, out) = dispatch(
+            &Fake,
+            Env::from_lookup(|_| None),
+            br#"{"cniVersion":"0.4.0"}"#,
+        );
+        assert_eq!(
+            (rc, out["code"].as_u64(), out["cniVersion"].as_str()),
+            (1, Some(4), Some("0.4.0"))
+        );
+        let (_, out) = call("ADD", "7.0.0");
+        assert_eq!(
+            (out["code"].as_u64(), out["cniVersion"].as_str()),
+            (Some(1), Some("1.1.0"))
+        );
+    }
+}
