@@ -11,17 +11,28 @@ fn dirs() -> Vec<PathBuf> {
     vec![bin_dir(), PathBuf::from(REFERENCE_CNI_DIR)]
 }
 
-fn vars<'a>(cid: &'a str) -> [(&'a str, &'a str); 4] {
-    [("CNI_CONTAINERID", cid), ("CNI_NETNS", "/run/netns/none"), ("CNI_IFNAME", "net1"), ("CNI_PATH", "/unused")]
+fn vars(cid: &str) -> [(&str, &str); 4] {
+    [
+        ("CNI_CONTAINERID", cid),
+        ("CNI_NETNS", "/run/netns/none"),
+        ("CNI_IFNAME", "net1"),
+        ("CNI_PATH", "/unused"),
+    ]
 }
 
 fn conf(version: &str, ipam: serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"cniVersion": version, "name": "deleg", "type": "bridge", "ipam": ipam})).unwrap()
+    serde_json::to_vec(
+        &json!({"cniVersion": version, "name": "deleg", "type": "bridge", "ipam": ipam}),
+    )
+    .unwrap()
 }
 
 #[test]
 fn delegates_to_plumb_ipam_in_each_version() {
-    for (i, v) in ["0.2.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"].into_iter().enumerate() {
+    for (i, v) in ["0.2.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+        .into_iter()
+        .enumerate()
+    {
         let data = TempDir::new("deleg");
         let stdin = conf(
             v,
@@ -45,7 +56,10 @@ fn delegates_to_plumb_ipam_in_each_version() {
 fn delegates_to_host_local() {
     let host_local = PathBuf::from(REFERENCE_CNI_DIR).join("host-local");
     if !host_local.exists() {
-        skip("delegates_to_host_local", "Debian's host-local is missing (apt containernetworking-plugins)");
+        skip(
+            "delegates_to_host_local",
+            "Debian's host-local is missing (apt containernetworking-plugins)",
+        );
         return;
     }
     for v in ["0.3.1", "0.4.0", "1.0.0"] {
@@ -57,13 +71,23 @@ fn delegates_to_host_local() {
         let version = Version::parse(v).unwrap();
         let r = delegate::add("host-local", &dirs(), &stdin, version, &vars("hl1")).unwrap();
         assert_eq!(r.ips[0].address.to_string(), "10.78.0.2/24", "version {v}");
-        assert_eq!(r.ips[0].gateway.map(|g| g.to_string()).as_deref(), Some("10.78.0.1"));
+        assert_eq!(
+            r.ips[0].gateway.map(|g| g.to_string()).as_deref(),
+            Some("10.78.0.1")
+        );
         delegate::run("host-local", Command::Del, &dirs(), &stdin, &vars("hl1")).unwrap();
     }
     let data = TempDir::new("deleghl");
     // host-local's own error (a bad subnet) keeps host-local's code.
-    let bad = conf("1.0.0", json!({"type": "host-local", "ranges": [[{"subnet": "nope"}]], "dataDir": data.path()}));
+    let bad = conf(
+        "1.0.0",
+        json!({"type": "host-local", "ranges": [[{"subnet": "nope"}]], "dataDir": data.path()}),
+    );
     let e = delegate::add("host-local", &dirs(), &bad, Version::V1_0_0, &vars("hl2")).unwrap_err();
-    assert_ne!(e.code, plumb_cni::code::DELEGATE_FAILED, "host-local printed a CNI error: {e}");
+    assert_ne!(
+        e.code,
+        plumb_cni::code::DELEGATE_FAILED,
+        "host-local printed a CNI error: {e}"
+    );
     assert!(!e.msg.is_empty());
 }
