@@ -1,5 +1,5 @@
 //! GC: release every reservation of one network whose attachment is not in the runtime's valid list,
-//! remove orphan claims left by crashes, and rebuild the hints from what remains.
+//! remove orphan claims and temporary files left by killed processes, and rebuild the hints from what remains.
 
 use crate::alloc::claimed_offsets;
 use crate::config::IpamConfig;
@@ -15,6 +15,8 @@ pub struct Collected {
     pub released: usize,
     /// `ip-` files removed because no record of their attachment points at them.
     pub orphans: usize,
+    /// Temporary files of killed processes removed.
+    pub temporaries: usize,
 }
 
 /// Runs GC for `network` with the space lock held.
@@ -51,6 +53,10 @@ pub fn collect(
             locked.unlink_claim(ip)?;
             out.orphans += 1;
         }
+    }
+    for name in &listing.temporaries {
+        locked.remove_temporary(name)?;
+        out.temporaries += 1;
     }
     locked.sync_dir()?;
     for range in &cfg.ranges {

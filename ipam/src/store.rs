@@ -16,7 +16,6 @@
 use crate::lock::{lock_exclusive, LockGuard};
 use plumb_cni::{code, CniError, CniResult};
 use serde::{Deserialize, Serialize};
-use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
@@ -307,6 +306,8 @@ impl Locked<'_> {
                 l.claims.push(ip);
             } else if name.starts_with("att-") {
                 l.attachments.push(name.to_string());
+            } else if name.starts_with(".tmp-") {
+                l.temporaries.push(name.to_string());
             }
         }
         Ok(l)
@@ -329,6 +330,14 @@ impl Locked<'_> {
         Ok(tmp)
     }
 
+    /// Removes a temporary file left by a killed process.
+    pub fn remove_temporary(&self, name: &str) -> CniResult<()> {
+        if !name.starts_with(".tmp-") || name.contains('/') {
+            return Ok(());
+        }
+        remove(&self.path(name))
+    }
+
     /// Makes the directory's entries durable.
     pub fn sync_dir(&self) -> CniResult<()> {
         fs::File::open(self.dir())
@@ -344,6 +353,8 @@ pub struct Listing {
     pub claims: Vec<IpAddr>,
     /// Attachment record file names (`att-` files).
     pub attachments: Vec<String>,
+    /// Temporary files; with the lock held, any that exist were left by a killed process.
+    pub temporaries: Vec<String>,
 }
 
 fn remove(p: &Path) -> CniResult<()> {
@@ -389,9 +400,4 @@ pub fn spaces(data_dir: &Path) -> CniResult<Vec<String>> {
         .collect();
     out.sort();
     Ok(out)
-}
-
-/// Whether a file name is an attachment record.
-pub fn is_attachment_name(name: &OsStr) -> bool {
-    name.to_str().is_some_and(|n| n.starts_with("att-"))
 }
