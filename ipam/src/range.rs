@@ -247,10 +247,11 @@ impl Range {
         self.end - self.start
     }
 
-    /// Addresses that can be handed out (saturating for huge IPv6 ranges).
+    /// Addresses that can be handed out. The span never covers all 2^128 addresses (offset 0 of an IPv6
+    /// subnet is skipped), so `last_offset() + 1` cannot overflow.
     pub fn usable(&self) -> u128 {
         let blocked: u128 = self.blocked.iter().map(|s| s.hi - s.lo + 1).sum();
-        (self.last_offset() - blocked).saturating_add(1)
+        (self.last_offset() + 1).saturating_sub(blocked)
     }
 
     /// The address at an offset.
