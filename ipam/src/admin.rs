@@ -1,7 +1,7 @@
 //! Admin mode: `plumb-ipam list|usage|release ...`, run by a person. Prints readable tables of
 //! reservations and usage per range, and releases reservations by address or attachment.
 
-use crate::config::{validate_space, DEFAULT_DATA_DIR};
+use crate::config::{validate_space, DEFAULT_DATA_DIR, DEFAULT_SPACE};
 use crate::range::{from_int, to_int, Family};
 use crate::store::{spaces, FileStore, Locked};
 use plumb_cni::{CniError, CniResult};
@@ -50,6 +50,8 @@ pub fn dispatch(args: &[String]) -> CniResult<String> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let spaces = match &opts.space {
+        // The default space is named with a leading '_' so no network_name can collide with it.
+        Some(s) if s == DEFAULT_SPACE => vec![s.clone()],
         Some(s) => vec![validate_space(s)?],
         None => spaces(&data_dir)?,
     };

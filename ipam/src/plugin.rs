@@ -35,25 +35,17 @@ impl Plugin for Ipam {
         req.env.args.check_known(self.name(), &[])?;
         let cfg = IpamConfig::from_conf(&req.conf)?;
         let statics = static_requests(req)?;
+        // A result the config's version cannot hold (two IPv4 ranges at 0.2.0, an IPv6 route without
+        // an IPv6 range at 0.1.0) is refused before anything is reserved: the entry point converts the
+        // result only after the reservation is committed. The first address of each range stands in.
+        let placeholder: Vec<IpAddr> = cfg.ranges.iter().map(|r| r.addr(0)).collect();
+        result_of(&cfg, &placeholder).to_json(req.conf.version)?;
         let who = attachment(req);
         let store = open(&cfg)?;
         let locked = store.lock(timeout(&cfg))?;
         let ips = allocate(&locked, &cfg, &who, &statics)?;
         drop(locked);
-        let mut result = cfg.routes_and_dns.clone();
-        result.ips = ips
-            .iter()
-            .zip(&cfg.ranges)
-            .map(|(ip, r)| IpConfig {
-                address: Cidr {
-                    addr: *ip,
-                    prefix: r.subnet.prefix,
-                },
-                gateway: r.gateway,
-                interface: None,
-            })
-            .collect();
-        Ok(result)
+        Ok(result_of(&cfg, &ips))
     }
 
     fn del(&self, req: &Request) -> CniResult<()> {
@@ -164,6 +156,24 @@ impl Plugin for Ipam {
         crate::gc::collect(&locked, &cfg, &req.conf.name, &valid)?;
         Ok(())
     }
+}
+
+/// The ADD result for one address per range: the configured routes and DNS plus the addresses.
+fn result_of(cfg: &IpamConfig, ips: &[IpAddr]) -> AddResult {
+    let mut result = cfg.routes_and_dns.clone();
+    result.ips = ips
+        .iter()
+        .zip(&cfg.ranges)
+        .map(|(ip, r)| IpConfig {
+            address: Cidr {
+                addr: *ip,
+                prefix: r.subnet.prefix,
+            },
+            gateway: r.gateway,
+            interface: None,
+        })
+        .collect();
+    result
 }
 
 fn list(ips: &[IpAddr]) -> String {
