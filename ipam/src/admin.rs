@@ -3,7 +3,7 @@
 
 use crate::config::{validate_space, DEFAULT_DATA_DIR, DEFAULT_SPACE};
 use crate::range::{from_int, to_int, Family};
-use crate::store::{spaces, FileStore, Locked};
+use crate::store::{spaces, Entry, FileStore, Locked};
 use plumb_cni::{CniError, CniResult};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -113,8 +113,20 @@ fn list(data_dir: &std::path::Path, spaces: &[String]) -> CniResult<String> {
             let mut claims = l.list()?.claims;
             claims.sort_by_key(|ip| (ip.is_ipv6(), to_int(*ip)));
             for ip in claims {
-                let Some(s) = l.holder(ip)? else { continue };
-                let r = s.record;
+                let r = match l.holder(ip)? {
+                    Entry::Record(s) => s.record,
+                    Entry::Missing => continue,
+                    Entry::Unreadable => {
+                        let mut row = vec![
+                            space.clone(),
+                            ip.to_string(),
+                            "(unreadable; GC removes it)".into(),
+                        ];
+                        row.resize(7, "-".into());
+                        rows.push(row);
+                        continue;
+                    }
+                };
                 let pod = match (r.pod_namespace, r.pod_name) {
                     (Some(ns), Some(n)) => format!("{ns}/{n}"),
                     _ => "-".into(),
@@ -187,9 +199,11 @@ fn release(data_dir: &std::path::Path, spaces: &[String], o: &Opts) -> CniResult
     for space in spaces {
         with_space(data_dir, space, |l| {
             let target = match (&o.ip, &o.container, &o.ifname) {
-                (Some(ip), None, None) => l
-                    .holder(*ip)?
-                    .map(|s| (s.record.container_id, s.record.ifname)),
+                (Some(ip), None, None) => match l.holder(*ip)? {
+                    Entry::Record(s) => Some((s.record.container_id, s.record.ifname)),
+                    Entry::Missing => None,
+                    Entry::Unreadable => Some(("(unreadable)".to_string(), "-".to_string())),
+                },
                 (None, Some(c), Some(i)) => Some((c.clone(), i.clone())),
                 _ => {
                     return Err(CniError::config(

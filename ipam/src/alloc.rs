@@ -5,7 +5,7 @@
 use crate::config::IpamConfig;
 use crate::hint::Hint;
 use crate::range::Range;
-use crate::store::{now_secs, Locked, Record, Stored};
+use crate::store::{attachment_file, now_secs, Entry, Locked, Record, Stored};
 use plumb_cni::args::PodRef;
 use plumb_cni::{code, CniError, CniResult};
 use std::collections::HashMap;
@@ -65,7 +65,11 @@ pub fn allocate(
     statics: &[IpAddr],
 ) -> CniResult<Allocation> {
     let wanted = place_statics(cfg, statics)?;
-    let existing = locked.attachment(&who.container_id, &who.ifname)?;
+    // An unreadable record of this attachment is replaced by the commit below.
+    let existing = match locked.entry(&attachment_file(&who.container_id, &who.ifname))? {
+        Entry::Record(s) => Some(s),
+        Entry::Missing | Entry::Unreadable => None,
+    };
     let valid_old: Vec<IpAddr> = match &existing {
         Some(s) => s
             .record
@@ -85,10 +89,11 @@ pub fn allocate(
     for (i, range) in cfg.ranges.iter().enumerate() {
         let ip = if let Some(ip) = wanted[i] {
             match locked.holder(ip)? {
-                Some(h) if !h.record.is_for(&who.container_id, &who.ifname) => {
+                Entry::Record(h) if !h.record.is_for(&who.container_id, &who.ifname) => {
                     return Err(taken(ip, &h))
                 }
-                Some(_) if !valid_old.contains(&ip) => reclaim.push(ip),
+                Entry::Record(_) if !valid_old.contains(&ip) => reclaim.push(ip),
+                Entry::Unreadable => return Err(unreadable(ip)),
                 _ => {}
             }
             ip
@@ -199,7 +204,7 @@ fn find_free(
                 break;
             }
             match locked.holder(ip)? {
-                Some(h) if h.record.is_for(&who.container_id, &who.ifname) => {
+                Entry::Record(h) if h.record.is_for(&who.container_id, &who.ifname) => {
                     found = Some((ip, true));
                     break;
                 }
@@ -265,6 +270,13 @@ fn place_statics(cfg: &IpamConfig, statics: &[IpAddr]) -> CniResult<Vec<Option<I
         }
     }
     Ok(wanted)
+}
+
+fn unreadable(ip: IpAddr) -> CniError {
+    CniError::new(
+        code::ADDRESS_TAKEN,
+        format!("requested IP {ip} is held by an unreadable record (left by a power loss); GC removes it, or run plumb-ipam release --ip {ip}"),
+    )
 }
 
 fn taken(ip: IpAddr, h: &Stored) -> CniError {

@@ -28,6 +28,8 @@ pub struct IpamConfig {
     pub data_dir: PathBuf,
     /// How long to wait for the store lock before answering "try again later" (code 11).
     pub lock_timeout_secs: u64,
+    /// `fsync`: fsync records and the directory on every change (off by default; see docs/design.md).
+    pub fsync: bool,
 }
 
 impl IpamConfig {
@@ -80,6 +82,7 @@ impl IpamConfig {
             space,
             data_dir,
             lock_timeout_secs,
+            fsync: opt_bool(ipam, "fsync")?.unwrap_or(false),
         })
     }
 

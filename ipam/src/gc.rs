@@ -4,7 +4,7 @@
 use crate::alloc::claimed_offsets;
 use crate::config::IpamConfig;
 use crate::hint::Hint;
-use crate::store::{attachment_file, Locked};
+use crate::store::{attachment_file, Entry, Locked};
 use plumb_cni::CniResult;
 use std::collections::HashSet;
 
@@ -15,6 +15,9 @@ pub struct Collected {
     pub released: usize,
     /// `ip-` files removed because no record of their attachment points at them.
     pub orphans: usize,
+    /// Unreadable record or claim files removed (only a power loss can leave them: no name points at
+    /// content before it is complete, but without fsync the content may not reach the disk).
+    pub unreadable: usize,
     /// Temporary files of killed processes removed.
     pub temporaries: usize,
 }
@@ -29,8 +32,14 @@ pub fn collect(
     let mut out = Collected::default();
     let listing = locked.list()?;
     for name in &listing.attachments {
-        let Some(s) = locked.read(name)? else {
-            continue;
+        let s = match locked.entry(name)? {
+            Entry::Record(s) => s,
+            Entry::Missing => continue,
+            Entry::Unreadable => {
+                locked.remove_unreadable(name)?;
+                out.unreadable += 1;
+                continue;
+            }
         };
         let r = &s.record;
         if r.network == network && !valid.contains(&(r.container_id.as_str(), r.ifname.as_str())) {
@@ -39,14 +48,23 @@ pub fn collect(
         }
     }
     for ip in listing.claims {
-        let Some(claim) = locked.holder(ip)? else {
-            continue;
+        let claim = match locked.holder(ip)? {
+            Entry::Record(c) => c,
+            Entry::Missing => continue,
+            Entry::Unreadable => {
+                locked.unlink_claim(ip)?;
+                out.unreadable += 1;
+                continue;
+            }
         };
         let r = &claim.record;
         if r.network != network {
             continue;
         }
-        let owner = locked.read(&attachment_file(&r.container_id, &r.ifname))?;
+        let owner = match locked.entry(&attachment_file(&r.container_id, &r.ifname))? {
+            Entry::Record(o) => Some(o),
+            Entry::Missing | Entry::Unreadable => None,
+        };
         let referenced =
             owner.is_some_and(|o| o.ino == claim.ino && o.record.addrs().contains(&ip));
         if !referenced {

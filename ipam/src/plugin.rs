@@ -19,7 +19,7 @@ use std::time::Duration;
 pub struct Ipam;
 
 fn open(cfg: &IpamConfig) -> CniResult<FileStore> {
-    FileStore::open(&cfg.data_dir, &cfg.space)
+    Ok(FileStore::open(&cfg.data_dir, &cfg.space)?.with_fsync(cfg.fsync))
 }
 
 fn timeout(cfg: &IpamConfig) -> Duration {
@@ -55,7 +55,8 @@ impl Plugin for Ipam {
             Some(c) => (c.data_dir.clone(), c.space.clone()),
             None => store_location(&req.conf)?,
         };
-        let store = FileStore::open(&data_dir, &space)?;
+        let store =
+            FileStore::open(&data_dir, &space)?.with_fsync(cfg.as_ref().is_some_and(|c| c.fsync));
         let locked = store.lock(Duration::from_secs(
             cfg.as_ref().map_or(30, |c| c.lock_timeout_secs),
         ))?;

@@ -7,8 +7,11 @@
 //! <dataDir>/<space>/hint-<first>-<last>        free-address hint of one range (see `hint`)
 //! ```
 //!
-//! A record is written once to a temporary file and fsynced; each address is then claimed with `link()`,
-//! which never overwrites, and the record is renamed into place; one directory fsync makes it durable.
+//! A record is written once to a temporary file; each address is then claimed with `link()`, which never
+//! overwrites, and the record is renamed into place. Nothing is fsynced unless the config asks (`fsync`):
+//! a reservation the disk had not yet written when power was lost belonged to a pod that died with the
+//! node; a name left with empty content reads as `Entry::Unreadable`, which allocation steps over and
+//! GC removes (docs/design.md has the reasoning and the measured cost).
 //! An `ip-` file and its `att-` file are the same inode, so ownership is checked with one `stat`, DEL
 //! never scans, and a crash at any point leaves either a complete reservation or an orphan `ip-` link
 //! whose owner is named inside it: the next ADD of that attachment reuses it and GC removes it.
@@ -64,6 +67,17 @@ impl Record {
     }
 }
 
+/// What one name of the store holds.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// No such file.
+    Missing,
+    /// A file whose content is not a record.
+    Unreadable,
+    /// A record.
+    Record(Stored),
+}
+
 /// A stored record with the inode that identifies it.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -77,6 +91,7 @@ pub struct Stored {
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
+    fsync: bool,
 }
 
 impl FileStore {
@@ -89,7 +104,13 @@ impl FileStore {
                 &e,
             )
         })?;
-        Ok(FileStore { dir })
+        Ok(FileStore { dir, fsync: false })
+    }
+
+    /// Also fsync each record before naming it and the directory after each change (config `fsync`).
+    pub fn with_fsync(mut self, fsync: bool) -> FileStore {
+        self.fsync = fsync;
+        self
     }
 
     /// The space directory.
@@ -143,27 +164,39 @@ impl Locked<'_> {
         self.store.dir.join(name)
     }
 
-    /// Reads a record file; `None` if it does not exist.
-    pub fn read(&self, name: &str) -> CniResult<Option<Stored>> {
+    /// Reads a name of the store without judging it: missing, unreadable (empty or torn content, which only a
+    /// power loss without fsync can leave) or a record.
+    pub fn entry(&self, name: &str) -> CniResult<Entry> {
         let p = self.path(name);
         let bytes = match fs::read(&p) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Missing),
             Err(e) => return Err(CniError::io(format!("cannot read {}", p.display()), &e)),
         };
-        let meta = fs::metadata(&p)
-            .map_err(|e| CniError::io(format!("cannot stat {}", p.display()), &e))?;
-        let record = serde_json::from_slice(&bytes).map_err(|e| {
-            CniError::new(
+        let ino = match fs::metadata(&p) {
+            Ok(m) => m.ino(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Missing),
+            Err(e) => return Err(CniError::io(format!("cannot stat {}", p.display()), &e)),
+        };
+        Ok(match serde_json::from_slice(&bytes) {
+            Ok(record) => Entry::Record(Stored { record, ino }),
+            Err(_) => Entry::Unreadable,
+        })
+    }
+
+    /// Reads a record file; `None` if it does not exist, code 104 if it is not a record.
+    pub fn read(&self, name: &str) -> CniResult<Option<Stored>> {
+        match self.entry(name)? {
+            Entry::Missing => Ok(None),
+            Entry::Record(s) => Ok(Some(s)),
+            Entry::Unreadable => Err(CniError::new(
                 code::STORE_CORRUPT,
-                format!("{} is not a plumb-ipam record; move it away", p.display()),
-            )
-            .caused_by(e)
-        })?;
-        Ok(Some(Stored {
-            record,
-            ino: meta.ino(),
-        }))
+                format!(
+                    "{} is not a plumb-ipam record; GC removes such files, or move it away",
+                    self.path(name).display()
+                ),
+            )),
+        }
     }
 
     /// The record of an attachment, if any.
@@ -171,9 +204,9 @@ impl Locked<'_> {
         self.read(&attachment_file(container_id, ifname))
     }
 
-    /// Who holds an address, if anyone.
-    pub fn holder(&self, ip: IpAddr) -> CniResult<Option<Stored>> {
-        self.read(&ip_file(ip))
+    /// Who holds an address: missing, unreadable or a record.
+    pub fn holder(&self, ip: IpAddr) -> CniResult<Entry> {
+        self.entry(&ip_file(ip))
     }
 
     /// Whether an `ip-` file exists (one `lstat`, no read).
@@ -191,7 +224,7 @@ impl Locked<'_> {
     /// Makes `record` the attachment's reservation: claims its new addresses (never overwriting another
     /// holder's), replaces the previous record `old` if any, and drops addresses `old` held that `record`
     /// does not. `reclaim` lists addresses whose `ip-` file is an orphan of this same attachment and may be
-    /// replaced. Durable when this returns.
+    /// replaced. Visible to every process when this returns; see the module doc for durability.
     pub fn commit(
         &self,
         record: &Record,
@@ -202,7 +235,7 @@ impl Locked<'_> {
         let result = self.link_all(&tmp, record, old, reclaim);
         let _ = fs::remove_file(&tmp);
         result?;
-        self.sync_dir()
+        self.sync_dir_if_asked()
     }
 
     fn link_all(
@@ -262,8 +295,12 @@ impl Locked<'_> {
 
     /// Removes an attachment's reservation; returns the addresses freed. Nothing to remove is success.
     pub fn release(&self, container_id: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
-        let Some(stored) = self.attachment(container_id, ifname)? else {
-            return Ok(Vec::new());
+        let att = self.path(&attachment_file(container_id, ifname));
+        let stored = match self.entry(&attachment_file(container_id, ifname))? {
+            Entry::Record(s) => s,
+            Entry::Missing => return Ok(Vec::new()),
+            // Its addresses are unknown: GC removes their unreadable or unreferenced claims.
+            Entry::Unreadable => return remove(&att).map(|_| Vec::new()),
         };
         let mut freed = Vec::new();
         for ip in stored.record.addrs() {
@@ -271,9 +308,8 @@ impl Locked<'_> {
                 freed.push(ip);
             }
         }
-        let att = self.path(&attachment_file(container_id, ifname));
         remove(&att)?;
-        self.sync_dir()?;
+        self.sync_dir_if_asked()?;
         Ok(freed)
     }
 
@@ -322,12 +358,23 @@ impl Locked<'_> {
             .map_err(|e| CniError::io(format!("cannot create {}", tmp.display()), &e))?;
         let mut bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         bytes.push(b'\n');
-        let r = f.write_all(&bytes).and_then(|_| f.sync_all());
+        let fsync = self.store.fsync;
+        let r = f
+            .write_all(&bytes)
+            .and_then(|_| if fsync { f.sync_all() } else { Ok(()) });
         if let Err(e) = r {
             let _ = fs::remove_file(&tmp);
             return Err(CniError::io(format!("cannot write {}", tmp.display()), &e));
         }
         Ok(tmp)
+    }
+
+    /// Removes an `att-` file whose content is not a record.
+    pub fn remove_unreadable(&self, name: &str) -> CniResult<()> {
+        if !name.starts_with("att-") || name.contains('/') {
+            return Ok(());
+        }
+        remove(&self.path(name))
     }
 
     /// Removes a temporary file left by a killed process.
@@ -336,6 +383,13 @@ impl Locked<'_> {
             return Ok(());
         }
         remove(&self.path(name))
+    }
+
+    fn sync_dir_if_asked(&self) -> CniResult<()> {
+        if self.store.fsync {
+            self.sync_dir()?;
+        }
+        Ok(())
     }
 
     /// Makes the directory's entries durable.

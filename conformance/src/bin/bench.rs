@@ -269,8 +269,9 @@ fn ipam_measurements(
     root: &Path,
 ) -> Result<Vec<Target>, Stop> {
     let plugins = [
-        ProcessPlugin::plumb(plumb_bin, &root.join("proc-plumb")),
+        ProcessPlugin::plumb(plumb_bin, &root.join("proc-plumb"), false),
         ProcessPlugin::host_local(host_local, &root.join("proc-host-local")),
+        ProcessPlugin::plumb(plumb_bin, &root.join("proc-plumb-fsync"), true),
     ];
     let mut targets = vec![process_bench(&plugins, opts, root)?];
     targets.extend(library_bench(root, opts.cycles)?);
@@ -409,10 +410,12 @@ struct ProcessPlugin {
 }
 
 impl ProcessPlugin {
-    /// plumb-ipam on [`SUBNET`], storing in `data_dir`.
-    fn plumb(binary: &Path, data_dir: &Path) -> ProcessPlugin {
-        let ipam = json!({"type": "plumb-ipam", "range": SUBNET, "dataDir": data_dir});
-        ProcessPlugin::new("plumb-ipam", binary, ipam)
+    /// plumb-ipam on [`SUBNET`], storing in `data_dir`, with or without its `fsync` option.
+    fn plumb(binary: &Path, data_dir: &Path, fsync: bool) -> ProcessPlugin {
+        let ipam =
+            json!({"type": "plumb-ipam", "range": SUBNET, "dataDir": data_dir, "fsync": fsync});
+        let label = if fsync { "plumb+fsync" } else { "plumb-ipam" };
+        ProcessPlugin::new(label, binary, ipam)
     }
 
     /// Debian's host-local on [`SUBNET`], storing in `data_dir`.
@@ -498,7 +501,7 @@ fn ms(d: Duration) -> String {
 /// Measures both plugins interleaved, prints their spreads and returns the ratio target. `root` holds
 /// both data dirs; its filesystem is flushed (un-timed) between blocks.
 fn process_bench(
-    plugins: &[ProcessPlugin; 2],
+    plugins: &[ProcessPlugin; 3],
     opts: &Options,
     root: &Path,
 ) -> Result<Target, String> {
@@ -528,10 +531,14 @@ fn process_bench(
             ms(s.p90)
         );
     }
-    println!("durability: host-local writes its files without fsync (0 fsync per ADD+DEL under strace); plumb-ipam fsyncs every change (ADD: record + directory, DEL: directory = 3 fsyncs per pair)");
+    println!("durability: host-local writes its files without fsync (0 fsync per ADD+DEL under strace); plumb-ipam by default too; plumb+fsync (ipam \"fsync\": true) fsyncs the record and the directory on ADD and the directory on DEL (3 fsyncs per pair)");
     println!("between blocks the filesystem is flushed un-timed (syncfs), so neither plugin's fsync pays for the other's pending writeback");
     let ratio = spreads[0].median.as_secs_f64() / spreads[1].median.as_secs_f64();
     println!("ratio of medians plumb-ipam/host-local: {ratio:.2}");
+    let fsync_ratio = spreads[2].median.as_secs_f64() / spreads[1].median.as_secs_f64();
+    println!(
+        "ratio of medians plumb+fsync/host-local: {fsync_ratio:.2} (informational, no target)"
+    );
     Ok(Target::at_most(
         "process ADD+DEL median ratio",
         0.5,
@@ -671,7 +678,7 @@ fn library_bench(root: &Path, cycles: usize) -> Result<Vec<Target>, String> {
     println!(
         "== in-process alloc+release via the plumb-ipam library on {SUBNET}, one pool per level, {cycles} cycles per level in rotating blocks of {CYCLE_BLOCK}"
     );
-    println!("one op = lock, allocate, unlock, lock, release, unlock (3 fsyncs); fill = allocate in a loop under one lock; syncfs (un-timed) before every block");
+    println!("one op = lock, allocate, unlock, lock, release, unlock (default store: no fsync); fill = allocate in a loop under one lock; syncfs (un-timed) before every block");
     let mut pools = Vec::new();
     for percent in LEVELS {
         pools.push(filled_pool(&root.join(format!("lib-{percent}")), percent)?);
