@@ -6,7 +6,6 @@ pub mod alloc;
 pub mod config;
 pub mod gc;
 pub mod hint;
-pub mod lock;
 pub mod plugin;
 pub mod range;
 pub mod store;

@@ -16,7 +16,7 @@
 //! never scans, and a crash at any point leaves either a complete reservation or an orphan `ip-` link
 //! whose owner is named inside it: the next ADD of that attachment reuses it and GC removes it.
 
-use crate::lock::{lock_exclusive, LockGuard};
+use plumb_cni::lock::{lock_exclusive, LockGuard};
 use plumb_cni::{code, CniError, CniResult};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -120,7 +120,9 @@ impl FileStore {
 
     /// Takes the space lock; every read that decides and every change happens under it.
     pub fn lock(&self, timeout: Duration) -> CniResult<Locked<'_>> {
-        let guard = lock_exclusive(&self.dir.join(".lock"), timeout)?;
+        let guard = lock_exclusive(&self.dir.join(".lock"), timeout).map_err(|e| {
+            e.caused_by("raise ipam.lockTimeoutSeconds if the store is on a slow shared filesystem")
+        })?;
         Ok(Locked {
             store: self,
             _guard: guard,

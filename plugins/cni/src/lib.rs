@@ -1,11 +1,13 @@
 //! The CNI protocol for plumb plugins: environment, network configuration, typed results with
-//! version conversion, errors with spec codes, and delegation to IPAM plugins. No netlink here.
+//! version conversion, errors with spec codes, delegation to IPAM plugins, and the file lock every plugin shares. No
+//! netlink here.
 
 pub mod args;
 pub mod config;
 pub mod delegate;
 pub mod env;
 pub mod error;
+pub mod lock;
 pub mod result;
 pub mod skel;
 pub mod version;

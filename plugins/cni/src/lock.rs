@@ -2,7 +2,7 @@
 //! kernel's own queue orders waiters; when the deadline passes, the caller gets "try again later" (code 11)
 //! and the helper closes the file as soon as it gets the lock, so nothing stays held.
 
-use plumb_cni::{code, CniError, CniResult};
+use crate::error::{code, CniError, CniResult};
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -41,12 +41,34 @@ pub fn lock_exclusive(path: &Path, timeout: Duration) -> CniResult<LockGuard> {
         Err(_) => Err(CniError::new(
             code::TRY_AGAIN_LATER,
             format!(
-                "the store lock {} is held by another process for over {} s; try again later (raise ipam.lockTimeoutSeconds if the store is on a slow shared filesystem)",
+                "the lock {} is held by another process for over {} s; try again later",
                 path.display(),
                 timeout.as_secs()
             ),
         )),
     }
+}
+
+/// Where per-resource locks of shared host objects (a bridge, a VTEP) live.
+pub const RESOURCE_LOCK_DIR: &str = "/run/plumb/locks";
+
+/// Locks a named shared host object under [`RESOURCE_LOCK_DIR`] (e.g. `bridge-cni0`). The name must be
+/// 1-64 of letters, digits, `.`, `_`, `-` so it can never leave the directory.
+pub fn lock_resource(name: &str, timeout: Duration) -> CniResult<LockGuard> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        return Err(CniError::config(format!(
+            "resource name {name:?} cannot name a lock file"
+        )));
+    }
+    std::fs::create_dir_all(RESOURCE_LOCK_DIR)
+        .map_err(|e| CniError::io(format!("cannot create {RESOURCE_LOCK_DIR}"), &e))?;
+    lock_exclusive(&Path::new(RESOURCE_LOCK_DIR).join(name), timeout)
 }
 
 fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {

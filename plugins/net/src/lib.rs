@@ -1,0 +1,10 @@
+//! The host side of plumb plugins, over rtnetlink without an async runtime: network namespace entry
+//! that cannot leave a thread switched, links (bridges, veth pairs made directly in the container
+//! netns), bridge-port options and VLANs, addresses, routes and sysctls.
+
+pub mod addr;
+pub mod link;
+pub mod netns;
+pub mod nl;
+pub mod sysctl;
+pub mod vlan;

@@ -1,0 +1,136 @@
+//! plumb-net against the running kernel: namespaces, bridge, veth peer born in the netns, addresses,
+//! routes, port options. Needs root; skips loudly otherwise.
+
+use plumb_net::addr::{add_address, add_route, addresses, routes, RouteSpec};
+use plumb_net::link::{self, PortOptions, VethSpec};
+use plumb_net::netns::Netns;
+use plumb_net::nl::Route;
+use std::process::Command;
+
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let ok = unsafe { libc::geteuid() } == 0;
+    if !ok {
+        eprintln!("SKIPPED plumb-net link tests: need root");
+    }
+    ok
+}
+
+struct Cleanup(Vec<Vec<&'static str>>, String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = Command::new(c[0]).args(&c[1..]).output();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.1]).output();
+        let _ = Command::new("ip").args(["link", "del", "plnbr0"]).output();
+    }
+}
+
+#[test]
+fn bridge_veth_address_route_and_port_options() {
+    if !root() {
+        return;
+    }
+    let ns_name = format!("plnet{}", std::process::id());
+    let _c = Cleanup(vec![], ns_name.clone());
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns_name])
+        .status()
+        .unwrap()
+        .success());
+    let ns = Netns::open(&format!("/run/netns/{ns_name}")).unwrap();
+    let mut host = Route::open().unwrap();
+
+    link::create_bridge(&mut host, "plnbr0", Some(1400), false).unwrap();
+    let br = link::by_name(&mut host, "plnbr0").unwrap().unwrap();
+    assert_eq!((br.kind.as_deref(), br.mtu), (Some("bridge"), 1400));
+    let e = link::create_bridge(&mut host, "plnbr0", None, false).unwrap_err();
+    assert!(plumb_net::nl::is_exists(&e), "{e}");
+
+    let mac = [0x02, 0, 0, 0, 0, 0x42];
+    link::create_veth(
+        &mut host,
+        &VethSpec {
+            host_name: "plnveth0",
+            peer_name: "eth7",
+            peer_netns_fd: ns.fd(),
+            mtu: Some(1400),
+            peer_mac: Some(mac),
+            host_mac: None,
+        },
+    )
+    .unwrap();
+    let hv = link::by_name(&mut host, "plnveth0").unwrap().unwrap();
+    assert!(
+        link::by_name(&mut host, "eth7").unwrap().is_none(),
+        "peer must not appear in the host"
+    );
+    link::set_controller(&mut host, &hv, &br).unwrap();
+    link::set_port_options(
+        &mut host,
+        &hv,
+        PortOptions {
+            hairpin: Some(true),
+            learning: None,
+            isolated: Some(true),
+        },
+    )
+    .unwrap();
+    link::set_up(&mut host, &hv, true).unwrap();
+    link::set_up(&mut host, &br, true).unwrap();
+    let hv = link::by_name(&mut host, "plnveth0").unwrap().unwrap();
+    assert_eq!(hv.controller, Some(br.index));
+    assert!(hv.up);
+    let detail = Command::new("ip")
+        .args(["-d", "-j", "link", "show", "plnveth0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&detail.stdout);
+    assert!(text.contains("\"hairpin\":true"), "{text}");
+    assert!(text.contains("\"isolated\":true"), "{text}");
+
+    let (peer, addrs, rts) = ns
+        .run(|| {
+            let mut c = Route::open()?;
+            let p = link::by_name(&mut c, "eth7")?.expect("peer in netns");
+            link::set_up(&mut c, &p, true)?;
+            add_address(&mut c, p.index, "10.199.0.2".parse().unwrap(), 24, false)?;
+            add_address(&mut c, p.index, "10.199.0.2".parse().unwrap(), 24, false)?; // idempotent
+            add_route(
+                &mut c,
+                &RouteSpec {
+                    dst: "0.0.0.0".parse().unwrap(),
+                    prefix: 0,
+                    gw: Some("10.199.0.1".parse().unwrap()),
+                    oif: p.index,
+                    mtu: None,
+                    priority: None,
+                },
+            )?;
+            let a = addresses(&mut c, p.index)?;
+            let r = routes(&mut c, false)?;
+            Ok((p, a, r))
+        })
+        .unwrap();
+    assert_eq!(peer.mac, Some(mac));
+    assert_eq!(peer.mtu, 1400);
+    let v4: Vec<_> = addrs.iter().filter(|a| a.0.is_ipv4()).collect();
+    assert_eq!(v4, vec![&("10.199.0.2".parse().unwrap(), 24)]);
+    assert!(
+        rts.iter()
+            .any(|r| r.prefix == 0 && r.gw == Some("10.199.0.1".parse().unwrap())),
+        "{rts:?}"
+    );
+    // This thread never left the host namespace.
+    assert!(link::by_name(&mut host, "plnveth0").unwrap().is_some());
+    link::delete_by_name(&mut host, "plnveth0").unwrap();
+    link::delete_by_name(&mut host, "plnveth0").unwrap();
+    assert!(
+        ns.run(|| link::by_name(&mut Route::open()?, "eth7"))
+            .unwrap()
+            .is_none(),
+        "deleting one end removes the pair"
+    );
+    assert!(Netns::open("/run/netns/does-not-exist").is_err());
+}
