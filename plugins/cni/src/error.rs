@@ -35,6 +35,8 @@ pub mod code {
     pub const DELEGATE_FAILED: u32 = 103;
     /// plumb: the store holds data it cannot use (corrupt record, foreign file).
     pub const STORE_CORRUPT: u32 = 104;
+    /// plumb: an interface the attachment needs already exists (a previous ADD was not deleted).
+    pub const INTERFACE_EXISTS: u32 = 105;
 }
 
 /// A CNI error: a spec code, a one-line message naming the field and the fix, and the cause chain.

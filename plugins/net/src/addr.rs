@@ -54,6 +54,24 @@ pub fn add_address(
     }
 }
 
+/// Removes `ip/prefix` from a link; an address already gone is success.
+pub fn del_address(nl: &mut Route, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
+    let mut m = AddressMessage::default();
+    m.header.family = family(&ip);
+    m.header.prefix_len = prefix;
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(ip));
+    m.attributes.push(AddressAttribute::Address(ip));
+    match nl.change(
+        RouteNetlinkMessage::DelAddress(m),
+        0,
+        &format!("remove address {ip}/{prefix}"),
+    ) {
+        Err(e) if crate::nl::is_not_found(&e) => Ok(()),
+        r => r,
+    }
+}
+
 /// The addresses of a link (all links when `index` is 0), as `(ip, prefix)`.
 pub fn addresses(nl: &mut Route, index: u32) -> io::Result<Vec<(IpAddr, u8)>> {
     let replies = nl.dump(

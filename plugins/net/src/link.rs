@@ -4,7 +4,7 @@
 use crate::nl::Route;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth,
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, InfoVlan,
     LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
@@ -153,6 +153,22 @@ pub fn create_bridge(
         RouteNetlinkMessage::NewLink(m),
         NLM_F_CREATE | NLM_F_EXCL,
         &format!("create bridge {name}"),
+    )
+}
+
+/// Creates an 802.1Q VLAN interface `name` with id `vid` on top of `parent`.
+pub fn create_vlan(nl: &mut Route, name: &str, parent: &Link, vid: u16) -> io::Result<()> {
+    let mut m = msg(0);
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    m.attributes.push(LinkAttribute::Link(parent.index));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Vlan),
+        LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(vid)])),
+    ]));
+    nl.change(
+        RouteNetlinkMessage::NewLink(m),
+        NLM_F_CREATE | NLM_F_EXCL,
+        &format!("create vlan {name} (id {vid} on {})", parent.name),
     )
 }
 

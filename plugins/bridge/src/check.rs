@@ -1,0 +1,167 @@
+//! CHECK: what the reference bridge plugin verifies (container interface, its MAC and addresses, the
+//! host veth on the right bridge) plus VLAN membership, MTU and the spoof-check chain; then IPAM CHECK.
+
+use crate::config::BridgeConfig;
+use crate::plugin::os;
+use crate::ports::DEFAULT_VLAN;
+use crate::{firewall, naming};
+use plumb_cni::{code, delegate, CniError, CniResult, Command, Request};
+use plumb_net::addr::addresses;
+use plumb_net::link::{self, format_mac};
+use plumb_net::netns::Netns;
+use plumb_net::nl::Route;
+use plumb_net::vlan::{self, Membership};
+use std::collections::BTreeSet;
+
+fn mismatch(msg: String) -> CniError {
+    CniError::new(code::CHECK_MISMATCH, msg)
+}
+
+/// Verifies the attachment against `prevResult` and the config.
+pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
+    let prev = req
+        .conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::config("CHECK needs \"prevResult\" in the configuration"))?;
+    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+    let netns_path = req.env.netns.clone().unwrap_or_default();
+    let want = prev
+        .interfaces
+        .iter()
+        .position(|i| &i.name == ifname && i.sandbox.is_some())
+        .ok_or_else(|| {
+            mismatch(format!(
+                "prevResult has no interface {ifname} inside a sandbox"
+            ))
+        })?;
+    let want_mac = prev.interfaces[want].mac.clone();
+    let want_ips: Vec<_> = prev
+        .ips
+        .iter()
+        .filter(|i| i.interface == Some(want))
+        .map(|i| (i.address.addr, i.address.prefix))
+        .collect();
+    let ns = Netns::open(&netns_path).map_err(|e| {
+        CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("CNI_NETNS {netns_path} cannot be opened"),
+        )
+        .caused_by(e)
+    })?;
+    let name = ifname.clone();
+    let (c, addrs) = ns
+        .run(move || {
+            let mut nl = Route::open()?;
+            let l = link::by_name(&mut nl, &name)?;
+            let a = match &l {
+                Some(l) => addresses(&mut nl, l.index)?,
+                None => Vec::new(),
+            };
+            Ok((l, a))
+        })
+        .map_err(os("cannot look into the container netns"))?;
+    let c = c.ok_or_else(|| mismatch(format!("the container has no interface {ifname}")))?;
+    if c.kind.as_deref() != Some("veth") {
+        return Err(mismatch(format!(
+            "container interface {ifname} is a {:?}, not a veth",
+            c.kind
+        )));
+    }
+    if let (Some(w), Some(m)) = (&want_mac, c.mac) {
+        if !w.eq_ignore_ascii_case(&format_mac(&m)) {
+            return Err(mismatch(format!(
+                "container interface {ifname} has MAC {} but prevResult says {w}",
+                format_mac(&m)
+            )));
+        }
+    }
+    for ip in &want_ips {
+        if !addrs.contains(ip) {
+            return Err(mismatch(format!(
+                "container interface {ifname} lacks {}/{}",
+                ip.0, ip.1
+            )));
+        }
+    }
+    let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
+    let bridge = link::by_name(&mut host, &cfg.bridge)
+        .map_err(os("cannot look up the bridge"))?
+        .ok_or_else(|| mismatch(format!("bridge {} does not exist", cfg.bridge)))?;
+    let host_name = naming::host_veth(cid, ifname);
+    let hv = link::by_name(&mut host, &host_name)
+        .map_err(os("cannot look up the host veth"))?
+        .ok_or_else(|| mismatch(format!("host veth {host_name} does not exist")))?;
+    if hv.controller != Some(bridge.index) {
+        return Err(mismatch(format!(
+            "host veth {host_name} is not a port of bridge {}",
+            cfg.bridge
+        )));
+    }
+    if let Some(mtu) = cfg.mtu {
+        for (what, got) in [("container interface", c.mtu), ("host veth", hv.mtu)] {
+            if got != mtu {
+                return Err(mismatch(format!(
+                    "{what} has MTU {got}, the config says {mtu}"
+                )));
+            }
+        }
+    }
+    if cfg.uses_vlans() {
+        let got: BTreeSet<Membership> = vlan::list(&mut host)
+            .map_err(os("cannot list bridge VLANs"))?
+            .into_iter()
+            .filter(|(i, _)| *i == hv.index)
+            .map(|(_, m)| m)
+            .collect();
+        let want = expected_vlans(cfg, bridge.vlan_filtering);
+        if got != want {
+            return Err(mismatch(format!(
+                "host veth {host_name} VLANs are {got:?}, the config needs {want:?}"
+            )));
+        }
+    }
+    if cfg.macspoofchk
+        && !firewall::has_spoofcheck(&req.conf.name, cid, ifname)
+            .map_err(os("cannot read nftables"))?
+    {
+        return Err(mismatch(format!(
+            "the MAC spoof check of {host_name} is missing"
+        )));
+    }
+    match &cfg.ipam_type {
+        Some(ipam) => delegate::run(ipam, Command::Check, &req.env.path, &req.stdin, &[]),
+        None => Ok(()),
+    }
+}
+
+/// The VLAN memberships a port must have for the config.
+pub fn expected_vlans(cfg: &BridgeConfig, _filtering: Option<bool>) -> BTreeSet<Membership> {
+    let mut s = BTreeSet::new();
+    if cfg.preserve_default_vlan && cfg.vlan != DEFAULT_VLAN {
+        s.insert(Membership {
+            vid: DEFAULT_VLAN,
+            pvid: cfg.vlan == 0,
+            untagged: true,
+        });
+    }
+    if cfg.vlan != 0 {
+        s.insert(Membership {
+            vid: cfg.vlan,
+            pvid: true,
+            untagged: true,
+        });
+    }
+    for &(lo, hi) in &cfg.trunk {
+        for vid in lo..=hi {
+            if vid != cfg.vlan {
+                s.insert(Membership {
+                    vid,
+                    pvid: false,
+                    untagged: false,
+                });
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,325 @@
+//! The plumb-bridge configuration: every field of the reference bridge plugin with the same meaning and
+//! defaults, read strictly (a boolean given as a string is an error naming the field).
+
+use plumb_cni::config::{opt_bool, opt_str, opt_u64};
+use plumb_cni::result::Dns;
+use plumb_cni::{AddResult, CniError, CniResult, NetConf, Version};
+use serde_json::{Map, Value};
+
+/// Highest VLAN id a port may carry (4095 is reserved).
+pub const MAX_VLAN: u16 = 4094;
+
+/// The parsed configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// `bridge`: the bridge name (default `cni0`).
+    pub bridge: String,
+    /// `isGateway`: give the bridge (or the VLAN gateway interface) the gateway address.
+    pub is_gateway: bool,
+    /// `isDefaultGateway`: also add a default route via the gateway (implies `isGateway`).
+    pub is_default_gateway: bool,
+    /// `forceAddress`: replace another address of the same family on the bridge.
+    pub force_address: bool,
+    /// `ipMasq`: masquerade traffic from the container leaving its subnet.
+    pub ip_masq: bool,
+    /// `mtu`: MTU of the bridge (when created) and both veth ends.
+    pub mtu: Option<u32>,
+    /// `hairpinMode`.
+    pub hairpin: bool,
+    /// `promiscMode`: bridge in promiscuous mode.
+    pub promisc: bool,
+    /// `vlan`: access VLAN (PVID, untagged) of the port; 0 means none.
+    pub vlan: u16,
+    /// `vlanTrunk`: tagged VLAN ranges of the port.
+    pub trunk: Vec<(u16, u16)>,
+    /// `preserveDefaultVlan`: keep VLAN 1 on the port when VLANs are configured (default false).
+    pub preserve_default_vlan: bool,
+    /// `enabledad`: keep IPv6 duplicate address detection on the container interface.
+    pub enable_dad: bool,
+    /// `macspoofchk`: drop frames from the container whose source MAC is not its interface's.
+    pub macspoofchk: bool,
+    /// `disableContainerInterface`: leave the container interface down.
+    pub disable_container_interface: bool,
+    /// `portIsolation`: isolated ports cannot talk to each other.
+    pub port_isolation: bool,
+    /// `ipam.type`, when an `ipam` section is given.
+    pub ipam_type: Option<String>,
+    /// `dns`: reported in the result instead of the IPAM plugin's.
+    pub dns: Option<Dns>,
+    /// The MAC for the container interface: CNI_ARGS MAC < args.cni.mac < runtimeConfig.mac.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl BridgeConfig {
+    /// Reads the configuration; `cni_args_mac` is CNI_ARGS `MAC=`, if given.
+    pub fn from_conf(conf: &NetConf, cni_args_mac: Option<&str>) -> CniResult<BridgeConfig> {
+        let raw = &conf.raw;
+        let flag = |f: &str| opt_bool(raw, f).map(|v| v.unwrap_or(false));
+        let bridge = opt_str(raw, "bridge")?.unwrap_or_else(|| "cni0".into());
+        validate_ifname("bridge", &bridge)?;
+        let is_default_gateway = flag("isDefaultGateway")?;
+        let vlan = opt_u64(raw, "vlan", MAX_VLAN as u64)?.unwrap_or(0) as u16;
+        let mtu = match opt_u64(raw, "mtu", 65535)? {
+            None | Some(0) => None,
+            Some(m) if m < 68 => {
+                return Err(CniError::config(format!(
+                    "field \"mtu\" {m} is below the IPv4 minimum of 68"
+                )))
+            }
+            Some(m) => Some(m as u32),
+        };
+        let cfg = BridgeConfig {
+            bridge,
+            is_gateway: flag("isGateway")? || is_default_gateway,
+            is_default_gateway,
+            force_address: flag("forceAddress")?,
+            ip_masq: flag("ipMasq")?,
+            mtu,
+            hairpin: flag("hairpinMode")?,
+            promisc: flag("promiscMode")?,
+            vlan,
+            trunk: parse_trunk(raw)?,
+            preserve_default_vlan: flag("preserveDefaultVlan")?,
+            enable_dad: flag("enabledad")?,
+            macspoofchk: flag("macspoofchk")?,
+            disable_container_interface: flag("disableContainerInterface")?,
+            port_isolation: flag("portIsolation")?,
+            ipam_type: ipam_type(raw)?,
+            mac: pick_mac(conf, cni_args_mac)?,
+            dns: parse_dns(raw)?,
+        };
+        if let Some(backend) = opt_str(raw, "ipMasqBackend")? {
+            if backend != "iptables" && backend != "nftables" {
+                return Err(CniError::config(format!(
+                    "field \"ipMasqBackend\" {backend:?} is unknown; use \"nftables\" or \"iptables\" (plumb always programs nftables over netlink)"
+                )));
+            }
+        }
+        if cfg.vlan != 0 && cfg.is_gateway {
+            // The VLAN gateway interface is named <bridge>.<vlan>, which must fit in 15 bytes.
+            validate_ifname(
+                "bridge (with vlan, for the gateway interface)",
+                &cfg.vlan_gateway_name(),
+            )?;
+        }
+        Ok(cfg)
+    }
+
+    /// Whether the port carries any VLAN configuration (which needs a VLAN-filtering bridge).
+    pub fn uses_vlans(&self) -> bool {
+        self.vlan != 0 || !self.trunk.is_empty()
+    }
+
+    /// Name of the VLAN gateway interface (`<bridge>.<vlan>`).
+    pub fn vlan_gateway_name(&self) -> String {
+        format!("{}.{}", self.bridge, self.vlan)
+    }
+}
+
+fn parse_dns(raw: &Map<String, Value>) -> CniResult<Option<Dns>> {
+    match raw.get("dns") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => AddResult::parse(
+            &serde_json::json!({"cniVersion": "1.1.0", "dns": v}),
+            Version::V1_1_0,
+        )
+        .map(|r| Some(r.dns))
+        .map_err(|e| CniError::config(format!("field \"dns\": {}", e.msg))),
+    }
+}
+
+fn ipam_type(raw: &Map<String, Value>) -> CniResult<Option<String>> {
+    match raw.get("ipam") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) if m.is_empty() => Ok(None),
+        Some(Value::Object(m)) => match opt_str(m, "type")? {
+            Some(t) if !t.is_empty() => Ok(Some(t)),
+            _ => Err(CniError::config("field \"ipam.type\" is required when \"ipam\" is given (e.g. \"plumb-ipam\", \"host-local\")")),
+        },
+        Some(_) => Err(CniError::config("field \"ipam\" must be a JSON object")),
+    }
+}
+
+fn parse_trunk(raw: &Map<String, Value>) -> CniResult<Vec<(u16, u16)>> {
+    let items = match raw.get("vlanTrunk") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(CniError::config(
+            "field \"vlanTrunk\" must be an array of {\"id\": N} or {\"minID\": A, \"maxID\": B}",
+        )),
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let obj = item.as_object().ok_or_else(|| {
+            CniError::config(format!(
+                "vlanTrunk[{i}] must be an object: {{\"id\": N}} or {{\"minID\": A, \"maxID\": B}}"
+            ))
+        })?;
+        let get = |f: &str| -> CniResult<Option<u16>> {
+            match obj.get(f) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(n) if (1..=MAX_VLAN as u64).contains(&n) => Ok(Some(n as u16)),
+                    _ => Err(CniError::config(format!(
+                        "vlanTrunk[{i}].{f} must be a VLAN id from 1 to {MAX_VLAN}, not {v}"
+                    ))),
+                },
+            }
+        };
+        let span = match (get("id")?, get("minID")?, get("maxID")?) {
+            (Some(id), None, None) => (id, id),
+            (None, Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+            (None, Some(lo), Some(hi)) => {
+                return Err(CniError::config(format!(
+                    "vlanTrunk[{i}]: minID {lo} is greater than maxID {hi}"
+                )))
+            }
+            _ => {
+                return Err(CniError::config(format!(
+                    "vlanTrunk[{i}] must have either \"id\" or both \"minID\" and \"maxID\""
+                )))
+            }
+        };
+        out.push(span);
+    }
+    Ok(out)
+}
+
+fn pick_mac(conf: &NetConf, cni_args_mac: Option<&str>) -> CniResult<Option<[u8; 6]>> {
+    let from_rc =
+        opt_str(&conf.runtime_config, "mac").map_err(|e| named(e, "runtimeConfig.mac"))?;
+    let from_args = opt_str(&conf.args_cni, "mac").map_err(|e| named(e, "args.cni.mac"))?;
+    let (source, text) = match (from_rc, from_args, cni_args_mac) {
+        (Some(m), _, _) => ("runtimeConfig.mac", m),
+        (None, Some(m), _) => ("args.cni.mac", m),
+        (None, None, Some(m)) => ("CNI_ARGS MAC", m.to_string()),
+        (None, None, None) => return Ok(None),
+    };
+    let mac = plumb_net::link::parse_mac(&text).ok_or_else(|| {
+        CniError::config(format!(
+            "{source} {text:?} is not a MAC address like 02:42:ac:11:00:02"
+        ))
+    })?;
+    if mac[0] & 1 == 1 {
+        return Err(CniError::config(format!("{source} {text} is a multicast address; a unicast MAC has the lowest bit of the first byte clear")));
+    }
+    Ok(Some(mac))
+}
+
+fn named(mut e: CniError, field: &str) -> CniError {
+    e.msg = format!("{field}: {}", e.msg);
+    e
+}
+
+/// Checks an interface name given in the config: 1-15 bytes, no `/`, `:` or whitespace.
+pub fn validate_ifname(field: &str, name: &str) -> CniResult<()> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(CniError::config(format!(
+            "{field} {name:?} is not a valid interface name: 1-15 bytes, no '/', ':' or whitespace"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(extra: Value) -> CniResult<BridgeConfig> {
+        let mut c = json!({"cniVersion": "1.0.0", "name": "n", "type": "plumb-bridge"});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        BridgeConfig::from_conf(&NetConf::parse(c.to_string().as_bytes()).unwrap(), None)
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let c = cfg(json!({})).unwrap();
+        assert_eq!(c.bridge, "cni0");
+        assert!(
+            !c.is_gateway && !c.ip_masq && !c.hairpin && !c.preserve_default_vlan && !c.enable_dad
+        );
+        assert_eq!(
+            (c.vlan, c.trunk.len(), c.mtu, c.ipam_type.clone()),
+            (0, 0, None, None)
+        );
+        assert!(cfg(json!({"isDefaultGateway": true})).unwrap().is_gateway);
+    }
+
+    #[test]
+    fn vlans_and_trunks() {
+        let c =
+            cfg(json!({"vlan": 2003, "vlanTrunk": [{"id": 2004}, {"minID": 2005, "maxID": 2010}]}))
+                .unwrap();
+        assert_eq!(c.vlan, 2003);
+        assert_eq!(c.trunk, vec![(2004, 2004), (2005, 2010)]);
+        let bad = [
+            (json!({"vlan": 4095}), "vlan"),
+            (json!({"vlan": -1}), "vlan"),
+            (
+                json!({"vlanTrunk": [{"minID": 10, "maxID": 5}]}),
+                "minID 10 is greater than maxID 5",
+            ),
+            (json!({"vlanTrunk": [{"id": 0}]}), "vlanTrunk[0].id"),
+            (json!({"vlanTrunk": [{"minID": 10}]}), "vlanTrunk[0]"),
+            (json!({"vlanTrunk": {"id": 1}}), "vlanTrunk"),
+        ];
+        for (extra, needle) in bad {
+            let e = cfg(extra.clone()).unwrap_err();
+            assert_eq!(e.code, 7, "{extra}");
+            assert!(e.msg.contains(needle), "{extra}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn strict_types_and_names() {
+        let e = cfg(json!({"isGateway": "true"})).unwrap_err();
+        assert!(e.msg.contains("isGateway"), "{}", e.msg);
+        let e = cfg(json!({"bridge": "a-very-long-bridge-name"})).unwrap_err();
+        assert!(e.msg.contains("bridge"), "{}", e.msg);
+        let e = cfg(json!({"bridge": "br-trunk-01", "vlan": 2003, "isGateway": true})).unwrap_err();
+        assert!(e.msg.contains("br-trunk-01.2003"), "{}", e.msg);
+        assert!(cfg(json!({"ipam": {"range": "x"}}))
+            .unwrap_err()
+            .msg
+            .contains("ipam.type"));
+        assert!(cfg(json!({"ipMasqBackend": "ebpf"}))
+            .unwrap_err()
+            .msg
+            .contains("ipMasqBackend"));
+    }
+
+    #[test]
+    fn mac_precedence() {
+        let c = json!({"cniVersion": "1.0.0", "name": "n", "type": "t",
+                       "runtimeConfig": {"mac": "02:00:00:00:00:03"}, "args": {"cni": {"mac": "02:00:00:00:00:02"}}});
+        let conf = NetConf::parse(c.to_string().as_bytes()).unwrap();
+        let b = BridgeConfig::from_conf(&conf, Some("02:00:00:00:00:01")).unwrap();
+        assert_eq!(b.mac, Some([2, 0, 0, 0, 0, 3]));
+        let c = json!({"cniVersion": "1.0.0", "name": "n", "type": "t"});
+        let conf = NetConf::parse(c.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            BridgeConfig::from_conf(&conf, Some("02:00:00:00:00:01"))
+                .unwrap()
+                .mac,
+            Some([2, 0, 0, 0, 0, 1])
+        );
+        assert!(BridgeConfig::from_conf(&conf, Some("zz"))
+            .unwrap_err()
+            .msg
+            .contains("CNI_ARGS MAC"));
+        assert!(BridgeConfig::from_conf(&conf, Some("01:00:00:00:00:01"))
+            .unwrap_err()
+            .msg
+            .contains("multicast"));
+    }
+}

@@ -1,0 +1,127 @@
+//! `isGateway`: the gateway address on the bridge, or, with `vlan`, on a VLAN gateway interface
+//! `<bridge>.<vlan>` that ADD creates under the bridge lock and DEL removes when no port of that VLAN
+//! remains.
+
+use crate::config::BridgeConfig;
+use crate::plugin::os;
+use plumb_cni::result::IpConfig;
+use plumb_cni::{CniError, CniResult};
+use plumb_net::addr::{add_address, addresses};
+use plumb_net::link::{self, Link};
+use plumb_net::nl::Route;
+use plumb_net::sysctl;
+use plumb_net::vlan::{self, Target};
+use std::net::IpAddr;
+
+/// Puts each gateway address on the gateway interface and enables forwarding; returns whether it created
+/// the VLAN gateway interface (so a failed ADD can remove it again).
+pub fn ensure(
+    nl: &mut Route,
+    cfg: &BridgeConfig,
+    bridge: &Link,
+    ips: &[IpConfig],
+) -> CniResult<bool> {
+    let (gw_link, created) = if cfg.vlan != 0 {
+        vlan_gateway(nl, cfg, bridge)?
+    } else {
+        (bridge.clone(), false)
+    };
+    let existing = addresses(nl, gw_link.index).map_err(os("cannot list gateway addresses"))?;
+    for ipc in ips {
+        let subnet = ipc.address.network();
+        let gw = ipc.gateway.unwrap_or_else(|| first_host(subnet.addr));
+        if existing.iter().any(|(a, _)| *a == gw) {
+            continue;
+        }
+        let clash = existing.iter().find(|(a, p)| {
+            a.is_ipv4() == gw.is_ipv4() && subnet.contains(*a) && *p == subnet.prefix
+        });
+        if let Some((other, p)) = clash {
+            if !cfg.force_address {
+                return Err(CniError::config(format!(
+                    "{} already has {other}/{p} in the subnet of gateway {gw}; set \"forceAddress\": true to replace it",
+                    gw_link.name
+                )));
+            }
+            plumb_net::addr::del_address(nl, gw_link.index, *other, *p)
+                .map_err(os("cannot remove the old gateway address"))?;
+        }
+        add_address(nl, gw_link.index, gw, subnet.prefix, false)
+            .map_err(os("cannot add the gateway address"))?;
+        let key = if gw.is_ipv4() {
+            "net/ipv4/ip_forward"
+        } else {
+            "net/ipv6/conf/all/forwarding"
+        };
+        sysctl::write(key, "1").map_err(os("cannot enable forwarding"))?;
+    }
+    Ok(created)
+}
+
+fn first_host(network: IpAddr) -> IpAddr {
+    match network {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a) + 1).into()),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a) + 1).into()),
+    }
+}
+
+/// Creates (or finds) `<bridge>.<vlan>` and makes the bridge itself a member of that VLAN.
+fn vlan_gateway(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link) -> CniResult<(Link, bool)> {
+    let name = cfg.vlan_gateway_name();
+    if let Some(l) =
+        link::by_name(nl, &name).map_err(os("cannot look up the VLAN gateway interface"))?
+    {
+        if l.kind.as_deref() != Some("vlan") {
+            return Err(CniError::config(format!("{name} exists and is not a VLAN interface; remove it or change \"bridge\"/\"vlan\"")));
+        }
+        return Ok((l, false));
+    }
+    vlan::add(
+        nl,
+        bridge,
+        Target::BridgeSelf,
+        cfg.vlan,
+        cfg.vlan,
+        false,
+        false,
+    )
+    .map_err(os("cannot add the VLAN to the bridge itself"))?;
+    link::create_vlan(nl, &name, bridge, cfg.vlan)
+        .map_err(os("cannot create the VLAN gateway interface"))?;
+    let l = link::by_name(nl, &name)
+        .map_err(os("cannot look up the VLAN gateway interface"))?
+        .ok_or_else(|| {
+            CniError::new(
+                plumb_cni::code::IO_FAILURE,
+                format!("{name} vanished after creation"),
+            )
+        })?;
+    link::set_up(nl, &l, true).map_err(os("cannot bring the VLAN gateway interface up"))?;
+    Ok((l, true))
+}
+
+/// Removes `<bridge>.<vlan>` (and the bridge's own membership of the VLAN) when no port of the bridge
+/// is a member of that VLAN any more.
+pub fn remove_vlan_gateway_if_unused(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<()> {
+    let Some(bridge) = link::by_name(nl, &cfg.bridge).map_err(os("cannot look up the bridge"))?
+    else {
+        return Ok(());
+    };
+    let ports: Vec<u32> = link::list(nl)
+        .map_err(os("cannot list links"))?
+        .into_iter()
+        .filter(|l| l.controller == Some(bridge.index))
+        .map(|l| l.index)
+        .collect();
+    let in_use = vlan::list(nl)
+        .map_err(os("cannot list bridge VLANs"))?
+        .iter()
+        .any(|(idx, m)| m.vid == cfg.vlan && ports.contains(idx));
+    if in_use {
+        return Ok(());
+    }
+    link::delete_by_name(nl, &cfg.vlan_gateway_name())
+        .map_err(os("cannot delete the VLAN gateway interface"))?;
+    vlan::remove(nl, &bridge, Target::BridgeSelf, cfg.vlan, cfg.vlan)
+        .map_err(os("cannot remove the VLAN from the bridge itself"))
+}

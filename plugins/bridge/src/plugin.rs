@@ -1,0 +1,374 @@
+//! plumb-bridge: parse → validate → plan → apply with an undo stack → result. A failed ADD undoes
+//! every step it made (veth, IP reservation, gateway interface, nftables chains) before answering.
+
+use crate::config::BridgeConfig;
+use crate::{firewall, gateway, naming, ports};
+use plumb_cni::result::{Interface, IpConfig, Route as ResultRoute};
+use plumb_cni::{code, delegate, AddResult, CniError, CniResult, Command, Plugin, Request};
+use plumb_net::addr::{add_address, add_route, RouteSpec};
+use plumb_net::link::{self, format_mac, Link, VethSpec};
+use plumb_net::netns::Netns;
+use plumb_net::nl::Route;
+use plumb_net::sysctl;
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The plumb-bridge plugin.
+#[derive(Debug, Default)]
+pub struct Bridge;
+
+/// How long ADD and DEL wait for the per-bridge lock.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Turns a netlink or OS error into a CNI error (I/O failure, code 5) with what was being done.
+pub fn os(what: &str) -> impl FnOnce(io::Error) -> CniError + '_ {
+    move |e| CniError::new(code::IO_FAILURE, what.to_string()).caused_by(e)
+}
+
+/// One step to take back if ADD fails later.
+enum Undo {
+    HostVeth(String),
+    Ipam,
+    Spoofcheck,
+    Masquerade,
+    VlanGateway,
+}
+
+impl Plugin for Bridge {
+    fn name(&self) -> &'static str {
+        "plumb-bridge"
+    }
+
+    fn add(&self, req: &Request) -> CniResult<AddResult> {
+        req.env.args.check_known(self.name(), &[])?;
+        let cfg = BridgeConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
+        let netns_path = req.env.netns.clone().unwrap_or_default();
+        let ns = Netns::open(&netns_path).map_err(|e| {
+            CniError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("CNI_NETNS {netns_path} cannot be opened"),
+            )
+            .caused_by(e)
+        })?;
+        let _lock =
+            plumb_cni::lock::lock_resource(&format!("bridge-{}", cfg.bridge), LOCK_TIMEOUT)?;
+        let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
+        let mut undo = Vec::new();
+        match add_steps(req, &cfg, &ns, &mut host, &mut undo) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                rollback(req, &cfg, &mut host, undo);
+                Err(e)
+            }
+        }
+    }
+
+    fn del(&self, req: &Request) -> CniResult<()> {
+        let cfg = BridgeConfig::from_conf(&req.conf, None)?;
+        let _lock =
+            plumb_cni::lock::lock_resource(&format!("bridge-{}", cfg.bridge), LOCK_TIMEOUT)?;
+        let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
+        let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+        // The container side first when the netns still exists, then the host end by its derived name,
+        // which also covers a netns that is gone or a CNI_NETNS that is empty.
+        if let Some(ns) = req.env.netns.as_deref().and_then(|p| Netns::open(p).ok()) {
+            let name = ifname.clone();
+            ns.run(move || {
+                let mut c = Route::open()?;
+                link::delete_by_name(&mut c, &name)
+            })
+            .map_err(os("cannot delete the container interface"))?;
+        }
+        link::delete_by_name(&mut host, &naming::host_veth(cid, ifname))
+            .map_err(os("cannot delete the host veth"))?;
+        firewall::del_spoofcheck(&req.conf.name, cid, ifname)
+            .map_err(os("cannot remove the MAC spoof check"))?;
+        firewall::del_masquerade(&req.conf.name, cid, ifname)
+            .map_err(os("cannot remove the masquerade rules"))?;
+        if cfg.is_gateway && cfg.vlan != 0 {
+            gateway::remove_vlan_gateway_if_unused(&mut host, &cfg)?;
+        }
+        if let Some(ipam) = &cfg.ipam_type {
+            delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> CniResult<()> {
+        let cfg = BridgeConfig::from_conf(&req.conf, None)?;
+        crate::check::check(req, &cfg)
+    }
+
+    fn status(&self, req: &Request) -> CniResult<()> {
+        let cfg = BridgeConfig::from_conf(&req.conf, None)?;
+        match &cfg.ipam_type {
+            Some(ipam) => delegate::run(ipam, Command::Status, &req.env.path, &req.stdin, &[]),
+            None => Ok(()),
+        }
+    }
+
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        let cfg = BridgeConfig::from_conf(&req.conf, None)?;
+        if let Some(valid) = &req.conf.valid_attachments {
+            let keep: Vec<(&str, &str)> = valid
+                .iter()
+                .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+                .collect();
+            firewall::gc(&req.conf.name, &keep)
+                .map_err(os("cannot collect stale nftables chains"))?;
+        }
+        match &cfg.ipam_type {
+            Some(ipam) => delegate::run(ipam, Command::Gc, &req.env.path, &req.stdin, &[]),
+            None => Ok(()),
+        }
+    }
+}
+
+fn add_steps(
+    req: &Request,
+    cfg: &BridgeConfig,
+    ns: &Netns,
+    host: &mut Route,
+    undo: &mut Vec<Undo>,
+) -> CniResult<AddResult> {
+    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+    let bridge = ports::ensure_bridge(host, cfg)?;
+    let host_name = naming::host_veth(cid, ifname);
+    if link::by_name(host, &host_name)
+        .map_err(os("cannot look up the host veth"))?
+        .is_some()
+    {
+        return Err(CniError::new(
+            code::INTERFACE_EXISTS,
+            format!("host interface {host_name} of container {cid} interface {ifname} already exists; DEL this attachment before adding it again"),
+        ));
+    }
+    let taken = {
+        let name = ifname.clone();
+        ns.run(move || Ok(link::by_name(&mut Route::open()?, &name)?.is_some()))
+            .map_err(os("cannot look into the container netns"))?
+    };
+    if taken {
+        return Err(CniError::new(
+            code::INTERFACE_EXISTS,
+            format!("the container already has an interface named {ifname}"),
+        ));
+    }
+    let spec = VethSpec {
+        host_name: &host_name,
+        peer_name: ifname,
+        peer_netns_fd: ns.fd(),
+        mtu: cfg.mtu,
+        peer_mac: cfg.mac,
+        host_mac: None,
+    };
+    link::create_veth(host, &spec).map_err(os("cannot create the veth pair"))?;
+    undo.push(Undo::HostVeth(host_name.clone()));
+    let host_veth = link::by_name(host, &host_name)
+        .map_err(os("cannot look up the host veth"))?
+        .ok_or_else(|| {
+            CniError::new(
+                code::IO_FAILURE,
+                format!("host veth {host_name} vanished after creation"),
+            )
+        })?;
+    ports::attach(host, cfg, &bridge, &host_veth)?;
+
+    let mut ipam_result = match &cfg.ipam_type {
+        Some(ipam) => {
+            let r = delegate::add(ipam, &req.env.path, &req.stdin, req.conf.version, &[])?;
+            undo.push(Undo::Ipam);
+            r
+        }
+        None => AddResult::default(),
+    };
+    if cfg.is_default_gateway {
+        add_default_routes(&mut ipam_result)?;
+    }
+    let container = configure_container(ns, cfg, ifname, &ipam_result)?;
+    if cfg.is_gateway && !ipam_result.ips.is_empty() {
+        let created = gateway::ensure(host, cfg, &bridge, &ipam_result.ips)?;
+        if created {
+            undo.push(Undo::VlanGateway);
+        }
+    }
+    let network = &req.conf.name;
+    if cfg.ip_masq {
+        undo.push(Undo::Masquerade);
+        for ipc in &ipam_result.ips {
+            firewall::add_masquerade(
+                network,
+                cid,
+                ifname,
+                ipc.address.addr,
+                ipc.address.network(),
+            )
+            .map_err(os("cannot install the masquerade rule"))?;
+        }
+    }
+    if cfg.macspoofchk {
+        let mac = container.mac.ok_or_else(|| {
+            CniError::new(
+                code::IO_FAILURE,
+                "the container interface has no MAC address",
+            )
+        })?;
+        undo.push(Undo::Spoofcheck);
+        firewall::add_spoofcheck(network, cid, ifname, &host_name, mac)
+            .map_err(os("cannot install the MAC spoof check"))?;
+    }
+    let bridge = link::by_index(host, bridge.index)
+        .map_err(os("cannot read the bridge"))?
+        .unwrap_or(bridge);
+    Ok(result(
+        req,
+        cfg,
+        &bridge,
+        &host_veth,
+        &container,
+        ipam_result,
+    ))
+}
+
+fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<Undo>) {
+    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+    for step in undo.into_iter().rev() {
+        let outcome = match step {
+            Undo::HostVeth(name) => link::delete_by_name(host, &name).map_err(|e| e.to_string()),
+            Undo::Ipam => match &cfg.ipam_type {
+                Some(ipam) => delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
+            },
+            Undo::Spoofcheck => {
+                firewall::del_spoofcheck(&req.conf.name, cid, ifname).map_err(|e| e.to_string())
+            }
+            Undo::Masquerade => {
+                firewall::del_masquerade(&req.conf.name, cid, ifname).map_err(|e| e.to_string())
+            }
+            Undo::VlanGateway => {
+                gateway::remove_vlan_gateway_if_unused(host, cfg).map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = outcome {
+            eprintln!("plumb-bridge: rollback step failed: {e}");
+        }
+    }
+}
+
+/// `isDefaultGateway`: a default route via the gateway of each family that has one.
+fn add_default_routes(r: &mut AddResult) -> CniResult<()> {
+    for ipc in r.ips.clone() {
+        let Some(gw) = ipc.gateway else { continue };
+        let dst: plumb_cni::result::Cidr = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" }
+            .parse()
+            .expect("valid");
+        if !r.routes.iter().any(|rt| rt.dst == dst) {
+            r.routes.push(ResultRoute::new(dst, Some(gw)));
+        }
+    }
+    Ok(())
+}
+
+/// What ADD learned about the container interface.
+#[derive(Debug, Clone)]
+pub struct ContainerSide {
+    /// The interface.
+    pub mac: Option<[u8; 6]>,
+    /// Its MTU.
+    pub mtu: u32,
+}
+
+fn configure_container(
+    ns: &Netns,
+    cfg: &BridgeConfig,
+    ifname: &str,
+    r: &AddResult,
+) -> CniResult<ContainerSide> {
+    let ips: Vec<(IpAddr, u8, Option<IpAddr>)> = r
+        .ips
+        .iter()
+        .map(|i| (i.address.addr, i.address.prefix, i.gateway))
+        .collect();
+    let routes: Vec<(IpAddr, u8, Option<IpAddr>, Option<u32>)> = r
+        .routes
+        .iter()
+        .map(|rt| (rt.dst.addr, rt.dst.prefix, rt.gw, rt.mtu))
+        .collect();
+    let (up, dad) = (!cfg.disable_container_interface, cfg.enable_dad);
+    let name = ifname.to_string();
+    ns.run(move || {
+        let mut c = Route::open()?;
+        let l = link::by_name(&mut c, &name)?
+            .ok_or_else(|| io::Error::other(format!("{name} missing in the container")))?;
+        if !dad && ips.iter().any(|i| i.0.is_ipv6()) {
+            let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_dad"), "0");
+        }
+        for (ip, prefix, _) in &ips {
+            add_address(&mut c, l.index, *ip, *prefix, !dad)?;
+        }
+        if up {
+            link::set_up(&mut c, &l, true)?;
+            for (dst, prefix, gw, mtu) in &routes {
+                let gw = gw.or_else(|| {
+                    ips.iter()
+                        .find(|i| i.0.is_ipv4() == dst.is_ipv4())
+                        .and_then(|i| i.2)
+                });
+                add_route(
+                    &mut c,
+                    &RouteSpec {
+                        dst: *dst,
+                        prefix: *prefix,
+                        gw,
+                        oif: l.index,
+                        mtu: *mtu,
+                        priority: None,
+                    },
+                )?;
+            }
+        }
+        let l = link::by_index(&mut c, l.index)?.unwrap_or(l);
+        Ok(ContainerSide {
+            mac: l.mac,
+            mtu: l.mtu,
+        })
+    })
+    .map_err(os("cannot configure the container interface"))
+}
+
+fn result(
+    req: &Request,
+    cfg: &BridgeConfig,
+    bridge: &Link,
+    host: &Link,
+    c: &ContainerSide,
+    ipam: AddResult,
+) -> AddResult {
+    let iface = |name: &str, mac: Option<[u8; 6]>, mtu: u32, sandbox: Option<String>| Interface {
+        name: name.to_string(),
+        mac: mac.map(|m| format_mac(&m)),
+        mtu: Some(mtu),
+        sandbox,
+        ..Default::default()
+    };
+    let dns = cfg.dns.clone().unwrap_or(ipam.dns);
+    AddResult {
+        interfaces: vec![
+            iface(&bridge.name, bridge.mac, bridge.mtu, None),
+            iface(&host.name, host.mac, host.mtu, None),
+            iface(&req.env.ifname, c.mac, c.mtu, req.env.netns.clone()),
+        ],
+        ips: ipam
+            .ips
+            .into_iter()
+            .map(|i| IpConfig {
+                interface: Some(2),
+                ..i
+            })
+            .collect(),
+        routes: ipam.routes,
+        dns,
+    }
+}

@@ -1,0 +1,93 @@
+//! The bridge and its ports: create or verify the bridge (VLAN filtering enforced on a bridge that
+//! already exists), then attach a host veth with its port options and VLANs.
+
+use crate::config::BridgeConfig;
+use crate::plugin::os;
+use plumb_cni::{CniError, CniResult};
+use plumb_net::link::{self, Link, PortOptions};
+use plumb_net::nl::{is_exists, Route};
+use plumb_net::vlan::{self, Target};
+
+/// VLAN 1 is what a VLAN-filtering bridge gives every new port (its `default_pvid`).
+pub const DEFAULT_VLAN: u16 = 1;
+
+/// Creates the bridge if it is missing, or checks the one there is; enforces VLAN filtering when the
+/// config uses VLANs, promiscuous mode when asked, and brings it up. Runs under the bridge lock.
+pub fn ensure_bridge(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<Link> {
+    let name = &cfg.bridge;
+    let existing = link::by_name(nl, name).map_err(os("cannot look up the bridge"))?;
+    let br = match existing {
+        Some(l) => l,
+        None => {
+            match link::create_bridge(nl, name, cfg.mtu, cfg.uses_vlans()) {
+                Err(e) if !is_exists(&e) => return Err(os("cannot create the bridge")(e)),
+                _ => {}
+            }
+            link::by_name(nl, name)
+                .map_err(os("cannot look up the bridge"))?
+                .ok_or_else(|| {
+                    CniError::new(
+                        plumb_cni::code::IO_FAILURE,
+                        format!("bridge {name} vanished after creation"),
+                    )
+                })?
+        }
+    };
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(CniError::config(format!(
+            "field \"bridge\": {name} already exists as a {} interface, not a bridge; choose another bridge name",
+            br.kind.as_deref().unwrap_or("plain")
+        )));
+    }
+    if cfg.uses_vlans() && br.vlan_filtering != Some(true) {
+        link::set_vlan_filtering(nl, &br, true).map_err(|e| {
+            CniError::new(
+                plumb_cni::code::IO_FAILURE,
+                format!("cannot turn on vlan_filtering on bridge {name}, which \"vlan\"/\"vlanTrunk\" need (does this kernel support bridge VLAN filtering?)"),
+            )
+            .caused_by(e)
+        })?;
+    }
+    if cfg.promisc && !br.promisc {
+        link::set_promisc(nl, &br, true).map_err(os("cannot set the bridge promiscuous"))?;
+    }
+    if !br.up {
+        link::set_up(nl, &br, true).map_err(os("cannot bring the bridge up"))?;
+    }
+    link::by_index(nl, br.index)
+        .map_err(os("cannot look up the bridge"))?
+        .ok_or_else(|| {
+            CniError::new(
+                plumb_cni::code::IO_FAILURE,
+                format!("bridge {name} vanished"),
+            )
+        })
+}
+
+/// Makes the host veth a port of the bridge with the config's options and VLANs, and brings it up.
+pub fn attach(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link, port: &Link) -> CniResult<()> {
+    link::set_controller(nl, port, bridge)
+        .map_err(os("cannot attach the host veth to the bridge"))?;
+    let opts = PortOptions {
+        hairpin: cfg.hairpin.then_some(true),
+        learning: None,
+        isolated: cfg.port_isolation.then_some(true),
+    };
+    link::set_port_options(nl, port, opts).map_err(os("cannot set bridge port options"))?;
+    if cfg.uses_vlans() {
+        if !cfg.preserve_default_vlan && cfg.vlan != DEFAULT_VLAN {
+            vlan::remove(nl, port, Target::Port, DEFAULT_VLAN, DEFAULT_VLAN)
+                .map_err(os("cannot remove the default VLAN from the port"))?;
+        }
+        for &(lo, hi) in &cfg.trunk {
+            vlan::add(nl, port, Target::Port, lo, hi, false, false)
+                .map_err(os("cannot add trunk VLANs to the port"))?;
+        }
+        // After the trunk, so an access VLAN inside a trunk range stays the untagged PVID.
+        if cfg.vlan != 0 {
+            vlan::add(nl, port, Target::Port, cfg.vlan, cfg.vlan, true, true)
+                .map_err(os("cannot add the access VLAN to the port"))?;
+        }
+    }
+    link::set_up(nl, port, true).map_err(os("cannot bring the host veth up"))
+}
