@@ -4,7 +4,9 @@
 use crate::config::BridgeConfig;
 use crate::{firewall, gateway, naming, ports};
 use plumb_cni::result::{Interface, IpConfig, Route as ResultRoute};
-use plumb_cni::{code, delegate, AddResult, CniError, CniResult, Command, Plugin, Request};
+use plumb_cni::{
+    code, delegate, failpoint, AddResult, CniError, CniResult, Command, Plugin, Request,
+};
 use plumb_net::addr::{add_address, add_route, RouteSpec};
 use plumb_net::link::{self, format_mac, Link, VethSpec};
 use plumb_net::netns::Netns;
@@ -165,6 +167,7 @@ fn add_steps(
     };
     link::create_veth(host, &spec).map_err(os("cannot create the veth pair"))?;
     undo.push(Undo::HostVeth(host_name.clone()));
+    failpoint::check("veth")?;
     let host_veth = link::by_name(host, &host_name)
         .map_err(os("cannot look up the host veth"))?
         .ok_or_else(|| {
@@ -174,11 +177,13 @@ fn add_steps(
             )
         })?;
     ports::attach(host, cfg, &bridge, &host_veth)?;
+    failpoint::check("port")?;
 
     let mut ipam_result = match &cfg.ipam_type {
         Some(ipam) => {
             let r = delegate::add(ipam, &req.env.path, &req.stdin, req.conf.version, &[])?;
             undo.push(Undo::Ipam);
+            failpoint::check("ipam")?;
             r
         }
         None => AddResult::default(),
@@ -187,11 +192,13 @@ fn add_steps(
         add_default_routes(&mut ipam_result)?;
     }
     let container = configure_container(ns, cfg, ifname, &ipam_result)?;
+    failpoint::check("container")?;
     if cfg.is_gateway && !ipam_result.ips.is_empty() {
         let created = gateway::ensure(host, cfg, &bridge, &ipam_result.ips)?;
         if created {
             undo.push(Undo::VlanGateway);
         }
+        failpoint::check("gateway")?;
     }
     let network = &req.conf.name;
     if cfg.ip_masq {
@@ -206,6 +213,7 @@ fn add_steps(
             )
             .map_err(os("cannot install the masquerade rule"))?;
         }
+        failpoint::check("masquerade")?;
     }
     if cfg.macspoofchk {
         let mac = container.mac.ok_or_else(|| {
@@ -217,6 +225,7 @@ fn add_steps(
         undo.push(Undo::Spoofcheck);
         firewall::add_spoofcheck(network, cid, ifname, &host_name, mac)
             .map_err(os("cannot install the MAC spoof check"))?;
+        failpoint::check("spoofcheck")?;
     }
     let bridge = link::by_index(host, bridge.index)
         .map_err(os("cannot read the bridge"))?

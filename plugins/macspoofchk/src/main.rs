@@ -1,0 +1,105 @@
+//! `plumb-macspoofchk`: the MAC spoof check of plumb-bridge as a chained plugin, for any plugin that
+//! puts a container behind a host veth (the reference bridge, ptp, ...). It reads the container MAC and
+//! the host veth from `prevResult`, installs the same nftables chain plumb-bridge would, and passes
+//! `prevResult` on unchanged.
+
+use plumb_bridge::firewall;
+use plumb_bridge::plugin::os;
+use plumb_cni::{code, AddResult, CniError, CniResult, Plugin, Request};
+use plumb_net::link::{self, parse_mac};
+use plumb_net::nl::Route;
+
+struct MacSpoofChk;
+
+impl Plugin for MacSpoofChk {
+    fn name(&self) -> &'static str {
+        "plumb-macspoofchk"
+    }
+
+    fn add(&self, req: &Request) -> CniResult<AddResult> {
+        let prev = prev_result(req)?;
+        let (host_veth, mac) = find_pair(req, &prev)?;
+        let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+        firewall::add_spoofcheck(&req.conf.name, cid, ifname, &host_veth, mac)
+            .map_err(os("cannot install the MAC spoof check"))?;
+        Ok(prev)
+    }
+
+    fn del(&self, req: &Request) -> CniResult<()> {
+        firewall::del_spoofcheck(&req.conf.name, &req.env.container_id, &req.env.ifname)
+            .map_err(os("cannot remove the MAC spoof check"))
+    }
+
+    fn check(&self, req: &Request) -> CniResult<()> {
+        let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+        if firewall::has_spoofcheck(&req.conf.name, cid, ifname)
+            .map_err(os("cannot read nftables"))?
+        {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                code::CHECK_MISMATCH,
+                format!("the MAC spoof check of container {cid} interface {ifname} is missing"),
+            ))
+        }
+    }
+
+    fn status(&self, _: &Request) -> CniResult<()> {
+        Ok(())
+    }
+
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        if let Some(valid) = &req.conf.valid_attachments {
+            let keep: Vec<(&str, &str)> = valid
+                .iter()
+                .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+                .collect();
+            firewall::gc(&req.conf.name, &keep)
+                .map_err(os("cannot collect stale nftables chains"))?;
+        }
+        Ok(())
+    }
+}
+
+fn prev_result(req: &Request) -> CniResult<AddResult> {
+    req.conf.prev_result.clone().ok_or_else(|| {
+        CniError::config("plumb-macspoofchk is a chained plugin: it needs \"prevResult\" from the plugin before it in the list")
+    })
+}
+
+/// The host veth (an interface of prevResult without a sandbox that is a veth on this host) and the
+/// container interface's MAC.
+fn find_pair(req: &Request, prev: &AddResult) -> CniResult<(String, [u8; 6])> {
+    let ifname = &req.env.ifname;
+    let container = prev
+        .interfaces
+        .iter()
+        .find(|i| &i.name == ifname && i.sandbox.is_some())
+        .ok_or_else(|| {
+            CniError::config(format!(
+                "prevResult has no interface {ifname} inside a sandbox"
+            ))
+        })?;
+    let mac_text = container
+        .mac
+        .as_deref()
+        .ok_or_else(|| CniError::config(format!("prevResult gives no MAC for {ifname}")))?;
+    let mac = parse_mac(mac_text).ok_or_else(|| {
+        CniError::config(format!(
+            "prevResult MAC {mac_text:?} of {ifname} is not a MAC address"
+        ))
+    })?;
+    let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
+    for candidate in prev.interfaces.iter().filter(|i| i.sandbox.is_none()) {
+        let found = link::by_name(&mut host, &candidate.name)
+            .map_err(os("cannot look up a prevResult interface"))?;
+        if found.is_some_and(|l| l.kind.as_deref() == Some("veth")) {
+            return Ok((candidate.name.clone(), mac));
+        }
+    }
+    Err(CniError::config("prevResult names no host-side veth (an interface without a sandbox); chain plumb-macspoofchk after a veth-based plugin such as bridge or ptp"))
+}
+
+fn main() {
+    std::process::exit(plumb_cni::skel::run_process(&MacSpoofChk));
+}
