@@ -723,20 +723,32 @@ fn string_boolean_is_code_7() {
 }
 
 #[test]
-fn kubernetes_store_is_code_2() {
+fn kubernetes_store_without_credentials_is_code_7() {
     let dir = data_dir();
-    for extra in [
-        json!({"store": "kubernetes"}),
-        json!({"kubernetes": {"kubeconfig": "/etc/kubernetes/kubeconfig"}}),
-        json!({"store": "kubernetes", "kubernetes": {"kubeconfig": "/k"}}),
-    ] {
+    let cases = [
+        (json!({"store": "kubernetes"}), "in-cluster"),
+        (
+            json!({"kubernetes": {"kubeconfig": "/nonexistent/kubeconfig"}}),
+            "/nonexistent/kubeconfig",
+        ),
+        (
+            json!({"store": "kubernetes", "kubernetes": {"kubeconfig": "/k"}}),
+            "/k",
+        ),
+        (
+            json!({"kubernetes": {"timeoutSeconds": "5"}}),
+            "timeoutSeconds",
+        ),
+        (json!({"kubernetes": "yes"}), "ipam.kubernetes"),
+    ];
+    for (extra, needle) in cases {
         let conf = net(
             "1.0.0",
             "net",
             ipam_with(&dir, "10.1.0.0/24", extra.clone()),
         );
-        let e = add(&conf, "c1", "eth0").err(2);
-        assert_msg(&e, &["kubernetes", "\"store\""]);
+        let e = add(&conf, "c1", "eth0").err(7);
+        assert_msg(&e, &[needle]);
     }
     let conf = net(
         "1.0.0",

@@ -237,7 +237,7 @@ fn find_free(
 }
 
 /// Maps each static request to its range; errors name the address and what is wrong.
-fn place_statics(cfg: &IpamConfig, statics: &[IpAddr]) -> CniResult<Vec<Option<IpAddr>>> {
+pub fn place_statics(cfg: &IpamConfig, statics: &[IpAddr]) -> CniResult<Vec<Option<IpAddr>>> {
     let mut wanted = vec![None; cfg.ranges.len()];
     for ip in statics {
         let ranges: Vec<String> = cfg.ranges.iter().map(|r| r.describe()).collect();

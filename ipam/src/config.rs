@@ -8,6 +8,9 @@ use plumb_cni::{AddResult, CniError, CniResult, NetConf, Version};
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::kube::store::KubeSettings;
 
 /// Where reservations are kept when `dataDir` is not given.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/plumb-ipam";
@@ -30,6 +33,17 @@ pub struct IpamConfig {
     pub lock_timeout_secs: u64,
     /// `fsync`: fsync records and the directory on every change (off by default; see docs/design.md).
     pub fsync: bool,
+    /// Where reservations live.
+    pub store: Store,
+}
+
+/// The store selected by `store` (and, as in whereabouts, by the presence of `kubernetes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// Files under `dataDir` (node-local, or cluster-wide on a shared filesystem).
+    File,
+    /// `IPBlock` objects in the Kubernetes API; `dataDir` then only holds the node-local lock.
+    Kubernetes(KubeSettings),
 }
 
 impl IpamConfig {
@@ -43,19 +57,7 @@ impl IpamConfig {
                 ))
             }
         };
-        let store = opt_str(ipam, "store")?;
-        match (store.as_deref(), ipam.get("kubernetes")) {
-            (None | Some("file"), None) | (Some("file"), Some(_)) => {}
-            (None | Some("kubernetes"), Some(_)) | (Some("kubernetes"), None) => {
-                return Err(CniError::new(
-                    plumb_cni::code::UNSUPPORTED_FIELD,
-                    "ipam: the kubernetes store is not available in this release; set \"store\": \"file\" (node-local, or cluster-wide on a shared dataDir) or keep whereabouts for now",
-                ))
-            }
-            (Some(other), _) => {
-                return Err(CniError::config(format!("ipam.store {other:?} is unknown; use \"file\"")))
-            }
-        }
+        let store = parse_store(ipam)?;
         let gateway = opt_str(ipam, "gateway")?
             .map(|g| parse_ip(&g, "ipam.gateway"))
             .transpose()?;
@@ -83,6 +85,7 @@ impl IpamConfig {
             data_dir,
             lock_timeout_secs,
             fsync: opt_bool(ipam, "fsync")?.unwrap_or(false),
+            store,
         })
     }
 
@@ -90,6 +93,60 @@ impl IpamConfig {
     pub fn range_for(&self, ip: IpAddr) -> Option<usize> {
         self.ranges.iter().position(|r| r.subnet.contains(ip))
     }
+}
+
+/// Longest deadline `kubernetes.timeoutSeconds` may set (kubelet gives a CNI call a few minutes).
+pub const MAX_KUBE_TIMEOUT_SECS: u64 = 300;
+
+fn parse_store(ipam: &Map<String, Value>) -> CniResult<Store> {
+    let kube = match ipam.get("kubernetes") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(k)) => Some(k),
+        Some(_) => return Err(CniError::config("ipam.kubernetes must be an object such as {\"kubeconfig\": \"/etc/cni/net.d/plumb.d/plumb.kubeconfig\"}")),
+    };
+    match (opt_str(ipam, "store")?.as_deref(), kube) {
+        (None | Some("file"), None) | (Some("file"), Some(_)) => Ok(Store::File),
+        (None | Some("kubernetes"), k) => {
+            let empty = Map::new();
+            let k = k.unwrap_or(&empty);
+            let named = |e: CniError| CniError {
+                msg: format!("ipam.kubernetes.{}", e.msg.trim_start_matches("field ")),
+                ..e
+            };
+            let kubeconfig = opt_str(k, "kubeconfig")
+                .map_err(named)?
+                .filter(|p| !p.is_empty());
+            let timeout = opt_u64(k, "timeoutSeconds", MAX_KUBE_TIMEOUT_SECS)
+                .map_err(named)?
+                .unwrap_or(20)
+                .max(1);
+            let node = match std::env::var("PLUMB_NODE_NAME")
+                .ok()
+                .filter(|n| !n.is_empty())
+            {
+                Some(n) => n,
+                None => match opt_str(k, "nodeName").map_err(named)? {
+                    Some(n) if !n.is_empty() => n,
+                    _ => host_name()?,
+                },
+            };
+            Ok(Store::Kubernetes(KubeSettings {
+                kubeconfig,
+                node,
+                timeout: Duration::from_secs(timeout),
+            }))
+        }
+        (Some(other), _) => Err(CniError::config(format!(
+            "ipam.store {other:?} is unknown; use \"file\" or \"kubernetes\""
+        ))),
+    }
+}
+
+/// The node name Kubernetes uses by default: the host name, lower-cased.
+fn host_name() -> CniResult<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .map_err(|e| CniError::io("cannot read the host name for the node name (set PLUMB_NODE_NAME or ipam.kubernetes.nodeName)", &e))
 }
 
 fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult<Vec<Range>> {
@@ -262,11 +319,31 @@ mod tests {
             assert_eq!(e.code, 7, "{ipam}: {e}");
             assert!(e.to_string().contains(needle), "{ipam}: {e}");
         }
+    }
+
+    #[test]
+    fn store_selection_follows_whereabouts() {
+        let k = conf(json!({"range": "10.1.0.0/24", "kubernetes": {"kubeconfig": "/k", "nodeName": "n1", "timeoutSeconds": 7}}))
+            .unwrap();
+        let Store::Kubernetes(s) = k.store else {
+            panic!("kubernetes block selects the kubernetes store")
+        };
+        assert_eq!(s.kubeconfig.as_deref(), Some("/k"));
+        assert_eq!(s.timeout, Duration::from_secs(7));
+        if std::env::var_os("PLUMB_NODE_NAME").is_none() {
+            assert_eq!(s.node, "n1");
+        }
+        let f = conf(
+            json!({"range": "10.1.0.0/24", "store": "file", "kubernetes": {"kubeconfig": "/k"}}),
+        )
+        .unwrap();
+        assert_eq!(f.store, Store::File);
         assert_eq!(
-            conf(json!({"range": "10.1.0.0/24", "kubernetes": {"kubeconfig": "/k"}}))
-                .unwrap_err()
-                .code,
-            2
+            conf(json!({"range": "10.1.0.0/24"})).unwrap().store,
+            Store::File
         );
+        let e = conf(json!({"range": "10.1.0.0/24", "kubernetes": {"timeoutSeconds": 301}}))
+            .unwrap_err();
+        assert!(e.msg.contains("timeoutSeconds"), "{}", e.msg);
     }
 }

@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod config;
 pub mod gc;
 pub mod hint;
+pub mod kube;
 pub mod plugin;
 pub mod range;
 pub mod store;

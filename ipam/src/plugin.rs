@@ -1,8 +1,9 @@
-//! plumb-ipam as a CNI plugin: ADD, DEL, CHECK, STATUS and GC on the file store.
+//! plumb-ipam as a CNI plugin: ADD, DEL, CHECK, STATUS and GC on the file store or the Kubernetes store.
 
 use crate::alloc::{allocate, claimed_offsets, release, Attachment};
-use crate::config::{validate_space, IpamConfig, DEFAULT_DATA_DIR, DEFAULT_SPACE};
+use crate::config::{validate_space, IpamConfig, Store, DEFAULT_DATA_DIR, DEFAULT_SPACE};
 use crate::hint::Hint;
+use crate::kube::ops as kube_ops;
 use crate::range::parse_ip;
 use crate::store::FileStore;
 use plumb_cni::config::opt_str;
@@ -41,6 +42,9 @@ impl Plugin for Ipam {
         let placeholder: Vec<IpAddr> = cfg.ranges.iter().map(|r| r.addr(0)).collect();
         result_of(&cfg, &placeholder).to_json(req.conf.version)?;
         let who = attachment(req);
+        if let Store::Kubernetes(k) = &cfg.store {
+            return Ok(result_of(&cfg, &kube_ops::add(k, &cfg, &who, &statics)?));
+        }
         let store = open(&cfg)?;
         let locked = store.lock(timeout(&cfg))?;
         let ips = allocate(&locked, &cfg, &who, &statics)?;
@@ -51,6 +55,15 @@ impl Plugin for Ipam {
     fn del(&self, req: &Request) -> CniResult<()> {
         // DEL must work even when the config was since broken: it needs only where the store is.
         let cfg = IpamConfig::from_conf(&req.conf).ok();
+        if let Some(
+            c @ IpamConfig {
+                store: Store::Kubernetes(k),
+                ..
+            },
+        ) = &cfg
+        {
+            return kube_ops::del(k, c, &req.env.container_id, &req.env.ifname);
+        }
         let (data_dir, space) = match &cfg {
             Some(c) => (c.data_dir.clone(), c.space.clone()),
             None => store_location(&req.conf)?,
@@ -71,9 +84,19 @@ impl Plugin for Ipam {
 
     fn check(&self, req: &Request) -> CniResult<()> {
         let cfg = IpamConfig::from_conf(&req.conf)?;
+        let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+        if let Store::Kubernetes(k) = &cfg.store {
+            let held = kube_ops::held(k, &cfg, cid, ifname)?;
+            if held.is_empty() {
+                return Err(CniError::new(
+                    code::CHECK_MISMATCH,
+                    format!("no reservation for container {cid} interface {ifname} in the cluster"),
+                ));
+            }
+            return compare_with_prev(req, &cfg, held);
+        }
         let store = open(&cfg)?;
         let locked = store.lock(timeout(&cfg))?;
-        let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         let stored = locked.attachment(cid, ifname)?.ok_or_else(|| {
             CniError::new(
                 code::CHECK_MISMATCH,
@@ -88,24 +111,7 @@ impl Plugin for Ipam {
                 return Err(CniError::new(code::CHECK_MISMATCH, format!("reservation of {ip} for container {cid} interface {ifname} is missing or held by another attachment")));
             }
         }
-        if let Some(prev) = &req.conf.prev_result {
-            let mut reserved = stored.record.addrs();
-            let mut reported: Vec<IpAddr> = prev
-                .ips
-                .iter()
-                .map(|c| c.address.addr)
-                .filter(|ip| cfg.range_for(*ip).is_some())
-                .collect();
-            reserved.sort();
-            reported.sort();
-            if reserved != reported {
-                return Err(CniError::new(
-                    code::CHECK_MISMATCH,
-                    format!("prevResult reports {} but the store reserves {} for container {cid} interface {ifname}", list(&reported), list(&reserved)),
-                ));
-            }
-        }
-        Ok(())
+        compare_with_prev(req, &cfg, stored.record.addrs())
     }
 
     fn status(&self, req: &Request) -> CniResult<()> {
@@ -114,6 +120,9 @@ impl Plugin for Ipam {
             ..e
         };
         let cfg = IpamConfig::from_conf(&req.conf)?;
+        if let Store::Kubernetes(k) = &cfg.store {
+            return kube_ops::status(k, &cfg);
+        }
         let store = open(&cfg).map_err(unavailable)?;
         let locked = store.lock(timeout(&cfg)).map_err(unavailable)?;
         for range in &cfg.ranges {
@@ -152,11 +161,41 @@ impl Plugin for Ipam {
             .iter()
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
             .collect();
+        if let Store::Kubernetes(k) = &cfg.store {
+            return kube_ops::gc(k, &cfg, &req.conf.name, &valid).map(|_| ());
+        }
         let store = open(&cfg)?;
         let locked = store.lock(timeout(&cfg))?;
         crate::gc::collect(&locked, &cfg, &req.conf.name, &valid)?;
         Ok(())
     }
+}
+
+/// CHECK: the reserved addresses equal those prevResult reports inside the configured ranges.
+fn compare_with_prev(req: &Request, cfg: &IpamConfig, mut reserved: Vec<IpAddr>) -> CniResult<()> {
+    let Some(prev) = &req.conf.prev_result else {
+        return Ok(());
+    };
+    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+    let mut reported: Vec<IpAddr> = prev
+        .ips
+        .iter()
+        .map(|c| c.address.addr)
+        .filter(|ip| cfg.range_for(*ip).is_some())
+        .collect();
+    reserved.sort();
+    reported.sort();
+    if reserved != reported {
+        return Err(CniError::new(
+            code::CHECK_MISMATCH,
+            format!(
+                "prevResult reports {} but the store reserves {} for container {cid} interface {ifname}",
+                list(&reported),
+                list(&reserved)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The ADD result for one address per range: the configured routes and DNS plus the addresses.

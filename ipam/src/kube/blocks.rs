@@ -1,0 +1,474 @@
+//! Planning on a listed snapshot of a space's blocks, without any I/O: where an attachment's address
+//! comes from (its existing reservation, its static request, the node's own blocks, a new block the node
+//! claims, or a block borrowed from another node) and which single object write makes it so. The store
+//! executes the write with the listed resourceVersion; a conflict means re-list and plan again.
+
+use super::crd::{Allocation, IPBlock, IPBlockSpec, SPACE_LABEL};
+use crate::alloc::Attachment;
+use crate::range::{from_int, to_int, Family, Range, Subnet};
+use plumb_cni::{code, CniError, CniResult};
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+/// Prefix length of IPv4 blocks (64 addresses).
+pub const V4_BLOCK_PREFIX: u8 = 26;
+/// Prefix length of IPv6 blocks (256 addresses).
+pub const V6_BLOCK_PREFIX: u8 = 120;
+/// How many block positions a search for an unclaimed block looks at before borrowing instead.
+pub const CLAIM_SEARCH_LIMIT: u32 = 65_536;
+
+/// One object write.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Create a block (fails with 409 if another node created it first).
+    Create(IPBlock),
+    /// Replace a block; carries the listed resourceVersion (409 if it changed).
+    Replace(IPBlock),
+}
+
+impl Write {
+    /// The object written.
+    pub fn block(&self) -> &IPBlock {
+        match self {
+            Write::Create(b) | Write::Replace(b) => b,
+        }
+    }
+}
+
+/// Where ADD's address for one range comes from.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The address.
+    pub ip: IpAddr,
+    /// The write that reserves it; `None` when the attachment already holds it.
+    pub write: Option<Write>,
+}
+
+/// The block holding an address.
+pub fn block_of(ip: IpAddr) -> Subnet {
+    let prefix = match Family::of(ip) {
+        Family::V4 => V4_BLOCK_PREFIX,
+        Family::V6 => V6_BLOCK_PREFIX,
+    };
+    Subnet::parse(&format!("{ip}/{prefix}"), "block").expect("a block of a valid address")
+}
+
+/// Number of addresses in a block of the family of `net`.
+fn block_size(net: &Subnet) -> u128 {
+    1u128 << (net.family().bits() - net.prefix)
+}
+
+/// An 8-hex-digit hash of a space name, used as a label value (names may hold characters labels cannot).
+pub fn space_hash(space: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in space.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
+}
+
+/// The object name of a block: readable, unique per (space, block), a valid Kubernetes name.
+pub fn block_name(space: &str, block: &Subnet) -> String {
+    let clean: String = space
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let cidr: String = block
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!(
+        "{}-{}-{}",
+        clean.trim_matches('-'),
+        space_hash(space),
+        cidr.trim_matches('-')
+    )
+    .trim_start_matches('-')
+    .to_string()
+}
+
+/// A new block object claimed by `node`.
+pub fn new_block(space: &str, block: &Subnet, node: &str) -> IPBlock {
+    let mut b = IPBlock::new(
+        &block_name(space, block),
+        IPBlockSpec {
+            space: space.to_string(),
+            cidr: block.to_string(),
+            node: node.to_string(),
+            used: 0,
+            free: block_size(block).min(u32::MAX as u128) as u32,
+            allocations: BTreeMap::new(),
+        },
+    );
+    b.metadata.labels = Some([(SPACE_LABEL.to_string(), space_hash(space))].into());
+    b
+}
+
+/// The block's subnet, if its `cidr` parses.
+pub fn subnet(b: &IPBlock) -> Option<Subnet> {
+    Subnet::parse(&b.spec.cidr, "spec.cidr").ok()
+}
+
+/// The address at an offset of a block.
+pub fn addr_at(block: &Subnet, offset: u128) -> IpAddr {
+    from_int(block.family(), block.first() + offset)
+}
+
+/// Every reservation in the blocks, as (address, allocation).
+pub fn reservations(blocks: &[IPBlock]) -> Vec<(IpAddr, &Allocation)> {
+    let mut out = Vec::new();
+    for b in blocks {
+        let Some(net) = subnet(b) else { continue };
+        for (off, a) in &b.spec.allocations {
+            if let Ok(o) = off.parse::<u128>() {
+                out.push((addr_at(&net, o), a));
+            }
+        }
+    }
+    out
+}
+
+fn with_allocation(b: &IPBlock, offset: u128, a: Allocation, adopt_for: Option<&str>) -> IPBlock {
+    let mut nb = b.clone();
+    nb.spec.allocations.insert(offset.to_string(), a);
+    if let Some(node) = adopt_for {
+        nb.spec.node = node.to_string();
+    }
+    recount(&mut nb);
+    nb
+}
+
+fn recount(b: &mut IPBlock) {
+    let size = subnet(b)
+        .map(|n| block_size(&n))
+        .unwrap_or(0)
+        .min(u32::MAX as u128) as u32;
+    b.spec.used = b.spec.allocations.len() as u32;
+    b.spec.free = size.saturating_sub(b.spec.used);
+}
+
+/// The lowest free address of a block that `range` may hand out.
+fn free_in(b: &IPBlock, net: &Subnet, range: &Range) -> Option<u128> {
+    let lo = to_int(range.addr(0)).max(net.first());
+    let hi = to_int(range.addr(range.last_offset())).min(net.last());
+    if lo > hi || net.family() != range.family() {
+        return None;
+    }
+    (lo - net.first()..=hi - net.first()).find(|o| {
+        range.allows(addr_at(net, *o)) && !b.spec.allocations.contains_key(&o.to_string())
+    })
+}
+
+/// Plans ADD's address in `range` for `who` on `node`. `blocks` is the listed snapshot of the space.
+pub fn plan_add(
+    blocks: &[IPBlock],
+    space: &str,
+    node: &str,
+    range: &Range,
+    who: &Attachment,
+    wanted: Option<IpAddr>,
+    now: u64,
+) -> CniResult<Plan> {
+    let allocation = Allocation {
+        container_id: who.container_id.clone(),
+        ifname: who.ifname.clone(),
+        network: who.network.clone(),
+        node: node.to_string(),
+        pod_namespace: who.pod.namespace.clone(),
+        pod_name: who.pod.name.clone(),
+        pod_uid: who.pod.uid.clone(),
+        created: now,
+    };
+    let held = reservations(blocks)
+        .into_iter()
+        .find(|(ip, a)| a.is_for(&who.container_id, &who.ifname) && range.allows(*ip))
+        .map(|(ip, _)| ip);
+    if let Some(ip) = held {
+        return match wanted {
+            Some(w) if w != ip => Err(CniError::config(format!(
+                "this attachment already holds {ip} in range {}; DEL it before asking for {w}",
+                range.describe()
+            ))),
+            _ => Ok(Plan { ip, write: None }),
+        };
+    }
+    if let Some(ip) = wanted {
+        return plan_static(blocks, space, node, ip, allocation);
+    }
+    let in_range: Vec<(&IPBlock, Subnet)> = blocks
+        .iter()
+        .filter_map(|b| subnet(b).map(|n| (b, n)))
+        .filter(|(_, n)| n.family() == range.family())
+        .collect();
+    // 1. The node's own blocks.
+    for (b, net) in in_range.iter().filter(|(b, _)| b.spec.node == node) {
+        if let Some(off) = free_in(b, net, range) {
+            return Ok(Plan {
+                ip: addr_at(net, off),
+                write: Some(Write::Replace(with_allocation(b, off, allocation, None))),
+            });
+        }
+    }
+    // 2. A block nobody has claimed yet.
+    let taken: HashSet<u128> = in_range.iter().map(|(_, n)| n.first()).collect();
+    let first = block_of(range.addr(0));
+    let last = block_of(range.addr(range.last_offset())).first();
+    let step = block_size(&first);
+    let mut start = first.first();
+    for _ in 0..CLAIM_SEARCH_LIMIT {
+        if start > last {
+            break;
+        }
+        if !taken.contains(&start) {
+            let net = block_of(from_int(range.family(), start));
+            let mut nb = new_block(space, &net, node);
+            if let Some(off) = free_in(&nb, &net, range) {
+                nb = with_allocation(&nb, off, allocation, None);
+                return Ok(Plan {
+                    ip: addr_at(&net, off),
+                    write: Some(Write::Create(nb)),
+                });
+            }
+        }
+        match start.checked_add(step) {
+            Some(s) => start = s,
+            None => break,
+        }
+    }
+    // 3. Borrow: unowned blocks first (adopting them), then other nodes' blocks.
+    let mut others: Vec<&(&IPBlock, Subnet)> = in_range
+        .iter()
+        .filter(|(b, _)| b.spec.node != node)
+        .collect();
+    others.sort_by_key(|(b, _)| !b.spec.node.is_empty());
+    for (b, net) in others {
+        if let Some(off) = free_in(b, net, range) {
+            let adopt = b.spec.node.is_empty().then_some(node);
+            return Ok(Plan {
+                ip: addr_at(net, off),
+                write: Some(Write::Replace(with_allocation(b, off, allocation, adopt))),
+            });
+        }
+    }
+    Err(CniError::new(
+        code::POOL_EXHAUSTED,
+        format!(
+            "range {} is exhausted: all {} usable addresses are reserved in the cluster",
+            range.describe(),
+            range.usable()
+        ),
+    ))
+}
+
+fn plan_static(
+    blocks: &[IPBlock],
+    space: &str,
+    node: &str,
+    ip: IpAddr,
+    allocation: Allocation,
+) -> CniResult<Plan> {
+    let net = block_of(ip);
+    let off = to_int(ip) - net.first();
+    match blocks.iter().find(|b| subnet(b) == Some(net)) {
+        Some(b) => {
+            if let Some(a) = b.spec.allocations.get(&off.to_string()) {
+                let pod = match (&a.pod_namespace, &a.pod_name) {
+                    (Some(ns), Some(n)) => format!(", pod {ns}/{n}"),
+                    _ => String::new(),
+                };
+                return Err(CniError::new(
+                    code::ADDRESS_TAKEN,
+                    format!("requested IP {ip} is reserved by container {} interface {} on node {}{pod}", a.container_id, a.ifname, a.node),
+                ));
+            }
+            Ok(Plan {
+                ip,
+                write: Some(Write::Replace(with_allocation(b, off, allocation, None))),
+            })
+        }
+        None => {
+            let nb = with_allocation(&new_block(space, &net, node), off, allocation, None);
+            Ok(Plan {
+                ip,
+                write: Some(Write::Create(nb)),
+            })
+        }
+    }
+}
+
+/// The writes that remove every reservation for which `drop` is true; returns them and the freed addresses.
+pub fn plan_removal(
+    blocks: &[IPBlock],
+    drop: impl Fn(IpAddr, &Allocation) -> bool,
+) -> (Vec<Write>, Vec<IpAddr>) {
+    let mut writes = Vec::new();
+    let mut freed = Vec::new();
+    for b in blocks {
+        let Some(net) = subnet(b) else { continue };
+        let gone: Vec<String> = b
+            .spec
+            .allocations
+            .iter()
+            .filter(|(k, a)| k.parse::<u128>().is_ok_and(|o| drop(addr_at(&net, o), a)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if gone.is_empty() {
+            continue;
+        }
+        let mut nb = b.clone();
+        for k in &gone {
+            nb.spec.allocations.remove(k);
+            if let Ok(o) = k.parse::<u128>() {
+                freed.push(addr_at(&net, o));
+            }
+        }
+        recount(&mut nb);
+        writes.push(Write::Replace(nb));
+    }
+    (writes, freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plumb_cni::args::PodRef;
+
+    fn who(c: &str) -> Attachment {
+        Attachment {
+            container_id: c.into(),
+            ifname: "eth0".into(),
+            network: "net".into(),
+            pod: PodRef::default(),
+        }
+    }
+
+    fn range(text: &str) -> Range {
+        Range::build("ipam.range", text, None, None, &[], None).unwrap()
+    }
+
+    fn apply(blocks: &mut Vec<IPBlock>, w: &Write) {
+        let b = w.block().clone();
+        blocks.retain(|x| x.metadata.name != b.metadata.name);
+        blocks.push(b);
+    }
+
+    #[test]
+    fn claims_then_fills_own_block_then_borrows() {
+        let r = range("10.5.0.0/25"); // two /26 blocks: .0/26 and .64/26
+        let mut blocks = Vec::new();
+        let p = plan_add(&blocks, "_default", "a", &r, &who("c1"), None, 1).unwrap();
+        assert_eq!(p.ip.to_string(), "10.5.0.1");
+        assert!(matches!(p.write, Some(Write::Create(_))));
+        apply(&mut blocks, p.write.as_ref().unwrap());
+        let p = plan_add(&blocks, "_default", "a", &r, &who("c2"), None, 1).unwrap();
+        assert_eq!(p.ip.to_string(), "10.5.0.2");
+        assert!(matches!(p.write, Some(Write::Replace(_))));
+        apply(&mut blocks, p.write.as_ref().unwrap());
+        // Node b claims the other block.
+        let p = plan_add(&blocks, "_default", "b", &r, &who("c3"), None, 1).unwrap();
+        assert_eq!(p.ip.to_string(), "10.5.0.64");
+        apply(&mut blocks, p.write.as_ref().unwrap());
+        // Idempotent.
+        let p = plan_add(&blocks, "_default", "a", &r, &who("c1"), None, 1).unwrap();
+        assert_eq!(p.ip.to_string(), "10.5.0.1");
+        assert!(p.write.is_none());
+        // Fill node b's block (.64-.126 usable: 63 addresses, .127 is broadcast) then b borrows from a.
+        for i in 0..62 {
+            let p = plan_add(
+                &blocks,
+                "_default",
+                "b",
+                &r,
+                &who(&format!("b{i}")),
+                None,
+                1,
+            )
+            .unwrap();
+            apply(&mut blocks, p.write.as_ref().unwrap());
+        }
+        let p = plan_add(&blocks, "_default", "b", &r, &who("borrower"), None, 1).unwrap();
+        assert_eq!(p.ip.to_string(), "10.5.0.3");
+        assert_eq!(
+            p.write.as_ref().unwrap().block().spec.node,
+            "a",
+            "borrowing keeps the owner"
+        );
+        apply(&mut blocks, p.write.as_ref().unwrap());
+        let total: usize = blocks.iter().map(|b| b.spec.allocations.len()).sum();
+        assert_eq!(total, 66);
+        assert_eq!(
+            blocks.iter().map(|b| b.spec.used as usize).sum::<usize>(),
+            total
+        );
+    }
+
+    #[test]
+    fn statics_exhaustion_and_removal() {
+        let r = range("10.6.0.0/30");
+        let mut blocks = Vec::new();
+        let p = plan_add(
+            &blocks,
+            "s",
+            "a",
+            &r,
+            &who("c1"),
+            Some("10.6.0.2".parse().unwrap()),
+            1,
+        )
+        .unwrap();
+        apply(&mut blocks, p.write.as_ref().unwrap());
+        let e = plan_add(
+            &blocks,
+            "s",
+            "b",
+            &r,
+            &who("c2"),
+            Some("10.6.0.2".parse().unwrap()),
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 101);
+        let p = plan_add(&blocks, "s", "b", &r, &who("c2"), None, 1).unwrap();
+        assert_eq!(p.ip.to_string(), "10.6.0.1");
+        apply(&mut blocks, p.write.as_ref().unwrap());
+        assert_eq!(
+            plan_add(&blocks, "s", "b", &r, &who("c3"), None, 1)
+                .unwrap_err()
+                .code,
+            100
+        );
+        let (writes, freed) = plan_removal(&blocks, |_, a| a.is_for("c1", "eth0"));
+        assert_eq!(freed, vec!["10.6.0.2".parse::<IpAddr>().unwrap()]);
+        for w in &writes {
+            apply(&mut blocks, w);
+        }
+        assert_eq!(
+            plan_add(&blocks, "s", "b", &r, &who("c3"), None, 1)
+                .unwrap()
+                .ip
+                .to_string(),
+            "10.6.0.2"
+        );
+    }
+
+    #[test]
+    fn names_and_huge_ipv6() {
+        let n = block_name("_default", &block_of("10.1.0.70".parse().unwrap()));
+        assert_eq!(
+            n,
+            format!("default-{}-10-1-0-64-26", space_hash("_default"))
+        );
+        assert!(
+            n.len() < 253
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+        let r = range("fd00::/64");
+        let p = plan_add(&[], "v6", "a", &r, &who("c"), None, 1).unwrap();
+        assert_eq!(p.ip.to_string(), "fd00::1");
+        assert_eq!(p.write.unwrap().block().spec.cidr, "fd00::/120");
+    }
+}

@@ -1,0 +1,7 @@
+//! The Kubernetes store: reservations kept in `IPBlock` objects that nodes claim, written with
+//! optimistic concurrency, no leader election and no cluster-wide lock.
+
+pub mod blocks;
+pub mod crd;
+pub mod ops;
+pub mod store;

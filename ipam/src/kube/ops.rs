@@ -1,0 +1,124 @@
+//! The CNI commands on the Kubernetes store. ADD holds the node-local lock (under `dataDir`) so the
+//! node's own requests never conflict with each other; API conflicts then come only from borrowing.
+
+use super::blocks::reservations;
+use super::store::{run, KubeSettings};
+use crate::alloc::{place_statics, Attachment};
+use crate::config::IpamConfig;
+use crate::store::{now_secs, FileStore};
+use plumb_cni::{code, CniError, CniResult};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+fn node_lock(cfg: &IpamConfig) -> CniResult<plumb_cni::lock::LockGuard> {
+    let dir = FileStore::open(&cfg.data_dir, &cfg.space)?;
+    plumb_cni::lock::lock_exclusive(
+        &dir.dir().join(".lock"),
+        Duration::from_secs(cfg.lock_timeout_secs),
+    )
+}
+
+/// ADD: one address per range; on failure, best-effort removal of what this call reserved.
+pub fn add(
+    k: &KubeSettings,
+    cfg: &IpamConfig,
+    who: &Attachment,
+    statics: &[IpAddr],
+) -> CniResult<Vec<IpAddr>> {
+    let wanted = place_statics(cfg, statics)?;
+    let _lock = node_lock(cfg)?;
+    let before = run(k, &cfg.space, async |s| {
+        s.held(&who.container_id, &who.ifname).await
+    })
+    .unwrap_or_default();
+    let result = run(k, &cfg.space, async |s| {
+        s.allocate(cfg, who, &wanted, now_secs()).await
+    });
+    if result.is_err() {
+        // Leave nothing behind: drop what this ADD added (not what the attachment held before it).
+        let short = KubeSettings {
+            timeout: Duration::from_secs(5).min(k.timeout),
+            ..k.clone()
+        };
+        let (cid, ifname) = (who.container_id.clone(), who.ifname.clone());
+        let _ = run(&short, &cfg.space, async |s| {
+            let now = s.held(&cid, &ifname).await?;
+            let extra: Vec<IpAddr> = now.into_iter().filter(|ip| !before.contains(ip)).collect();
+            if extra.is_empty() {
+                return Ok(Vec::new());
+            }
+            s.remove_addresses(&cid, &ifname, &extra).await
+        });
+    }
+    result
+}
+
+/// DEL: removes every reservation of the attachment; nothing reserved is success.
+pub fn del(k: &KubeSettings, cfg: &IpamConfig, container_id: &str, ifname: &str) -> CniResult<()> {
+    let _lock = node_lock(cfg)?;
+    run(k, &cfg.space, async |s| {
+        s.remove(|_, a| a.is_for(container_id, ifname)).await
+    })
+    .map(|_| ())
+}
+
+/// The addresses the attachment holds in the configured ranges (for CHECK).
+pub fn held(
+    k: &KubeSettings,
+    cfg: &IpamConfig,
+    container_id: &str,
+    ifname: &str,
+) -> CniResult<Vec<IpAddr>> {
+    let ips = run(k, &cfg.space, async |s| s.held(container_id, ifname).await)?;
+    Ok(ips
+        .into_iter()
+        .filter(|ip| cfg.range_for(*ip).is_some())
+        .collect())
+}
+
+/// GC: releases this node's reservations of `network` whose attachment is not valid.
+pub fn gc(
+    k: &KubeSettings,
+    cfg: &IpamConfig,
+    network: &str,
+    valid: &HashSet<(&str, &str)>,
+) -> CniResult<usize> {
+    let _lock = node_lock(cfg)?;
+    let node = k.node.clone();
+    let freed = run(k, &cfg.space, async |s| {
+        s.remove(|_, a| {
+            a.network == network
+                && a.node == node
+                && !valid.contains(&(a.container_id.as_str(), a.ifname.as_str()))
+        })
+        .await
+    })?;
+    Ok(freed.len())
+}
+
+/// STATUS: code 50 when the API cannot be listed or a range is full.
+pub fn status(k: &KubeSettings, cfg: &IpamConfig) -> CniResult<()> {
+    let blocks = run(k, &cfg.space, async |s| s.list_retrying().await).map_err(|e| CniError {
+        code: code::NOT_AVAILABLE,
+        ..e
+    })?;
+    let held: Vec<IpAddr> = reservations(&blocks)
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .collect();
+    for range in &cfg.ranges {
+        let used = held.iter().filter(|ip| range.allows(**ip)).count() as u128;
+        if used >= range.usable() {
+            return Err(CniError::new(
+                code::NOT_AVAILABLE,
+                format!(
+                    "range {} is full ({used} of {} reserved in the cluster): ADD cannot succeed",
+                    range.describe(),
+                    range.usable()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
