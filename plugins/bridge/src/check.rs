@@ -6,7 +6,7 @@ use crate::plugin::os;
 use crate::ports::DEFAULT_VLAN;
 use crate::{firewall, naming};
 use plumb_cni::{code, delegate, CniError, CniResult, Command, Request};
-use plumb_net::addr::addresses;
+use plumb_net::addr::{addresses, routes, RouteEntry};
 use plumb_net::link::{self, format_mac};
 use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
@@ -50,7 +50,7 @@ pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
         .caused_by(e)
     })?;
     let name = ifname.clone();
-    let (c, addrs) = ns
+    let (c, addrs, table) = ns
         .run(move || {
             let mut nl = Route::open()?;
             let l = link::by_name(&mut nl, &name)?;
@@ -58,7 +58,9 @@ pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
                 Some(l) => addresses(&mut nl, l.index)?,
                 None => Vec::new(),
             };
-            Ok((l, a))
+            let mut t = routes(&mut nl, false)?;
+            t.extend(routes(&mut nl, true)?);
+            Ok((l, a, t))
         })
         .map_err(os("cannot look into the container netns"))?;
     let c = c.ok_or_else(|| mismatch(format!("the container has no interface {ifname}")))?;
@@ -83,6 +85,9 @@ pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
                 ip.0, ip.1
             )));
         }
+    }
+    if !cfg.disable_container_interface {
+        check_routes(prev, ifname, c.index, &table)?;
     }
     let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
     let bridge = link::by_name(&mut host, &cfg.bridge)
@@ -133,6 +138,42 @@ pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
         Some(ipam) => delegate::run(ipam, Command::Check, &req.env.path, &req.stdin, &[]),
         None => Ok(()),
     }
+}
+
+/// Every route of `prevResult` is in the container's main table out of its interface, via the next hop
+/// ADD gave it: the route's own, else the first gateway of its family (as the reference checks them).
+fn check_routes(
+    prev: &plumb_cni::AddResult,
+    ifname: &str,
+    index: u32,
+    table: &[RouteEntry],
+) -> CniResult<()> {
+    for rt in &prev.routes {
+        let dst = rt.dst.network();
+        let gw = rt.gw.or_else(|| {
+            prev.ips
+                .iter()
+                .filter(|i| i.address.addr.is_ipv4() == dst.addr.is_ipv4())
+                .find_map(|i| i.gateway)
+        });
+        // A route the result gives without a next hop may also be there without one: ADD accepts
+        // a route the kernel already holds (such as the subnet's own prefix route).
+        let found = table.iter().any(|e| {
+            e.dst == dst.addr
+                && e.prefix == dst.prefix
+                && e.oif == Some(index)
+                && (e.gw == gw || (rt.gw.is_none() && e.gw.is_none()))
+        });
+        if !found {
+            return Err(mismatch(format!(
+                "route to {}/{}{} is missing from container interface {ifname}",
+                dst.addr,
+                dst.prefix,
+                gw.map(|g| format!(" via {g}")).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The VLAN memberships a port must have for the config.

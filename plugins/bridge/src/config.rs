@@ -116,9 +116,20 @@ impl BridgeConfig {
     }
 }
 
+/// `dns` overrides the IPAM plugin's DNS only when it sets something, as in the reference plugin: a
+/// `nameservers`, `search` or `options` list (even an empty one) or a non-empty `domain`. `"dns": {}`
+/// keeps the IPAM plugin's DNS.
 fn parse_dns(raw: &Map<String, Value>) -> CniResult<Option<Dns>> {
+    let sets_something = |o: &Map<String, Value>| {
+        ["nameservers", "search", "options"]
+            .iter()
+            .any(|k| !matches!(o.get(*k), None | Some(Value::Null)))
+            || (!matches!(o.get("domain"), None | Some(Value::Null))
+                && o.get("domain").and_then(Value::as_str) != Some(""))
+    };
     match raw.get("dns") {
         None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) if !sets_something(o) => Ok(None),
         Some(v) => AddResult::parse(
             &serde_json::json!({"cniVersion": "1.1.0", "dns": v}),
             Version::V1_1_0,
@@ -296,6 +307,20 @@ mod tests {
             .unwrap_err()
             .msg
             .contains("ipMasqBackend"));
+    }
+
+    #[test]
+    fn empty_dns_keeps_the_ipam_dns() {
+        assert_eq!(cfg(json!({"dns": {}})).unwrap().dns, None);
+        assert_eq!(cfg(json!({"dns": {"domain": ""}})).unwrap().dns, None);
+        let d = cfg(json!({"dns": {"nameservers": ["10.0.0.10"]}}))
+            .unwrap()
+            .dns
+            .unwrap();
+        assert_eq!(d.nameservers, vec!["10.0.0.10".to_string()]);
+        // An explicitly empty list is set, and so overrides the IPAM plugin's DNS with nothing.
+        assert!(cfg(json!({"dns": {"search": []}})).unwrap().dns.is_some());
+        assert!(cfg(json!({"dns": {"domain": 5}})).is_err());
     }
 
     #[test]

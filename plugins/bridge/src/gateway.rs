@@ -4,8 +4,8 @@
 
 use crate::config::BridgeConfig;
 use crate::plugin::os;
-use plumb_cni::result::IpConfig;
-use plumb_cni::{CniError, CniResult};
+use plumb_cni::result::{Cidr, IpConfig};
+use plumb_cni::{AddResult, CniError, CniResult};
 use plumb_net::addr::{add_address, addresses};
 use plumb_net::link::{self, Link};
 use plumb_net::nl::Route;
@@ -13,8 +13,24 @@ use plumb_net::sysctl;
 use plumb_net::vlan::{self, Target};
 use std::net::IpAddr;
 
+/// With `isGateway`, an IPAM result without a gateway gets the first address of its subnet, as in the
+/// reference plugin: that address goes on the bridge, into the result and into the container's routes.
+pub fn fill_gateways(r: &mut AddResult) {
+    for ipc in &mut r.ips {
+        if ipc.gateway.is_none() {
+            ipc.gateway = Some(first_host(ipc.address.network().addr));
+        }
+    }
+}
+
 /// Puts each gateway address on the gateway interface and enables forwarding; returns whether it created
 /// the VLAN gateway interface (so a failed ADD can remove it again).
+///
+/// The reference's rules for what else may be there: the exact `gateway/prefix` already present is
+/// left alone; otherwise every other IPv4 address of the interface, and every IPv6 address whose
+/// subnet overlaps the gateway's, is in the way. `forceAddress` removes those, else ADD fails. After
+/// adding an address to the bridge its MAC is pinned to the one it had before the new port joined, so
+/// it no longer follows the lowest port MAC as ports come and go.
 pub fn ensure(
     nl: &mut Route,
     cfg: &BridgeConfig,
@@ -26,36 +42,73 @@ pub fn ensure(
     } else {
         (bridge.clone(), false)
     };
-    let existing = addresses(nl, gw_link.index).map_err(os("cannot list gateway addresses"))?;
+    let (mut forward_v4, mut forward_v6) = (false, false);
     for ipc in ips {
         let subnet = ipc.address.network();
         let gw = ipc.gateway.unwrap_or_else(|| first_host(subnet.addr));
-        if existing.iter().any(|(a, _)| *a == gw) {
+        if gw.is_ipv4() {
+            forward_v4 = true;
+        } else {
+            forward_v6 = true;
+        }
+        // Listed again for each gateway: an address added for an earlier one counts too.
+        let existing = addresses(nl, gw_link.index).map_err(os("cannot list gateway addresses"))?;
+        if existing.contains(&(gw, subnet.prefix)) {
             continue;
         }
-        let clash = existing.iter().find(|(a, p)| {
-            a.is_ipv4() == gw.is_ipv4() && subnet.contains(*a) && *p == subnet.prefix
-        });
-        if let Some((other, p)) = clash {
+        let in_the_way: Vec<(IpAddr, u8)> = existing
+            .into_iter()
+            .filter(|&(a, p)| {
+                a.is_ipv4() == gw.is_ipv4()
+                    && (a.is_ipv4()
+                        || Cidr::new(a, p).is_ok_and(|c| c.contains(gw))
+                        || subnet.contains(a))
+            })
+            .collect();
+        if let Some((other, p)) = in_the_way.first() {
             if !cfg.force_address {
                 return Err(CniError::config(format!(
-                    "{} already has {other}/{p} in the subnet of gateway {gw}; set \"forceAddress\": true to replace it",
-                    gw_link.name
+                    "{} already has {other}/{p}, which is not the gateway address {gw}/{}; set \"forceAddress\": true to replace it",
+                    gw_link.name, subnet.prefix
                 )));
             }
-            plumb_net::addr::del_address(nl, gw_link.index, *other, *p)
+        }
+        for (other, p) in in_the_way {
+            plumb_net::addr::del_address(nl, gw_link.index, other, p)
                 .map_err(os("cannot remove the old gateway address"))?;
         }
         add_address(nl, gw_link.index, gw, subnet.prefix, false)
             .map_err(os("cannot add the gateway address"))?;
-        let key = if gw.is_ipv4() {
-            "net/ipv4/ip_forward"
-        } else {
-            "net/ipv6/conf/all/forwarding"
-        };
-        sysctl::write(key, "1").map_err(os("cannot enable forwarding"))?;
+        if cfg.vlan == 0 {
+            pin_mac(nl, bridge)?;
+        }
+    }
+    for (on, key) in [
+        (forward_v4, "net/ipv4/ip_forward"),
+        (forward_v6, "net/ipv6/conf/all/forwarding"),
+    ] {
+        if on {
+            sysctl::write(key, "1").map_err(os("cannot enable forwarding"))?;
+        }
     }
     Ok(created)
+}
+
+/// Sets the bridge's MAC explicitly to the one it had before this ADD attached its port (or, if that was
+/// none, the current one), which stops the kernel from re-deriving it from the lowest port MAC.
+fn pin_mac(nl: &mut Route, before: &Link) -> CniResult<()> {
+    let valid = |m: &[u8; 6]| *m != [0; 6] && m[0] & 1 == 0;
+    let mac = match before.mac.filter(valid) {
+        Some(m) => Some(m),
+        None => link::by_index(nl, before.index)
+            .map_err(os("cannot read the bridge"))?
+            .and_then(|l| l.mac)
+            .filter(valid),
+    };
+    match mac {
+        Some(m) => link::set_mac(nl, before, m).map_err(os("cannot pin the bridge MAC")),
+        None => Ok(()),
+    }
 }
 
 fn first_host(network: IpAddr) -> IpAddr {

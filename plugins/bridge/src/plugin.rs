@@ -7,7 +7,7 @@ use plumb_cni::result::{Interface, IpConfig, Route as ResultRoute};
 use plumb_cni::{
     code, delegate, failpoint, AddResult, CniError, CniResult, Command, Plugin, Request,
 };
-use plumb_net::addr::{add_address, add_route, RouteSpec};
+use plumb_net::addr::{add_address, add_route_global, RouteSpec};
 use plumb_net::link::{self, format_mac, Link, VethSpec};
 use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
@@ -176,6 +176,8 @@ fn add_steps(
                 format!("host veth {host_name} vanished after creation"),
             )
         })?;
+    // As the reference does: the host veth takes no router advertisements (the runtime owns its routes).
+    let _ = sysctl::write(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
     ports::attach(host, cfg, &bridge, &host_veth)?;
     failpoint::check("port")?;
 
@@ -188,6 +190,9 @@ fn add_steps(
         }
         None => AddResult::default(),
     };
+    if cfg.is_gateway {
+        gateway::fill_gateways(&mut ipam_result);
+    }
     if cfg.is_default_gateway {
         add_default_routes(&mut ipam_result)?;
     }
@@ -273,7 +278,8 @@ fn add_default_routes(r: &mut AddResult) -> CniResult<()> {
         let dst: plumb_cni::result::Cidr = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" }
             .parse()
             .expect("valid");
-        if !r.routes.iter().any(|rt| rt.dst == dst) {
+        // Like the reference: only a default route with a next hop counts as one the IPAM already gave.
+        if !r.routes.iter().any(|rt| rt.dst == dst && rt.gw.is_some()) {
             r.routes.push(ResultRoute::new(dst, Some(gw)));
         }
     }
@@ -306,26 +312,39 @@ fn configure_container(
         .map(|rt| (rt.dst.addr, rt.dst.prefix, rt.gw, rt.mtu))
         .collect();
     let (up, dad) = (!cfg.disable_container_interface, cfg.enable_dad);
+    let layer3 = cfg.ipam_type.is_some();
     let name = ifname.to_string();
     ns.run(move || {
         let mut c = Route::open()?;
         let l = link::by_name(&mut c, &name)?
             .ok_or_else(|| io::Error::other(format!("{name} missing in the container")))?;
-        if !dad && ips.iter().any(|i| i.0.is_ipv6()) {
-            let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_dad"), "0");
+        if layer3 {
+            // The reference's sysctls on an interface that gets addresses: DAD as `enabledad` says
+            // (off by default, so addresses are usable at once) and gratuitous ARP on link changes.
+            // Best effort, as there: a kernel without IPv6 has no accept_dad.
+            if dad {
+                let _ = sysctl::write(&format!("net/ipv6/conf/{name}/enhanced_dad"), "1");
+            }
+            let _ = sysctl::write(
+                &format!("net/ipv6/conf/{name}/accept_dad"),
+                if dad { "1" } else { "0" },
+            );
+            let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
         }
         for (ip, prefix, _) in &ips {
-            add_address(&mut c, l.index, *ip, *prefix, !dad)?;
+            add_address(&mut c, l.index, *ip, *prefix, false)?;
         }
         if up {
             link::set_up(&mut c, &l, true)?;
             for (dst, prefix, gw, mtu) in &routes {
+                // A route without a next hop goes via the first gateway of its family, if any.
                 let gw = gw.or_else(|| {
                     ips.iter()
-                        .find(|i| i.0.is_ipv4() == dst.is_ipv4())
-                        .and_then(|i| i.2)
+                        .filter(|i| i.0.is_ipv4() == dst.is_ipv4())
+                        .find_map(|i| i.2)
                 });
-                add_route(
+                // Scope universe even without a next hop, as the reference installs container routes.
+                add_route_global(
                     &mut c,
                     &RouteSpec {
                         dst: *dst,

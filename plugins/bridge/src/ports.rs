@@ -51,6 +51,9 @@ pub fn ensure_bridge(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<Link> {
     if cfg.promisc && !br.promisc {
         link::set_promisc(nl, &br, true).map_err(os("cannot set the bridge promiscuous"))?;
     }
+    // As the reference does on every ADD: the bridge takes no router advertisements (the gateway
+    // address and routes are the plugin's). Best effort: a kernel without IPv6 has no such sysctl.
+    let _ = plumb_net::sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
     if !br.up {
         link::set_up(nl, &br, true).map_err(os("cannot bring the bridge up"))?;
     }

@@ -114,18 +114,31 @@ pub struct RouteSpec {
     pub priority: Option<u32>,
 }
 
-/// Adds a route in the main table; an identical route already present is success.
+/// Adds a route in the main table; an identical route already present is success. A route without a
+/// next hop gets scope `link`, as `ip route add` gives it.
 pub fn add_route(nl: &mut Route, r: &RouteSpec) -> io::Result<()> {
+    let scope = if r.gw.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    add_route_in_scope(nl, r, scope)
+}
+
+/// Adds a route like [`add_route`], but in scope `universe` also without a next hop: what the reference
+/// CNI plugins install in a container (through the Go netlink library), for plugins that must leave
+/// the same routing table behind.
+pub fn add_route_global(nl: &mut Route, r: &RouteSpec) -> io::Result<()> {
+    add_route_in_scope(nl, r, RouteScope::Universe)
+}
+
+fn add_route_in_scope(nl: &mut Route, r: &RouteSpec, scope: RouteScope) -> io::Result<()> {
     let mut m = RouteMessage::default();
     m.header.address_family = family(&r.dst);
     m.header.destination_prefix_length = r.prefix;
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::Boot;
-    m.header.scope = if r.gw.is_some() {
-        RouteScope::Universe
-    } else {
-        RouteScope::Link
-    };
+    m.header.scope = scope;
     m.header.kind = RouteType::Unicast;
     if r.prefix > 0 {
         m.attributes
