@@ -3,6 +3,7 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! cargo run -p conformance --release --bin bench -- ipam [--iterations N] [--block B] [--cycles K]
+//! cargo run -p conformance --release --bin bench -- bridge [--iterations N] [--block B] [--existing N] [--extra K]
 //! ```
 //!
 //! Mode `ipam` measures, in one run:
@@ -13,9 +14,19 @@
 //!    occupancy of a /16, one pool per level, measured in rotating blocks too (targets: ≥ 5,000 ops/s
 //!    at every level, max/min ≤ 1.5).
 //!
+//! Mode `bridge` (root; see `bench/bridge.rs`) measures, in one run, with every device in network
+//! namespaces the bench creates and removes:
+//!
+//! 1. whole-process ADD+DEL of plumb-bridge + plumb-ipam against Debian's bridge + host-local, each
+//!    on its own bridge and /16, each pair in a fresh container netns, interleaved in blocks (target:
+//!    median ratio plumb/reference ≤ 0.25);
+//! 2. the same with `macspoofchk: true` on both (target: ≤ 0.125);
+//! 3. ADD latency with 0 and with 1000 (`--existing`) attachments on the node, both plugins; the fill
+//!    time is printed (target: plumb's median growth ≤ 1.2; the reference's is informational).
+//!
 //! The temp dirs live under `PLUMB_BENCH_TMP` (default /var/tmp) and are removed at the end.
 //!
-//! Modes `bridge` and `kube` are planned. The run ends with one `target …: PASS|FAIL (value)` line per
+//! Mode `kube` is planned. The run ends with one `target …: PASS|FAIL (value)` line per
 //! target. Exit code: 0 all targets pass, 1 a target failed, 2 the bench could not run.
 
 use conformance::plugin::Call;
@@ -29,6 +40,9 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
+
+#[path = "bench/bridge.rs"]
+mod bridge;
 
 /// The /16 both plugins allocate from.
 const SUBNET: &str = "10.30.0.0/16";
@@ -49,12 +63,12 @@ const LEVELS: [u32; 3] = [0, 50, 99];
 const CYCLE_BLOCK: usize = 100;
 
 /// Modes the command line knows of but that are not implemented yet.
-const PLANNED_MODES: [&str; 2] = ["bridge", "kube"];
+const PLANNED_MODES: [&str; 1] = ["kube"];
 
 /// Command-line options.
 #[derive(Debug, Clone)]
 struct Options {
-    /// What to measure: `ipam`, later `bridge` or `kube`.
+    /// What to measure: `ipam` or `bridge`, later `kube`.
     mode: String,
     /// Whole-process ADD+DEL pairs per plugin.
     iterations: usize,
@@ -62,6 +76,10 @@ struct Options {
     block: usize,
     /// In-process alloc+release cycles per occupancy level.
     cycles: usize,
+    /// Mode `bridge`: attachments on each node before the second ADD latency measurement.
+    existing: usize,
+    /// Mode `bridge`: timed ADDs per plugin at each number of existing attachments.
+    extra: usize,
 }
 
 /// Why the bench stopped early.
@@ -139,13 +157,16 @@ fn main() -> ExitCode {
 /// The usage text.
 fn usage() -> String {
     format!(
-        "usage: bench <mode> [--iterations N] [--block B] [--cycles K]\n\
-         modes: ipam (implemented), {} (planned)\n\
-         \x20 --iterations N  whole-process ADD+DEL pairs per plugin (default 300)\n\
-         \x20 --block B       pairs of one plugin before switching to the other (default 20)\n\
-         \x20 --cycles K      in-process alloc+release cycles per occupancy level (default 2000)\n\
+        "usage: bench <mode> [--iterations N] [--block B] [--cycles K] [--existing N] [--extra K]\n\
+         modes: ipam, bridge (implemented), {} (planned)\n\
+         \x20 --iterations N  whole-process ADD+DEL pairs per plugin (and per config in mode bridge; default 300)\n\
+         \x20 --block B       samples of one plugin before switching to the other (default 20)\n\
+         \x20 --cycles K      ipam: in-process alloc+release cycles per occupancy level (default 2000)\n\
+         \x20 --existing N    bridge: attachments on the node for the second ADD latency (default 1000, at most {})\n\
+         \x20 --extra K       bridge: timed ADDs per plugin at 0 and at N existing (default 50)\n\
          env: PLUMB_BIN_DIR (default <workspace>/target/release), PLUMB_BENCH_TMP (default {DEFAULT_TMP})",
-        PLANNED_MODES.join(", ")
+        PLANNED_MODES.join(", "),
+        bridge::MAX_EXISTING
     )
 }
 
@@ -156,6 +177,8 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
         iterations: 300,
         block: 20,
         cycles: 2000,
+        existing: 1000,
+        extra: 50,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -164,6 +187,8 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
             "--iterations" => &mut opts.iterations,
             "--block" => &mut opts.block,
             "--cycles" => &mut opts.cycles,
+            "--existing" => &mut opts.existing,
+            "--extra" => &mut opts.extra,
             flag if flag.starts_with('-') => {
                 return Err(Stop::Usage(
                     format!("unknown option {flag}\n{}", usage()),
@@ -204,9 +229,10 @@ fn positive(flag: &str, value: Option<&String>) -> Result<usize, Stop> {
 fn run_mode(opts: &Options) -> Result<Vec<Target>, Stop> {
     match opts.mode.as_str() {
         "ipam" => run_ipam(opts),
+        "bridge" => bridge::run_bridge(opts),
         other => Err(Stop::Usage(
             format!(
-                "mode {other} not implemented yet (implemented: ipam; planned: {})",
+                "mode {other} not implemented yet (implemented: ipam, bridge; planned: {})",
                 PLANNED_MODES.join(", ")
             ),
             2,
@@ -244,7 +270,7 @@ fn run_ipam(opts: &Options) -> Result<Vec<Target>, Stop> {
             host_local.display()
         )));
     }
-    warn_if_stale(&plumb_bin);
+    warn_if_stale(&plumb_bin, &["ipam/src", "plugins/cni/src"]);
     let root = bench_dir()?;
     println!(
         "temp dir {} on {}",
@@ -302,13 +328,14 @@ fn release_binary(name: &str) -> Result<PathBuf, Stop> {
     )))
 }
 
-/// Warns when the binary is older than a source file of the ipam or CNI crates (others edit them).
-fn warn_if_stale(binary: &Path) {
+/// Warns when the binary is older than a source file in one of `dirs` (relative to the workspace root;
+/// others edit them).
+fn warn_if_stale(binary: &Path, dirs: &[&str]) {
     let Some(built) = modified(binary) else {
         return;
     };
     let root = workspace_root();
-    let newer = ["ipam/src", "plugins/cni/src"]
+    let newer = dirs
         .iter()
         .flat_map(|d| std::fs::read_dir(root.join(d)).into_iter().flatten())
         .flatten()
