@@ -1,7 +1,11 @@
-//! Admin mode: `plumb-ipam list|usage|release ...`, run by a person. Prints readable tables of
-//! reservations and usage per range, and releases reservations by address or attachment.
+//! Admin mode: `plumb-ipam list|usage|release|reconcile|crd ...`, run by a person (or a CronJob).
+//! Prints readable tables of reservations and usage per range (file store) or per block (Kubernetes
+//! store, with `--kubeconfig`), releases reservations by address or attachment, reconciles the
+//! Kubernetes store (see [`crate::kube::reconcile`]) and prints the IPBlock CRD.
 
 use crate::config::{validate_space, DEFAULT_DATA_DIR, DEFAULT_SPACE};
+use crate::kube::blocks::{addr_at, subnet};
+use crate::kube::crd::IPBlock;
 use crate::range::{from_int, to_int, Family};
 use crate::store::{spaces, Entry, FileStore, Locked};
 use plumb_cni::{CniError, CniResult};
@@ -13,6 +17,11 @@ const USAGE: &str = "usage:
   plumb-ipam list    [--data-dir DIR] [--network-name NAME]   reservations, one line per address
   plumb-ipam usage   [--data-dir DIR] [--network-name NAME]   used and free addresses per range
   plumb-ipam release [--data-dir DIR] [--network-name NAME] (--ip IP | --container ID --ifname IF)
+  plumb-ipam list    --kubeconfig PATH [--network-name NAME]   Kubernetes store: one line per reservation
+  plumb-ipam usage   --kubeconfig PATH [--network-name NAME]   Kubernetes store: used and free per block
+  plumb-ipam reconcile [--kubeconfig PATH] [--dry-run] [--grace SECONDS] [--interval SECONDS] [--space NAME]
+                     free reservations of deleted pods, retire blocks of deleted nodes (Kubernetes store)
+  plumb-ipam crd     print the IPBlock CustomResourceDefinition (YAML)
 Without --network-name, every space (network_name) under the data dir is shown; the default space is _default.
 The data dir defaults to /var/lib/cni/plumb-ipam.";
 
@@ -23,10 +32,15 @@ struct Opts {
     ip: Option<IpAddr>,
     container: Option<String>,
     ifname: Option<String>,
+    kubeconfig: Option<String>,
 }
 
 /// Runs an admin command; returns the process exit code.
 pub fn run(args: &[String]) -> i32 {
+    if let Some(("reconcile", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
+        // Prints as it goes (and may loop forever): not a dispatch returning its output.
+        return crate::kube::reconcile::command(rest);
+    }
     match dispatch(args) {
         Ok(out) => {
             print!("{out}");
@@ -44,7 +58,22 @@ pub fn dispatch(args: &[String]) -> CniResult<String> {
     let (cmd, rest) = args
         .split_first()
         .ok_or_else(|| CniError::config("no command given"))?;
+    if cmd == "crd" {
+        if !rest.is_empty() {
+            return Err(CniError::config("crd takes no options"));
+        }
+        return Ok(crd_yaml());
+    }
     let opts = parse_opts(rest)?;
+    if let Some(kc) = &opts.kubeconfig {
+        return match cmd.as_str() {
+            "list" => kube_list(kc, opts.space.as_deref()),
+            "usage" => kube_usage(kc, opts.space.as_deref()),
+            other => Err(CniError::config(format!(
+                "--kubeconfig is for list and usage (and reconcile), not {other:?}"
+            ))),
+        };
+    }
     let data_dir = opts
         .data_dir
         .clone()
@@ -79,6 +108,7 @@ fn parse_opts(rest: &[String]) -> CniResult<Opts> {
             "--ip" => o.ip = Some(crate::range::parse_ip(&value()?, "--ip")?),
             "--container" => o.container = Some(value()?),
             "--ifname" => o.ifname = Some(value()?),
+            "--kubeconfig" => o.kubeconfig = Some(value()?),
             other => return Err(CniError::config(format!("unknown option {other:?}"))),
         }
     }
@@ -232,6 +262,100 @@ fn release(data_dir: &std::path::Path, spaces: &[String], o: &Opts) -> CniResult
         out.push_str("nothing matched; nothing released\n");
     }
     Ok(out)
+}
+
+/// The IPBlock CustomResourceDefinition as YAML, generated from the Rust type: what `plumb-ipam crd`
+/// prints and `deploy/crds/ipblocks.plumb.dev.yaml` holds.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let yaml = serde_yaml_ng::to_string(&IPBlock::crd()).expect("the CRD serializes to YAML");
+    format!(
+        "# The IPBlock CustomResourceDefinition, generated from ipam/src/kube/crd.rs by `plumb-ipam crd`.\n\
+         # Do not edit: regenerate with\n\
+         #   cargo run -p plumb-ipam -- crd > deploy/crds/ipblocks.plumb.dev.yaml\n\
+         {yaml}"
+    )
+}
+
+fn kube_blocks(kubeconfig: &str, space: Option<&str>) -> CniResult<Vec<IPBlock>> {
+    let mut blocks = crate::kube::reconcile::list_blocks(Some(kubeconfig), space)
+        .map_err(|e| CniError::new(plumb_cni::code::TRY_AGAIN_LATER, e))?;
+    blocks.sort_by_key(|b| {
+        let first = subnet(b).map(|n| (n.network.is_ipv6(), n.first()));
+        (b.spec.space.clone(), first, b.spec.cidr.clone())
+    });
+    Ok(blocks)
+}
+
+fn kube_list(kubeconfig: &str, space: Option<&str>) -> CniResult<String> {
+    let mut rows = vec![[
+        "SPACE",
+        "ADDRESS",
+        "BLOCK",
+        "NODE",
+        "NETWORK",
+        "CONTAINER",
+        "IFNAME",
+        "POD",
+        "AGE",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let now = crate::store::now_secs();
+    for b in kube_blocks(kubeconfig, space)? {
+        let Some(net) = subnet(&b) else { continue };
+        let mut allocs: Vec<(u128, _)> = b
+            .spec
+            .allocations
+            .iter()
+            .filter_map(|(k, a)| k.parse::<u128>().ok().map(|o| (o, a)))
+            .collect();
+        allocs.sort_by_key(|(o, _)| *o);
+        for (o, a) in allocs {
+            let pod = match (&a.pod_namespace, &a.pod_name) {
+                (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                _ => "-".into(),
+            };
+            rows.push(vec![
+                b.spec.space.clone(),
+                addr_at(&net, o).to_string(),
+                b.spec.cidr.clone(),
+                a.node.clone(),
+                a.network.clone(),
+                a.container_id.chars().take(12).collect(),
+                a.ifname.clone(),
+                pod,
+                age(now.saturating_sub(a.created)),
+            ]);
+        }
+    }
+    Ok(table(&rows))
+}
+
+fn kube_usage(kubeconfig: &str, space: Option<&str>) -> CniResult<String> {
+    let mut rows = vec![["SPACE", "BLOCK", "NODE", "USED", "FREE"]
+        .map(String::from)
+        .to_vec()];
+    for b in kube_blocks(kubeconfig, space)? {
+        let size = subnet(&b).map_or(0, |n| 1u128 << (n.family().bits() - n.prefix));
+        let used = b.spec.allocations.len() as u128;
+        let node = if b.spec.node.is_empty() {
+            "(orphaned)".to_string()
+        } else {
+            b.spec.node.clone()
+        };
+        rows.push(vec![
+            b.spec.space.clone(),
+            b.spec.cidr.clone(),
+            node,
+            used.to_string(),
+            size.saturating_sub(used).to_string(),
+        ]);
+    }
+    Ok(format!(
+        "{}(FREE counts the whole block; a range may hand out fewer of its addresses)\n",
+        table(&rows)
+    ))
 }
 
 fn split_span(span: &str) -> Option<(IpAddr, IpAddr)> {

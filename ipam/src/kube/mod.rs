@@ -4,4 +4,5 @@
 pub mod blocks;
 pub mod crd;
 pub mod ops;
+pub mod reconcile;
 pub mod store;

@@ -28,14 +28,13 @@ pub fn add(
 ) -> CniResult<Vec<IpAddr>> {
     let wanted = place_statics(cfg, statics)?;
     let _lock = node_lock(cfg)?;
-    let before = run(k, &cfg.space, async |s| {
-        s.held(&who.container_id, &who.ifname).await
-    })
-    .unwrap_or_default();
+    // What the attachment held before this ADD, from the ADD's own first listing (no extra request).
+    let mut before: Option<Vec<IpAddr>> = None;
     let result = run(k, &cfg.space, async |s| {
-        s.allocate(cfg, who, &wanted, now_secs()).await
+        s.allocate(cfg, who, &wanted, now_secs(), &mut before).await
     });
-    if result.is_err() {
+    // No listing succeeded: nothing was written, so there is nothing to undo.
+    if let (Err(_), Some(before)) = (&result, before) {
         // Leave nothing behind: drop what this ADD added (not what the attachment held before it).
         let short = KubeSettings {
             timeout: Duration::from_secs(5).min(k.timeout),

@@ -192,16 +192,29 @@ impl KubeStore {
     }
 
     /// ADD: one address per range of `cfg` for `who` (idempotent); statics placed per range.
+    /// `before` is set, at the first listing, to what `who` held before this call wrote anything, so a
+    /// failed ADD can remove exactly what it added without a listing of its own; it stays `None` when no
+    /// listing succeeded (then nothing was written).
     pub async fn allocate(
         &mut self,
         cfg: &IpamConfig,
         who: &Attachment,
         wanted: &[Option<IpAddr>],
         now: u64,
+        before: &mut Option<Vec<IpAddr>>,
     ) -> CniResult<Vec<IpAddr>> {
         let mut attempt = 0;
         'again: loop {
             let blocks = self.list_retrying().await?;
+            if before.is_none() {
+                *before = Some(
+                    reservations(&blocks)
+                        .into_iter()
+                        .filter(|(_, a)| a.is_for(&who.container_id, &who.ifname))
+                        .map(|(ip, _)| ip)
+                        .collect(),
+                );
+            }
             let mut got = Vec::with_capacity(cfg.ranges.len());
             for (i, range) in cfg.ranges.iter().enumerate() {
                 let plan = plan_add(&blocks, &self.space, &self.node, range, who, wanted[i], now)?;
