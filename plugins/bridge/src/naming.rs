@@ -33,10 +33,11 @@ pub fn host_veth(container_id: &str, ifname: &str) -> String {
     format!("plb{}", attachment_hash(container_id, ifname))
 }
 
-/// The nftables chain of an attachment in a network: `<network hash>_<attachment hash>`.
+/// The nftables chain of an attachment in a network: `p<network hash>_<attachment hash>`. The leading
+/// letter matters: the `nft` command line cannot name a chain that starts with a digit.
 pub fn chain(network: &str, container_id: &str, ifname: &str) -> String {
     format!(
-        "{}_{}",
+        "p{}_{}",
         network_hash(network),
         attachment_hash(container_id, ifname)
     )
@@ -44,7 +45,7 @@ pub fn chain(network: &str, container_id: &str, ifname: &str) -> String {
 
 /// The chain-name prefix shared by every attachment of a network (for GC).
 pub fn chain_prefix(network: &str) -> String {
-    format!("{}_", network_hash(network))
+    format!("p{}_", network_hash(network))
 }
 
 #[cfg(test)]
@@ -62,6 +63,10 @@ mod tests {
         // The published FNV-1a 64 test vector for "a".
         assert_eq!(fnv64(&["a"]), 0xaf63_dc4c_8601_ec8c);
         assert!(chain("net", "abc", "eth0").starts_with(&chain_prefix("net")));
+        assert!(
+            chain("net", "abc", "eth0").starts_with('p'),
+            "nft's command line needs a letter first"
+        );
         assert_ne!(chain_prefix("net"), chain_prefix("other"));
     }
 }

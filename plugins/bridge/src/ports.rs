@@ -20,6 +20,13 @@ pub fn ensure_bridge(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<Link> {
         Some(l) => l,
         None => {
             match link::create_bridge(nl, name, cfg.mtu, cfg.uses_vlans()) {
+                Err(e) if !is_exists(&e) && cfg.uses_vlans() => {
+                    return Err(CniError::new(
+                        plumb_cni::code::IO_FAILURE,
+                        format!("cannot create bridge {name} with vlan_filtering, which \"vlan\"/\"vlanTrunk\" need (does this kernel support bridge VLAN filtering?)"),
+                    )
+                    .caused_by(e))
+                }
                 Err(e) if !is_exists(&e) => return Err(os("cannot create the bridge")(e)),
                 _ => {}
             }
