@@ -54,7 +54,15 @@ impl Plugin for Ipam {
 
     fn del(&self, req: &Request) -> CniResult<()> {
         // DEL must work even when the config was since broken: it needs only where the store is.
-        let cfg = IpamConfig::from_conf(&req.conf).ok();
+        let parsed = IpamConfig::from_conf(&req.conf);
+        if let Err(e) = &parsed {
+            // A Kubernetes-store config that no longer parses must not fall back to the file store and
+            // answer success while the cluster keeps the reservation.
+            if uses_kubernetes(&req.conf) {
+                return Err(e.clone());
+            }
+        }
+        let cfg = parsed.ok();
         if let Some(
             c @ IpamConfig {
                 store: Store::Kubernetes(k),
@@ -233,6 +241,16 @@ fn attachment(req: &Request) -> Attachment {
         network: req.conf.name.clone(),
         pod: req.env.args.pod(),
     }
+}
+
+/// Whether the config asks for the Kubernetes store, read without validating the rest.
+fn uses_kubernetes(conf: &NetConf) -> bool {
+    let Some(Value::Object(ipam)) = conf.raw.get("ipam") else {
+        return false;
+    };
+    let store = ipam.get("store").and_then(Value::as_str);
+    store == Some("kubernetes")
+        || (store.is_none() && ipam.get("kubernetes").is_some_and(|k| !k.is_null()))
 }
 
 /// Where the store of a config lives, read without validating the ranges (for DEL).

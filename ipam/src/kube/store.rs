@@ -121,7 +121,7 @@ impl KubeStore {
     fn too_late(&self) -> CniError {
         CniError::new(
             code::TRY_AGAIN_LATER,
-            "the Kubernetes API did not complete the reservation before the deadline (ipam.kubernetes.timeoutSeconds); try again later",
+            "the Kubernetes API did not answer in time (ipam.kubernetes.timeoutSeconds); try again later",
         )
         .caused_by(if self.last_error.is_empty() { "no answer".to_string() } else { self.last_error.clone() })
     }
