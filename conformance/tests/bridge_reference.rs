@@ -44,7 +44,6 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const IFNAME: &str = "eth0";
@@ -56,47 +55,7 @@ const KERNEL_VETH_TXQLEN: u64 = 1000;
 // ---------------------------------------------------------------------------------------------------
 // Guards
 
-/// Deletes a host link when dropped, whatever happened.
-struct HostLink(String);
-
-impl Drop for HostLink {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
-}
-
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-
-/// Tests alive in this process, and the host's `ip_forward` from before the first one started.
-static FORWARDING: Mutex<(usize, Option<String>)> = Mutex::new((0, None));
-
-/// `isGateway` turns on `net.ipv4.ip_forward` (on both sides); this puts the host's value back once
-/// the last test of this process is done. No test here gives the bridge an IPv6 gateway, so the
-/// host's IPv6 forwarding is never touched.
-struct ForwardingRestore;
-
-impl ForwardingRestore {
-    fn new() -> ForwardingRestore {
-        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 == 0 {
-            g.1 = std::fs::read_to_string(IP_FORWARD).ok();
-        }
-        g.0 += 1;
-        ForwardingRestore
-    }
-}
-
-impl Drop for ForwardingRestore {
-    fn drop(&mut self) {
-        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 -= 1;
-        if g.0 == 0 {
-            if let Some(v) = g.1.take() {
-                let _ = std::fs::write(IP_FORWARD, v.trim());
-            }
-        }
-    }
-}
+use conformance::host::{ForwardingRestore, HostLink};
 
 // ---------------------------------------------------------------------------------------------------
 // The two sides

@@ -29,46 +29,7 @@ const RANGE_START: u8 = 10;
 /// The netdev table holding the spoof-check chains (plumb-bridge's `firewall::SPOOFCHK_TABLE`).
 const SPOOFCHK_TABLE: &str = "plumb_spoofchk";
 
-/// Deletes a host link (the test's bridge) when dropped, whatever happened.
-struct HostLink(String);
-
-impl Drop for HostLink {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
-}
-
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-
-/// Lanes alive in this process, and the host's `ip_forward` from before the first one started.
-static FORWARDING: Mutex<(usize, Option<String>)> = Mutex::new((0, None));
-
-/// `isGateway` turns on `net.ipv4.ip_forward`; this puts the host's value back once the last lane
-/// in this process is done.
-struct ForwardingRestore;
-
-impl ForwardingRestore {
-    fn new() -> ForwardingRestore {
-        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 == 0 {
-            g.1 = std::fs::read_to_string(IP_FORWARD).ok();
-        }
-        g.0 += 1;
-        ForwardingRestore
-    }
-}
-
-impl Drop for ForwardingRestore {
-    fn drop(&mut self) {
-        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 -= 1;
-        if g.0 == 0 {
-            if let Some(v) = g.1.take() {
-                let _ = std::fs::write(IP_FORWARD, v.trim());
-            }
-        }
-    }
-}
+use conformance::host::{ForwardingRestore, HostLink};
 
 /// Which bridge plugin heads the chain.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -13,49 +13,8 @@ use conformance::skip::{have_command, skip, skip_unless_netns};
 use conformance::{unique_name, TempDir};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
-use std::process::Command;
-use std::sync::Mutex;
 
-/// Deletes a host link (the test's bridge) when dropped, whatever happened.
-struct HostLink(String);
-
-impl Drop for HostLink {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
-}
-
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-
-/// Lanes alive in this process, and the host's `ip_forward` from before the first one started.
-static FORWARDING: Mutex<(usize, Option<String>)> = Mutex::new((0, None));
-
-/// The reference bridge turns on `net.ipv4.ip_forward` when `isGateway` is set; this puts the
-/// host's value back once the last lane in this process is done.
-struct ForwardingRestore;
-
-impl ForwardingRestore {
-    fn new() -> ForwardingRestore {
-        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 == 0 {
-            g.1 = std::fs::read_to_string(IP_FORWARD).ok();
-        }
-        g.0 += 1;
-        ForwardingRestore
-    }
-}
-
-impl Drop for ForwardingRestore {
-    fn drop(&mut self) {
-        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 -= 1;
-        if g.0 == 0 {
-            if let Some(v) = g.1.take() {
-                let _ = std::fs::write(IP_FORWARD, v.trim());
-            }
-        }
-    }
-}
+use conformance::host::{ForwardingRestore, HostLink};
 
 /// Which IPAM plugin the bridge delegates to.
 #[derive(Clone, Copy, PartialEq)]
