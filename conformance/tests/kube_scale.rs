@@ -49,48 +49,6 @@ static HEAVY: Mutex<()> = Mutex::new(());
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// A self-signed CA certificate made for these tests, put in the kubeconfig as
-/// `certificate-authority-data` the way real kubeconfigs (and in-cluster config) carry the cluster's
-/// CA. With one, kube-rs builds its TLS settings from it alone; without one it loads the host's whole
-/// trust store for every client (one per CNI call), which in a debug build costs more CPU than the ADD
-/// itself and would make this a benchmark of PEM parsing. The server speaks plain HTTP, so the
-/// certificate never verifies anything.
-const TEST_CA_PEM: &str = "\
------BEGIN CERTIFICATE-----\n\
-MIIBhzCCAS2gAwIBAgIUZbO6YN/qfmGfR6WDyriuZ2Fd/8AwCgYIKoZIzj0EAwIw\n\
-GDEWMBQGA1UEAwwNcGx1bWItdGVzdC1jYTAgFw0yNjExMjIwMzA2NTVaGA8yMTI2\n\
-MTAyOTAzMDY1NVowGDEWMBQGA1UEAwwNcGx1bWItdGVzdC1jYTBZMBMGByqGSM49\n\
-AgEGCCqGSM49AwEHA0IABKZO3tbir5Pn2JttayXJ3a0ZSy6lrMt6iUtQTwlLUrft\n\
-brauPvwcn30hq1QG98Oc6unPoC6oCZ/3AD2c+7j0ecGjUzBRMB0GA1UdDgQWBBSi\n\
-6p/kNzRogHk6IA+55ZRfz975czAfBgNVHSMEGDAWgBSi6p/kNzRogHk6IA+55ZRf\n\
-z975czAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQCvbOeujuez\n\
-ZHSMZqrsYyzlOJZ6y7is5zae4P9t1tNNKAIgIkgyEdNrer3I3j+j3QnFbR+mBykv\n\
-FvT2q5qUd4qxKDw=\n\
------END CERTIFICATE-----\n\
-";
-
-/// Standard base64 with padding.
-fn base64(data: &str) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// A test API server, its kubeconfig and the nodes' data dirs.
 struct Lab {
     server: TestApiServer,
@@ -130,8 +88,7 @@ impl Lab {
         .expect("start the test API server");
         let dir = TempDir::new("kubescale");
         let kubeconfig = dir.path().join("kubeconfig");
-        let mut kc = server.kubeconfig(None);
-        kc["clusters"][0]["cluster"]["certificate-authority-data"] = json!(base64(TEST_CA_PEM));
+        let kc = server.kubeconfig_with_test_ca(None);
         std::fs::write(&kubeconfig, kc.to_string()).expect("write kubeconfig");
         Lab {
             server,
@@ -553,18 +510,4 @@ fn ten_nodes_eight_concurrent_processes_each() {
         verbs(&c)
     );
     assert!(lab.records().is_empty());
-}
-
-#[test]
-fn base64_of_the_test_ca_is_standard() {
-    let cases = [
-        ("", ""),
-        ("f", "Zg=="),
-        ("fo", "Zm8="),
-        ("foo", "Zm9v"),
-        ("foob", "Zm9vYg=="),
-    ];
-    for (plain, encoded) in cases {
-        assert_eq!(base64(plain), encoded);
-    }
 }

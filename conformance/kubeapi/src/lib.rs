@@ -564,6 +564,13 @@ impl TestApiServer {
         })
     }
 
+    /// [`TestApiServer::kubeconfig`] with [`TEST_CA_PEM`] as the cluster's CA.
+    pub fn kubeconfig_with_test_ca(&self, token: Option<&str>) -> Value {
+        let mut kc = self.kubeconfig(token);
+        kc["clusters"][0]["cluster"]["certificate-authority-data"] = json!(base64(TEST_CA_PEM));
+        kc
+    }
+
     /// Write [`TestApiServer::kubeconfig`] to `path`.
     pub fn write_kubeconfig(&self, path: &Path, token: Option<&str>) -> io::Result<()> {
         let text = serde_json::to_string_pretty(&self.kubeconfig(token))?;
@@ -865,5 +872,63 @@ fn process(
             Ok((code, v)) => http::Response::json(code, &v),
             Err(e) => e.response(),
         },
+    }
+}
+
+/// A self-signed CA certificate made for plumb's tests, for kubeconfigs' `certificate-authority-data`
+/// the way real kubeconfigs (and in-cluster config) carry the cluster's CA. With one, kube-rs builds its
+/// TLS settings from it alone; without one it loads the host's whole trust store for every client (one
+/// per CNI call), which in a debug build costs more CPU than an ADD. The server speaks plain HTTP, so the
+/// certificate never verifies anything.
+pub const TEST_CA_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBhzCCAS2gAwIBAgIUZbO6YN/qfmGfR6WDyriuZ2Fd/8AwCgYIKoZIzj0EAwIw\n\
+GDEWMBQGA1UEAwwNcGx1bWItdGVzdC1jYTAgFw0yNjExMjIwMzA2NTVaGA8yMTI2\n\
+MTAyOTAzMDY1NVowGDEWMBQGA1UEAwwNcGx1bWItdGVzdC1jYTBZMBMGByqGSM49\n\
+AgEGCCqGSM49AwEHA0IABKZO3tbir5Pn2JttayXJ3a0ZSy6lrMt6iUtQTwlLUrft\n\
+brauPvwcn30hq1QG98Oc6unPoC6oCZ/3AD2c+7j0ecGjUzBRMB0GA1UdDgQWBBSi\n\
+6p/kNzRogHk6IA+55ZRfz975czAfBgNVHSMEGDAWgBSi6p/kNzRogHk6IA+55ZRf\n\
+z975czAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQCvbOeujuez\n\
+ZHSMZqrsYyzlOJZ6y7is5zae4P9t1tNNKAIgIkgyEdNrer3I3j+j3QnFbR+mBykv\n\
+FvT2q5qUd4qxKDw=\n\
+-----END CERTIFICATE-----\n\
+";
+
+/// Standard base64 with padding.
+pub(crate) fn base64(data: &str) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod base64_tests {
+    #[test]
+    fn base64_is_standard() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(super::base64(plain), encoded);
+        }
     }
 }

@@ -44,21 +44,6 @@ const LATENCY: Duration = Duration::from_millis(2);
 /// measures the store, not how long the last of them may wait.
 const LOCK_TIMEOUT_SECS: u64 = 300;
 
-/// A self-signed CA certificate made for plumb's tests (see the module documentation).
-const TEST_CA_PEM: &str = "\
------BEGIN CERTIFICATE-----\n\
-MIIBhzCCAS2gAwIBAgIUZbO6YN/qfmGfR6WDyriuZ2Fd/8AwCgYIKoZIzj0EAwIw\n\
-GDEWMBQGA1UEAwwNcGx1bWItdGVzdC1jYTAgFw0yNjExMjIwMzA2NTVaGA8yMTI2\n\
-MTAyOTAzMDY1NVowGDEWMBQGA1UEAwwNcGx1bWItdGVzdC1jYTBZMBMGByqGSM49\n\
-AgEGCCqGSM49AwEHA0IABKZO3tbir5Pn2JttayXJ3a0ZSy6lrMt6iUtQTwlLUrft\n\
-brauPvwcn30hq1QG98Oc6unPoC6oCZ/3AD2c+7j0ecGjUzBRMB0GA1UdDgQWBBSi\n\
-6p/kNzRogHk6IA+55ZRfz975czAfBgNVHSMEGDAWgBSi6p/kNzRogHk6IA+55ZRf\n\
-z975czAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQCvbOeujuez\n\
-ZHSMZqrsYyzlOJZ6y7is5zae4P9t1tNNKAIgIkgyEdNrer3I3j+j3QnFbR+mBykv\n\
-FvT2q5qUd4qxKDw=\n\
------END CERTIFICATE-----\n\
-";
-
 /// Runs both measurements; the temp dir (kubeconfig, node lock dirs) is removed before returning.
 pub fn run_kube(_opts: &super::Options) -> Result<Vec<Target>, Stop> {
     if cfg!(debug_assertions) {
@@ -79,28 +64,6 @@ fn measure(root: &Path) -> Result<Vec<Target>, Stop> {
     let mut targets = single_add_requests(&root.join("single"))?;
     targets.extend(many_nodes(&root.join("scale"))?);
     Ok(targets)
-}
-
-/// Standard base64 with padding.
-fn base64(data: &str) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// A started test API server and where its kubeconfig and the nodes' data dirs are.
@@ -127,8 +90,7 @@ impl Lab {
         })
         .map_err(|e| format!("cannot start the test API server: {e}"))?;
         let kubeconfig = dir.join("kubeconfig");
-        let mut kc = server.kubeconfig(None);
-        kc["clusters"][0]["cluster"]["certificate-authority-data"] = json!(base64(TEST_CA_PEM));
+        let kc = server.kubeconfig_with_test_ca(None);
         std::fs::write(&kubeconfig, kc.to_string())
             .map_err(|e| format!("write {}: {e}", kubeconfig.display()))?;
         Ok(Lab {
@@ -430,14 +392,4 @@ fn check_records(lab: &Lab, added: &[Added]) -> Result<(usize, usize), String> {
     // Reservations of no attachment the bench made.
     mismatched += by_cid.len();
     Ok((duplicates, mismatched))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_is_standard() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v")] {
-            assert_eq!(super::base64(plain), encoded);
-        }
-    }
 }
