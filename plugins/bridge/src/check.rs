@@ -8,7 +8,6 @@ use crate::{firewall, naming};
 use plumb_cni::{code, delegate, CniError, CniResult, Command, Request};
 use plumb_net::addr::{addresses, routes, RouteEntry};
 use plumb_net::link::{self, format_mac};
-use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
 use plumb_net::vlan::{self, Membership};
 use std::collections::BTreeSet;
@@ -25,7 +24,6 @@ pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
         .as_ref()
         .ok_or_else(|| CniError::config("CHECK needs \"prevResult\" in the configuration"))?;
     let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
-    let netns_path = req.env.netns.clone().unwrap_or_default();
     let want = prev
         .interfaces
         .iter()
@@ -42,13 +40,7 @@ pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
         .filter(|i| i.interface == Some(want))
         .map(|i| (i.address.addr, i.address.prefix))
         .collect();
-    let ns = Netns::open(&netns_path).map_err(|e| {
-        CniError::new(
-            code::UNKNOWN_CONTAINER,
-            format!("CNI_NETNS {netns_path} cannot be opened"),
-        )
-        .caused_by(e)
-    })?;
+    let ns = crate::plugin::open_netns(req)?;
     let name = ifname.clone();
     let (c, addrs, table) = ns
         .run(move || {

@@ -77,6 +77,19 @@ pub fn del_masquerade(network: &str, cid: &str, ifname: &str) -> io::Result<()> 
     nft.delete_chain(Family::Ip6, MASQ_TABLE, &chain)
 }
 
+/// GC: removes the chains of the config's network whose attachment is not in its
+/// `cni.dev/valid-attachments`; without that list, nothing.
+pub fn gc_invalid(conf: &plumb_cni::NetConf) -> io::Result<usize> {
+    let Some(valid) = &conf.valid_attachments else {
+        return Ok(0);
+    };
+    let keep: Vec<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    gc(&conf.name, &keep)
+}
+
 /// Removes the chains of `network` whose attachment is not in `keep`; returns how many.
 pub fn gc(network: &str, keep: &[(&str, &str)]) -> io::Result<usize> {
     let nft = Nft::new()?;

@@ -28,6 +28,18 @@ pub fn os(what: &str) -> impl FnOnce(io::Error) -> CniError + '_ {
     move |e| CniError::new(code::IO_FAILURE, what.to_string()).caused_by(e)
 }
 
+/// Opens CNI_NETNS; a path that cannot be opened is code 3 (the container does not exist).
+pub fn open_netns(req: &Request) -> CniResult<Netns> {
+    let path = req.env.netns.clone().unwrap_or_default();
+    Netns::open(&path).map_err(|e| {
+        CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("CNI_NETNS {path} cannot be opened"),
+        )
+        .caused_by(e)
+    })
+}
+
 /// One step to take back if ADD fails later.
 enum Undo {
     HostVeth(String),
@@ -45,14 +57,7 @@ impl Plugin for Bridge {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         req.env.args.check_known(self.name(), &[])?;
         let cfg = BridgeConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
-        let netns_path = req.env.netns.clone().unwrap_or_default();
-        let ns = Netns::open(&netns_path).map_err(|e| {
-            CniError::new(
-                code::UNKNOWN_CONTAINER,
-                format!("CNI_NETNS {netns_path} cannot be opened"),
-            )
-            .caused_by(e)
-        })?;
+        let ns = open_netns(req)?;
         let _lock =
             plumb_cni::lock::lock_resource(&format!("bridge-{}", cfg.bridge), LOCK_TIMEOUT)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
@@ -112,14 +117,7 @@ impl Plugin for Bridge {
 
     fn gc(&self, req: &Request) -> CniResult<()> {
         let cfg = BridgeConfig::from_conf(&req.conf, None)?;
-        if let Some(valid) = &req.conf.valid_attachments {
-            let keep: Vec<(&str, &str)> = valid
-                .iter()
-                .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-                .collect();
-            firewall::gc(&req.conf.name, &keep)
-                .map_err(os("cannot collect stale nftables chains"))?;
-        }
+        firewall::gc_invalid(&req.conf).map_err(os("cannot collect stale nftables chains"))?;
         match &cfg.ipam_type {
             Some(ipam) => delegate::run(ipam, Command::Gc, &req.env.path, &req.stdin, &[]),
             None => Ok(()),

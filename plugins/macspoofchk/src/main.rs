@@ -49,14 +49,7 @@ impl Plugin for MacSpoofChk {
     }
 
     fn gc(&self, req: &Request) -> CniResult<()> {
-        if let Some(valid) = &req.conf.valid_attachments {
-            let keep: Vec<(&str, &str)> = valid
-                .iter()
-                .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-                .collect();
-            firewall::gc(&req.conf.name, &keep)
-                .map_err(os("cannot collect stale nftables chains"))?;
-        }
+        firewall::gc_invalid(&req.conf).map_err(os("cannot collect stale nftables chains"))?;
         Ok(())
     }
 }
