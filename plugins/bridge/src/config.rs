@@ -50,6 +50,32 @@ pub struct BridgeConfig {
     pub mac: Option<[u8; 6]>,
 }
 
+impl Default for BridgeConfig {
+    /// The reference plugin's defaults: bridge `cni0`, every flag off, no VLANs, no IPAM.
+    fn default() -> Self {
+        BridgeConfig {
+            bridge: "cni0".into(),
+            is_gateway: false,
+            is_default_gateway: false,
+            force_address: false,
+            ip_masq: false,
+            mtu: None,
+            hairpin: false,
+            promisc: false,
+            vlan: 0,
+            trunk: Vec::new(),
+            preserve_default_vlan: false,
+            enable_dad: false,
+            macspoofchk: false,
+            disable_container_interface: false,
+            port_isolation: false,
+            ipam_type: None,
+            dns: None,
+            mac: None,
+        }
+    }
+}
+
 impl BridgeConfig {
     /// Reads the configuration; `cni_args_mac` is CNI_ARGS `MAC=`, if given.
     pub fn from_conf(conf: &NetConf, cni_args_mac: Option<&str>) -> CniResult<BridgeConfig> {
@@ -119,7 +145,7 @@ impl BridgeConfig {
 /// `dns` overrides the IPAM plugin's DNS only when it sets something, as in the reference plugin: a
 /// `nameservers`, `search` or `options` list (even an empty one) or a non-empty `domain`. `"dns": {}`
 /// keeps the IPAM plugin's DNS.
-fn parse_dns(raw: &Map<String, Value>) -> CniResult<Option<Dns>> {
+pub fn parse_dns(raw: &Map<String, Value>) -> CniResult<Option<Dns>> {
     let sets_something = |o: &Map<String, Value>| {
         ["nameservers", "search", "options"]
             .iter()
@@ -139,7 +165,8 @@ fn parse_dns(raw: &Map<String, Value>) -> CniResult<Option<Dns>> {
     }
 }
 
-fn ipam_type(raw: &Map<String, Value>) -> CniResult<Option<String>> {
+/// `ipam.type` when an `ipam` section is given; an `ipam` object without a type is an error.
+pub fn ipam_type(raw: &Map<String, Value>) -> CniResult<Option<String>> {
     match raw.get("ipam") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) if m.is_empty() => Ok(None),
@@ -196,7 +223,8 @@ fn parse_trunk(raw: &Map<String, Value>) -> CniResult<Vec<(u16, u16)>> {
     Ok(out)
 }
 
-fn pick_mac(conf: &NetConf, cni_args_mac: Option<&str>) -> CniResult<Option<[u8; 6]>> {
+/// The container MAC, from runtimeConfig.mac, args.cni.mac or CNI_ARGS `MAC=` (in that order).
+pub fn pick_mac(conf: &NetConf, cni_args_mac: Option<&str>) -> CniResult<Option<[u8; 6]>> {
     let from_rc =
         opt_str(&conf.runtime_config, "mac").map_err(|e| named(e, "runtimeConfig.mac"))?;
     let from_args = opt_str(&conf.args_cni, "mac").map_err(|e| named(e, "args.cni.mac"))?;

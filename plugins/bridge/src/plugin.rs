@@ -41,11 +41,17 @@ pub fn open_netns(req: &Request) -> CniResult<Netns> {
 }
 
 /// One step to take back if ADD fails later.
-enum Undo {
+#[derive(Debug)]
+pub enum Undo {
+    /// The host veth (its peer goes with it).
     HostVeth(String),
+    /// The IPAM reservation (IPAM DEL).
     Ipam,
+    /// The spoof-check chain.
     Spoofcheck,
+    /// The masquerade chains.
     Masquerade,
+    /// The VLAN gateway interface, if no other port uses its VLAN.
     VlanGateway,
 }
 
@@ -132,8 +138,21 @@ fn add_steps(
     host: &mut Route,
     undo: &mut Vec<Undo>,
 ) -> CniResult<AddResult> {
-    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
     let bridge = ports::ensure_bridge(host, cfg)?;
+    add_attachment(req, cfg, ns, host, bridge, undo)
+}
+
+/// Everything ADD does once the bridge is there: the veth pair as a bridge port, IPAM, the container
+/// side, the gateway, masquerade and spoof check. Each step it makes is pushed on `undo`.
+pub fn add_attachment(
+    req: &Request,
+    cfg: &BridgeConfig,
+    ns: &Netns,
+    host: &mut Route,
+    bridge: Link,
+    undo: &mut Vec<Undo>,
+) -> CniResult<AddResult> {
+    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
     let host_name = naming::host_veth(cid, ifname);
     if link::by_name(host, &host_name)
         .map_err(os("cannot look up the host veth"))?
@@ -243,7 +262,8 @@ fn add_steps(
     ))
 }
 
-fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<Undo>) {
+/// Takes back the steps of a failed ADD, newest first; a step that fails is logged and skipped.
+pub fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<Undo>) {
     let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
     for step in undo.into_iter().rev() {
         let outcome = match step {

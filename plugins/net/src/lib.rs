@@ -1,10 +1,12 @@
 //! The host side of plumb plugins, over rtnetlink without an async runtime: network namespace entry
 //! that cannot leave a thread switched, links (bridges, veth pairs made directly in the container
-//! netns), bridge-port options and VLANs, addresses, routes and sysctls.
+//! netns), bridge-port options and VLANs, VXLAN devices and their flood list, addresses, routes and sysctls.
 
 pub mod addr;
+pub mod fdb;
 pub mod link;
 pub mod netns;
 pub mod nl;
 pub mod sysctl;
 pub mod vlan;
+pub mod vxlan;

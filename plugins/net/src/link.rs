@@ -27,6 +27,8 @@ pub struct Link {
     pub controller: Option<u32>,
     /// Administratively up.
     pub up: bool,
+    /// Carrier present (IFF_LOWER_UP): the device can pass traffic.
+    pub lower_up: bool,
     /// Promiscuous mode on.
     pub promisc: bool,
     /// For a bridge: whether VLAN filtering is on.
@@ -34,7 +36,7 @@ pub struct Link {
 }
 
 impl Link {
-    fn from_message(m: &LinkMessage) -> Link {
+    pub(crate) fn from_message(m: &LinkMessage) -> Link {
         let mut l = Link {
             index: m.header.index,
             name: String::new(),
@@ -43,6 +45,7 @@ impl Link {
             mac: None,
             controller: None,
             up: m.header.flags.contains(LinkFlags::Up),
+            lower_up: m.header.flags.contains(LinkFlags::LowerUp),
             promisc: m.header.flags.contains(LinkFlags::Promisc),
             vlan_filtering: None,
         };
@@ -86,7 +89,7 @@ fn kind_name(k: &InfoKind) -> String {
     }
 }
 
-fn msg(index: u32) -> LinkMessage {
+pub(crate) fn msg(index: u32) -> LinkMessage {
     let mut m = LinkMessage::default();
     m.header.index = index;
     m

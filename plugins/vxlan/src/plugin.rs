@@ -1,0 +1,221 @@
+//! plumb-vxlan: parse → validate → under the bridge lock, make or verify the node's bridge and VTEP →
+//! attach the pod as plumb-bridge does (veth, IPAM, addresses, routes, spoof check) → the router role.
+//! A failed ADD takes back every step, including a bridge or VTEP it created itself.
+
+use crate::config::{Role, VxlanConfig};
+use crate::{router, underlay, vtep};
+use plumb_bridge::config::BridgeConfig;
+use plumb_bridge::plugin::{add_attachment, open_netns, os, rollback};
+use plumb_bridge::{firewall, naming};
+use plumb_cni::result::Interface;
+use plumb_cni::{
+    code, delegate, failpoint, AddResult, CniError, CniResult, Command, Plugin, Request,
+};
+use plumb_net::addr::routes;
+use plumb_net::link::{self, format_mac};
+use plumb_net::netns::Netns;
+use plumb_net::nl::Route;
+use std::time::Duration;
+
+/// The plumb-vxlan plugin.
+#[derive(Debug, Default)]
+pub struct Vxlan;
+
+/// How long ADD and DEL wait for the per-bridge lock.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn lock(cfg: &VxlanConfig) -> CniResult<plumb_cni::lock::LockGuard> {
+    plumb_cni::lock::lock_resource(&format!("bridge-{}", cfg.bridge), LOCK_TIMEOUT)
+}
+
+/// The plumb-bridge settings of the pod's port: the overlay bridge, the clamped MTU, no gateway.
+fn port_config(cfg: &VxlanConfig, mtu: u32) -> BridgeConfig {
+    BridgeConfig {
+        bridge: cfg.bridge.clone(),
+        mtu: Some(mtu),
+        macspoofchk: cfg.macspoofchk,
+        ipam_type: cfg.ipam_type.clone(),
+        dns: cfg.dns.clone(),
+        mac: cfg.mac,
+        ..BridgeConfig::default()
+    }
+}
+
+fn masquerade_out(cfg: &VxlanConfig) -> Option<&str> {
+    match &cfg.role {
+        Role::Router { masquerade_out } => masquerade_out.as_deref(),
+        Role::Client => None,
+    }
+}
+
+/// The MTU of the pod's veth: the overlay's, clamped to the pod's primary interface.
+fn veth_mtu(ns: &Netns, overlay: u32) -> CniResult<u32> {
+    Ok(underlay::pod_primary_mtu(ns)?.map_or(overlay, |p| p.min(overlay)))
+}
+
+impl Plugin for Vxlan {
+    fn name(&self) -> &'static str {
+        "plumb-vxlan"
+    }
+
+    fn add(&self, req: &Request) -> CniResult<AddResult> {
+        req.env.args.check_known(self.name(), &[])?;
+        let cfg = VxlanConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
+        let ns = open_netns(req)?;
+        if let Some(out) = masquerade_out(&cfg) {
+            if !router::has_interface(&ns, out).map_err(os("cannot look into the pod netns"))? {
+                return Err(CniError::config(format!(
+                    "field \"masquerade.outInterface\": the pod has no interface {out}; name the interface the router pod sends traffic out of, or set \"masquerade\": false"
+                )));
+            }
+        }
+        let _lock = lock(&cfg)?;
+        let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
+        let underlay = underlay::require(&mut host, &cfg)?;
+        let own = underlay::own_addresses(&mut host)?;
+        if let Some(l) = cfg.local.filter(|l| !own.contains(l)) {
+            return Err(CniError::config(format!(
+                "field \"local\": {l} is not an address of this node; remove \"local\" or give an address the node has"
+            )));
+        }
+        let mtu = underlay::overlay_mtu(&cfg, &underlay)?;
+        let port = port_config(&cfg, veth_mtu(&ns, mtu)?);
+        let shared = vtep::ensure(&mut host, &cfg, &underlay, mtu, &own)?;
+        failpoint::check("vtep").inspect_err(|_| vtep::remove_created(&mut host, &shared))?;
+        let mut undo = Vec::new();
+        let chain = router::chain(&req.conf.name, &req.env.container_id, &req.env.ifname);
+        let attached = add_attachment(req, &port, &ns, &mut host, shared.bridge.clone(), &mut undo)
+            .and_then(|r| {
+                verify_routes(&ns, &req.env.ifname, &r)?;
+                if let Role::Router { masquerade_out } = &cfg.role {
+                    router::install(&ns, &chain, &r.ips, masquerade_out.as_deref())
+                        .map_err(os("cannot set up the router role in the pod"))?;
+                    failpoint::check("router")?;
+                }
+                Ok(r)
+            });
+        let mut result = match attached {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(cfg.role, Role::Router { .. }) {
+                    let _ = router::remove(&ns, &chain);
+                }
+                rollback(req, &port, &mut host, undo);
+                vtep::remove_created(&mut host, &shared);
+                return Err(e);
+            }
+        };
+        result.interfaces.push(Interface {
+            name: shared.vtep.name.clone(),
+            mac: shared.vtep.mac.map(|m| format_mac(&m)),
+            mtu: Some(shared.vtep.mtu),
+            ..Default::default()
+        });
+        Ok(result)
+    }
+
+    fn del(&self, req: &Request) -> CniResult<()> {
+        let cfg = VxlanConfig::from_conf(&req.conf, None)?;
+        let _lock = lock(&cfg)?;
+        let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
+        let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+        // The pod side while its netns exists; the host end by its derived name, which also covers
+        // a netns that is gone or an empty CNI_NETNS.
+        if let Some(ns) = req.env.netns.as_deref().and_then(|p| Netns::open(p).ok()) {
+            if matches!(cfg.role, Role::Router { .. }) {
+                router::remove(&ns, &router::chain(&req.conf.name, cid, ifname))
+                    .map_err(os("cannot remove the router's masquerade chain"))?;
+            }
+            let name = ifname.clone();
+            ns.run(move || link::delete_by_name(&mut Route::open()?, &name))
+                .map_err(os("cannot delete the pod interface"))?;
+        }
+        link::delete_by_name(&mut host, &naming::host_veth(cid, ifname))
+            .map_err(os("cannot delete the host veth"))?;
+        firewall::del_spoofcheck(&req.conf.name, cid, ifname)
+            .map_err(os("cannot remove the MAC spoof check"))?;
+        if let Some(ipam) = &cfg.ipam_type {
+            delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> CniResult<()> {
+        let cfg = VxlanConfig::from_conf(&req.conf, None)?;
+        crate::check::check(req, &cfg)
+    }
+
+    fn status(&self, req: &Request) -> CniResult<()> {
+        let cfg = VxlanConfig::from_conf(&req.conf, None)?;
+        let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
+        let dev = underlay::find(&mut host, &cfg)?
+            .map_err(|m| CniError::new(code::NOT_AVAILABLE, m.message()))?;
+        if !dev.up || !dev.lower_up {
+            return Err(CniError::new(
+                code::NOT_AVAILABLE,
+                format!(
+                    "underlay device {} is {}; VXLAN traffic cannot leave this node until it is up",
+                    dev.name,
+                    if dev.up { "without carrier" } else { "down" }
+                ),
+            ));
+        }
+        match &cfg.ipam_type {
+            Some(ipam) => delegate::run(ipam, Command::Status, &req.env.path, &req.stdin, &[]),
+            None => Ok(()),
+        }
+    }
+
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        let cfg = VxlanConfig::from_conf(&req.conf, None)?;
+        firewall::gc_invalid(&req.conf).map_err(os("cannot collect stale nftables chains"))?;
+        match &cfg.ipam_type {
+            Some(ipam) => delegate::run(ipam, Command::Gc, &req.env.path, &req.stdin, &[]),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Every route of the result really goes out of the pod's overlay interface. The kernel refuses a
+/// second route to a prefix the pod already has (typically the primary network's default route), and
+/// such a route must fail the ADD rather than be silently missing.
+fn verify_routes(ns: &Netns, ifname: &str, r: &AddResult) -> CniResult<()> {
+    if r.routes.is_empty() {
+        return Ok(());
+    }
+    let name = ifname.to_string();
+    let (index, table) = ns
+        .run(move || {
+            let mut c = Route::open()?;
+            let index = link::by_name(&mut c, &name)?.map(|l| l.index);
+            let mut t = routes(&mut c, false)?;
+            t.extend(routes(&mut c, true)?);
+            Ok((index, t))
+        })
+        .map_err(os("cannot read the pod's routes"))?;
+    for rt in &r.routes {
+        let dst = rt.dst.network();
+        let same = |e: &&plumb_net::addr::RouteEntry| e.dst == dst.addr && e.prefix == dst.prefix;
+        if table
+            .iter()
+            .filter(same)
+            .any(|e| e.oif == index && index.is_some())
+        {
+            continue;
+        }
+        let other = table.iter().find(same).and_then(|e| e.oif);
+        let default = dst.prefix == 0;
+        return Err(CniError::config(format!(
+            "route {}/{} from the IPAM config cannot go through {ifname}: the pod already has a route to it{}; {}",
+            dst.addr,
+            dst.prefix,
+            other.map(|i| format!(" (via interface index {i})")).unwrap_or_default(),
+            if default {
+                "to send all traffic through the router, use the two halves (0.0.0.0/1 and 128.0.0.0/1, or ::/1 and 8000::/1), which win over the primary default route without replacing it"
+            } else {
+                "remove the route from the IPAM config or use a more specific prefix"
+            }
+        )));
+    }
+    Ok(())
+}

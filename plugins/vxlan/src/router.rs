@@ -1,0 +1,114 @@
+//! The router role, set up inside the pod's own netns so its image needs no iptables and no script:
+//! IP forwarding for each family the pod got an address of, and an nftables nat chain per attachment
+//! masquerading overlay traffic that leaves through `outInterface`.
+
+use plumb_bridge::naming;
+use plumb_cni::result::IpConfig;
+use plumb_net::link;
+use plumb_net::netns::Netns;
+use plumb_net::nl::Route;
+use plumb_net::sysctl;
+use plumb_nft::{Family, Nft};
+use std::io;
+
+/// nftables table (families ip and ip6) in the router pod holding one masquerade chain per attachment.
+pub const TABLE: &str = "plumb_router";
+
+fn forwarding_key(v6: bool) -> &'static str {
+    if v6 {
+        "net/ipv6/conf/all/forwarding"
+    } else {
+        "net/ipv4/ip_forward"
+    }
+}
+
+fn family(v6: bool) -> Family {
+    if v6 {
+        Family::Ip6
+    } else {
+        Family::Ip
+    }
+}
+
+/// Whether the pod has an interface named `name`.
+pub fn has_interface(ns: &Netns, name: &str) -> io::Result<bool> {
+    let name = name.to_string();
+    ns.run(move || Ok(link::by_name(&mut Route::open()?, &name)?.is_some()))
+}
+
+/// Turns on forwarding for the families of `ips` and, with `out` given, masquerades traffic from each
+/// address's subnet leaving through `out`.
+pub fn install(
+    ns: &Netns,
+    chain_name: &str,
+    ips: &[IpConfig],
+    out: Option<&str>,
+) -> io::Result<()> {
+    let families: Vec<bool> = [false, true]
+        .into_iter()
+        .filter(|v6| ips.iter().any(|i| i.address.addr.is_ipv6() == *v6))
+        .collect();
+    ns.run(move || {
+        for v6 in families {
+            sysctl::write(forwarding_key(v6), "1")?;
+        }
+        Ok(())
+    })?;
+    let Some(out) = out else { return Ok(()) };
+    let nft = Nft::in_netns(ns.path())?;
+    for ipc in ips {
+        let net = ipc.address.network();
+        nft.add_masquerade_out(
+            family(net.addr.is_ipv6()),
+            TABLE,
+            chain_name,
+            (net.addr, net.prefix),
+            out,
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes the attachment's masquerade chains from the pod (forwarding stays on: other attachments or
+/// the pod itself may rely on it).
+pub fn remove(ns: &Netns, chain_name: &str) -> io::Result<()> {
+    let nft = Nft::in_netns(ns.path())?;
+    nft.delete_chain(Family::Ip, TABLE, chain_name)?;
+    nft.delete_chain(Family::Ip6, TABLE, chain_name)
+}
+
+/// What CHECK finds missing of the router setup, if anything.
+pub fn missing(
+    ns: &Netns,
+    chain_name: &str,
+    ips: &[IpConfig],
+    out: Option<&str>,
+) -> io::Result<Option<String>> {
+    let nft = Nft::in_netns(ns.path())?;
+    for v6 in [false, true] {
+        if !ips.iter().any(|i| i.address.addr.is_ipv6() == v6) {
+            continue;
+        }
+        let key = forwarding_key(v6);
+        let on = ns.run(move || sysctl::read(key))?;
+        if on.trim() != "1" {
+            return Ok(Some(format!(
+                "forwarding is off in the router pod ({} = {})",
+                key.replace('/', "."),
+                on.trim()
+            )));
+        }
+        if out.is_some() && !nft.chain_exists(family(v6), TABLE, chain_name)? {
+            return Ok(Some(format!(
+                "the masquerade chain {chain_name} is missing from table {} {TABLE} in the router pod",
+                family(v6).name()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The masquerade chain name of an attachment (the same scheme as plumb-bridge's chains).
+pub fn chain(network: &str, container_id: &str, ifname: &str) -> String {
+    naming::chain(network, container_id, ifname)
+}

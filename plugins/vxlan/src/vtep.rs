@@ -1,0 +1,310 @@
+//! The node's shared half of the overlay, made on the first ADD and verified on every later one: the
+//! bridge, the VTEP as its port, and (for unicast peers) the VTEP's flood list. Runs under the bridge
+//! lock. A VTEP whose settings differ from the config is an error; it is never changed under pods.
+
+use crate::config::{Flood, VxlanConfig};
+use plumb_bridge::plugin::os;
+use plumb_cni::{code, CniError, CniResult};
+use plumb_net::link::{self, Link};
+use plumb_net::nl::{is_exists, Route};
+use plumb_net::vxlan::{self, VxlanSettings};
+use plumb_net::{fdb, sysctl};
+use std::net::IpAddr;
+
+/// What the config wants the VTEP to be.
+pub fn wanted(cfg: &VxlanConfig, underlay: &Link) -> VxlanSettings {
+    VxlanSettings {
+        vni: cfg.vni,
+        group: match &cfg.flood {
+            Flood::Group(g) => Some(*g),
+            Flood::Peers(_) => None,
+        },
+        local: cfg.local,
+        port: cfg.port,
+        underlay: Some(underlay.index),
+        learning: cfg.learning,
+    }
+}
+
+/// The shared devices after [`ensure`], and which of them this call created.
+#[derive(Debug)]
+pub struct Shared {
+    /// The bridge.
+    pub bridge: Link,
+    /// The VTEP.
+    pub vtep: Link,
+    /// This call created the bridge.
+    pub created_bridge: bool,
+    /// This call created the VTEP.
+    pub created_vtep: bool,
+}
+
+/// Creates or verifies the bridge and the VTEP, with `mtu` set explicitly on both.
+pub fn ensure(
+    nl: &mut Route,
+    cfg: &VxlanConfig,
+    underlay: &Link,
+    mtu: u32,
+    own: &[IpAddr],
+) -> CniResult<Shared> {
+    let (bridge, created_bridge) = ensure_bridge(nl, cfg, mtu)?;
+    let made = ensure_vtep(nl, cfg, underlay, mtu, &bridge);
+    let (vtep, created_vtep) = match made {
+        Ok(v) => v,
+        Err(e) => {
+            if created_bridge {
+                let _ = link::delete(nl, bridge.index, &bridge.name);
+            }
+            return Err(e);
+        }
+    };
+    let shared = Shared {
+        bridge,
+        vtep,
+        created_bridge,
+        created_vtep,
+    };
+    if let Err(e) = sync_flood_list(nl, cfg, &shared.vtep, own) {
+        remove_created(nl, &shared);
+        return Err(e);
+    }
+    Ok(shared)
+}
+
+/// Deletes whatever of the shared devices [`ensure`] created (rollback of a failed first ADD).
+pub fn remove_created(nl: &mut Route, s: &Shared) {
+    if s.created_vtep {
+        let _ = link::delete(nl, s.vtep.index, &s.vtep.name);
+    }
+    if s.created_bridge {
+        let _ = link::delete(nl, s.bridge.index, &s.bridge.name);
+    }
+}
+
+fn vanished(name: &str) -> CniError {
+    CniError::new(code::IO_FAILURE, format!("{name} vanished after creation"))
+}
+
+fn ensure_bridge(nl: &mut Route, cfg: &VxlanConfig, mtu: u32) -> CniResult<(Link, bool)> {
+    let name = &cfg.bridge;
+    let mut created = false;
+    let br = match link::by_name(nl, name).map_err(os("cannot look up the bridge"))? {
+        Some(l) => l,
+        None => {
+            match link::create_bridge(nl, name, None, false) {
+                Ok(()) => created = true,
+                Err(e) if is_exists(&e) => {}
+                Err(e) => return Err(os("cannot create the bridge")(e)),
+            }
+            link::by_name(nl, name)
+                .map_err(os("cannot look up the bridge"))?
+                .ok_or_else(|| vanished(name))?
+        }
+    };
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(CniError::config(format!(
+            "field \"bridge\": {name} already exists as a {} interface, not a bridge; choose another bridge name",
+            br.kind.as_deref().unwrap_or("plain")
+        )));
+    }
+    let mut fix = || -> std::io::Result<()> {
+        // Set explicitly (even on a new bridge), so the kernel keeps it when ports with other MTUs join.
+        link::set_mtu(nl, &br, mtu)?;
+        // No router advertisements on the bridge: it carries no addresses of the node.
+        let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+        if !br.up {
+            link::set_up(nl, &br, true)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = fix() {
+        if created {
+            let _ = link::delete(nl, br.index, name);
+        }
+        return Err(os("cannot set up the bridge")(e));
+    }
+    let br = link::by_index(nl, br.index)
+        .map_err(os("cannot look up the bridge"))?
+        .ok_or_else(|| vanished(name))?;
+    Ok((br, created))
+}
+
+fn ensure_vtep(
+    nl: &mut Route,
+    cfg: &VxlanConfig,
+    underlay: &Link,
+    mtu: u32,
+    bridge: &Link,
+) -> CniResult<(Link, bool)> {
+    let name = &cfg.vtep;
+    let want = wanted(cfg, underlay);
+    let mut created = false;
+    let (vtep, have) = match vxlan::lookup(nl, name).map_err(os("cannot look up the VTEP"))? {
+        Some(found) => found,
+        None => {
+            refuse_second_vtep(nl, cfg, bridge)?;
+            match vxlan::create(nl, name, &want, Some(mtu)) {
+                Ok(()) => created = true,
+                Err(e) if is_exists(&e) => {
+                    return Err(CniError::config(format!(
+                        "cannot create VTEP {name}: the node already has a VXLAN device with vni {} on UDP port {} (or the name is taken); use another vni, or remove that device",
+                        cfg.vni, cfg.port
+                    ))
+                    .caused_by(e))
+                }
+                Err(e) => return Err(os("cannot create the VTEP")(e)),
+            }
+            vxlan::lookup(nl, name)
+                .map_err(os("cannot look up the VTEP"))?
+                .ok_or_else(|| vanished(name))?
+        }
+    };
+    let undo = |nl: &mut Route, e: CniError| {
+        if created {
+            let _ = link::delete(nl, vtep.index, name);
+        }
+        e
+    };
+    let Some(have) = have else {
+        return Err(undo(
+            nl,
+            CniError::config(format!(
+                "field \"vtep\": {name} already exists as a {} interface, not a VXLAN device; choose another name",
+                vtep.kind.as_deref().unwrap_or("plain")
+            )),
+        ));
+    };
+    if let Some(diff) = difference(&want, &have, cfg.local.is_some(), underlay) {
+        return Err(undo(
+            nl,
+            CniError::config(format!(
+                "VTEP {name} already exists with {diff}; an existing VTEP is never changed under running pods: give this network another \"bridge\"/\"vtep\", or delete {name} once no pod uses it"
+            )),
+        ));
+    }
+    if let Some(c) = vtep.controller.filter(|c| *c != bridge.index) {
+        return Err(undo(
+            nl,
+            CniError::config(format!(
+                "VTEP {name} is a port of another bridge (index {c}), not of {}; give this network its own \"vtep\"",
+                bridge.name
+            )),
+        ));
+    }
+    let fix = |nl: &mut Route| -> std::io::Result<()> {
+        if vtep.mtu != mtu {
+            link::set_mtu(nl, &vtep, mtu)?;
+        }
+        if vtep.controller.is_none() {
+            link::set_controller(nl, &vtep, bridge)?;
+        }
+        if !vtep.up {
+            link::set_up(nl, &vtep, true)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = fix(nl) {
+        return Err(undo(nl, os("cannot set up the VTEP")(e)));
+    }
+    let vtep = link::by_index(nl, vtep.index)
+        .map_err(os("cannot look up the VTEP"))?
+        .ok_or_else(|| vanished(name))?;
+    Ok((vtep, created))
+}
+
+/// A bridge joins one overlay: a VXLAN port under another name means another network's VTEP.
+fn refuse_second_vtep(nl: &mut Route, cfg: &VxlanConfig, bridge: &Link) -> CniResult<()> {
+    let other = link::list(nl)
+        .map_err(os("cannot list links"))?
+        .into_iter()
+        .find(|l| l.controller == Some(bridge.index) && l.kind.as_deref() == Some("vxlan"));
+    match other {
+        Some(o) => Err(CniError::config(format!(
+            "bridge {} already has VTEP {} as a port; set \"vtep\": {:?} or use another bridge",
+            cfg.bridge, o.name, o.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The first setting in which an existing VTEP differs from the wanted one, described with both values.
+pub fn difference(
+    want: &VxlanSettings,
+    have: &VxlanSettings,
+    compare_local: bool,
+    underlay: &Link,
+) -> Option<String> {
+    let show = |ip: Option<IpAddr>| ip.map_or_else(|| "none".to_string(), |i| i.to_string());
+    if want.vni != have.vni {
+        return Some(format!(
+            "vni {} but this config says \"vni\": {}",
+            have.vni, want.vni
+        ));
+    }
+    if want.group != have.group {
+        return Some(format!(
+            "multicast group {} but this config says {}",
+            show(have.group),
+            show(want.group)
+        ));
+    }
+    if want.port != have.port {
+        return Some(format!(
+            "UDP port {} but this config says \"port\": {}",
+            have.port, want.port
+        ));
+    }
+    if want.underlay != have.underlay {
+        return Some(format!(
+            "underlay device index {} but this config's underlay is {} (index {})",
+            have.underlay.map_or("none".into(), |i| i.to_string()),
+            underlay.name,
+            underlay.index
+        ));
+    }
+    if compare_local && want.local != have.local {
+        return Some(format!(
+            "local address {} but this config says \"local\": {}",
+            show(have.local),
+            show(want.local)
+        ));
+    }
+    if want.learning != have.learning {
+        return Some(format!(
+            "learning {} but this config says \"learning\": {}",
+            have.learning, want.learning
+        ));
+    }
+    None
+}
+
+/// The peers the flood list must hold: the configured ones minus this node's own addresses.
+pub fn wanted_peers(cfg: &VxlanConfig, own: &[IpAddr]) -> Vec<IpAddr> {
+    match &cfg.flood {
+        Flood::Group(_) => Vec::new(),
+        Flood::Peers(p) => p.iter().filter(|ip| !own.contains(ip)).copied().collect(),
+    }
+}
+
+/// Makes the flood list of a unicast VTEP exactly the wanted peers: appends the missing ones, removes
+/// stale ones (a peer dropped from the config). A multicast VTEP's list is the kernel's.
+fn sync_flood_list(
+    nl: &mut Route,
+    cfg: &VxlanConfig,
+    vtep: &Link,
+    own: &[IpAddr],
+) -> CniResult<()> {
+    if matches!(cfg.flood, Flood::Group(_)) {
+        return Ok(());
+    }
+    let want = wanted_peers(cfg, own);
+    let have = fdb::flood_list(nl, vtep.index).map_err(os("cannot read the VTEP flood list"))?;
+    for p in want.iter().filter(|p| !have.contains(p)) {
+        fdb::append(nl, vtep.index, *p).map_err(os("cannot add a peer to the VTEP flood list"))?;
+    }
+    for p in have.iter().filter(|p| !want.contains(p)) {
+        fdb::remove(nl, vtep.index, *p)
+            .map_err(os("cannot remove a stale peer from the VTEP flood list"))?;
+    }
+    Ok(())
+}
