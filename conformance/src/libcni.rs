@@ -145,6 +145,7 @@ pub struct Driver {
     cap_args: Option<String>,
     container_id: Option<String>,
     env: Vec<(String, String)>,
+    node: Option<String>,
 }
 
 impl Driver {
@@ -179,6 +180,7 @@ impl Driver {
             cap_args: None,
             container_id: None,
             env: Vec::new(),
+            node: None,
         })
     }
 
@@ -210,6 +212,13 @@ impl Driver {
     pub fn env(mut self, key: &str, value: &str) -> Driver {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the driver (and so every plugin) inside the named network namespace, as on a "node" the
+    /// test made, via `ip netns exec`.
+    pub fn on_node(mut self, netns_name: &str) -> Driver {
+        self.node = Some(netns_name.into());
         self
     }
 
@@ -246,7 +255,14 @@ impl Driver {
     /// Runs the driver with `command` (`add`, `check` or `del`) against the namespace at `netns`.
     /// The environment is cleared except PATH, `PLUMB_*` variables and the driver's own settings.
     pub fn run(&self, command: &str, netns: &str) -> Outcome {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &self.node {
+            Some(node) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", node]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(std::env::vars().filter(|(k, _)| k.starts_with("PLUMB_")))
