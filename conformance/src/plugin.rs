@@ -109,7 +109,34 @@ impl Call {
 
     /// Runs the binary and collects its outcome.
     pub fn run(&self, binary: &Path) -> Outcome {
-        let mut child = self.spawn(binary);
+        self.collect(self.spawn(binary))
+    }
+
+    /// Runs the binary inside the named netns (`ip netns exec <netns> <binary>`), as on that node.
+    pub fn run_in(&self, binary: &Path, netns: &str) -> Outcome {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns]).arg(binary);
+        self.collect(self.start(cmd, binary))
+    }
+
+    /// Starts the binary with piped stdio without writing stdin (for kill tests).
+    pub fn spawn(&self, binary: &Path) -> std::process::Child {
+        self.start(Command::new(binary), binary)
+    }
+
+    fn start(&self, mut cmd: Command, binary: &Path) -> std::process::Child {
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()))
+    }
+
+    /// Writes stdin, waits and collects the outcome.
+    fn collect(&self, mut child: std::process::Child) -> Outcome {
         let mut stdin = child.stdin.take().expect("stdin");
         let _ = stdin.write_all(&self.stdin);
         drop(stdin);
@@ -119,18 +146,5 @@ impl Call {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
-    }
-
-    /// Starts the binary with piped stdio without writing stdin (for kill tests).
-    pub fn spawn(&self, binary: &Path) -> std::process::Child {
-        Command::new(binary)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()))
     }
 }

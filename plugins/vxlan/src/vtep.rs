@@ -13,13 +13,20 @@ use std::net::IpAddr;
 
 /// What the config wants the VTEP to be.
 pub fn wanted(cfg: &VxlanConfig, underlay: &Link) -> VxlanSettings {
+    let group = match &cfg.flood {
+        Flood::Group(g) => Some(*g),
+        Flood::Peers(_) | Flood::FromNodes(_) => None,
+    };
+    // Without a group or a local address nothing tells the kernel the underlay family, and it makes
+    // an IPv4 VTEP, which refuses IPv6 flood entries: the unspecified IPv6 source says IPv6.
+    let local = match (cfg.local, group, cfg.flood.is_ipv6()) {
+        (None, None, true) => Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+        (l, _, _) => l,
+    };
     VxlanSettings {
         vni: cfg.vni,
-        group: match &cfg.flood {
-            Flood::Group(g) => Some(*g),
-            Flood::Peers(_) => None,
-        },
-        local: cfg.local,
+        group,
+        local,
         port: cfg.port,
         underlay: Some(underlay.index),
         learning: cfg.learning,
@@ -45,7 +52,7 @@ pub fn ensure(
     cfg: &VxlanConfig,
     underlay: &Link,
     mtu: u32,
-    own: &[IpAddr],
+    peers: Option<&[IpAddr]>,
 ) -> CniResult<Shared> {
     let (bridge, created_bridge) = ensure_bridge(nl, cfg, mtu)?;
     let made = ensure_vtep(nl, cfg, underlay, mtu, &bridge);
@@ -64,7 +71,7 @@ pub fn ensure(
         created_bridge,
         created_vtep,
     };
-    if let Err(e) = sync_flood_list(nl, cfg, &shared.vtep, own) {
+    if let Err(e) = peers.map_or(Ok(()), |p| sync_flood_list(nl, &shared.vtep, p)) {
         remove_created(nl, &shared);
         return Err(e);
     }
@@ -278,29 +285,37 @@ pub fn difference(
     None
 }
 
-/// The peers the flood list must hold: the configured ones minus this node's own addresses.
-pub fn wanted_peers(cfg: &VxlanConfig, own: &[IpAddr]) -> Vec<IpAddr> {
+/// The peers the flood list must hold: `peers` (the configured or listed underlay addresses) minus
+/// this node's own addresses. `None` for a multicast VTEP, whose list is the kernel's.
+pub fn wanted_peers(cfg: &VxlanConfig, peers: &[IpAddr], own: &[IpAddr]) -> Option<Vec<IpAddr>> {
     match &cfg.flood {
-        Flood::Group(_) => Vec::new(),
-        Flood::Peers(p) => p.iter().filter(|ip| !own.contains(ip)).copied().collect(),
+        Flood::Group(_) => None,
+        Flood::Peers(_) | Flood::FromNodes(_) => Some(
+            peers
+                .iter()
+                .filter(|ip| !own.contains(ip) && ip.is_ipv6() == cfg.flood.is_ipv6())
+                .copied()
+                .collect(),
+        ),
     }
 }
 
-/// Makes the flood list of a unicast VTEP exactly the wanted peers: appends the missing ones, removes
-/// stale ones (a peer dropped from the config). A multicast VTEP's list is the kernel's.
-fn sync_flood_list(
-    nl: &mut Route,
-    cfg: &VxlanConfig,
-    vtep: &Link,
-    own: &[IpAddr],
-) -> CniResult<()> {
-    if matches!(cfg.flood, Flood::Group(_)) {
-        return Ok(());
-    }
-    let want = wanted_peers(cfg, own);
+/// Makes the flood list of a unicast VTEP exactly `want`: appends the missing peers, removes stale
+/// ones (a peer dropped from the config or a Node gone).
+fn sync_flood_list(nl: &mut Route, vtep: &Link, want: &[IpAddr]) -> CniResult<()> {
+    // EAFNOSUPPORT is the kernel's answer to a flood entry of another family than the VTEP's.
     let have = fdb::flood_list(nl, vtep.index).map_err(os("cannot read the VTEP flood list"))?;
     for p in want.iter().filter(|p| !have.contains(p)) {
-        fdb::append(nl, vtep.index, *p).map_err(os("cannot add a peer to the VTEP flood list"))?;
+        fdb::append(nl, vtep.index, *p).map_err(|e| {
+            if plumb_net::nl::errno(&e) == Some(libc::EAFNOSUPPORT) {
+                CniError::config(format!(
+                    "VTEP {} was made for another underlay address family than peer {p}; give this network its own \"vtep\", or delete {} once no pod uses it",
+                    vtep.name, vtep.name
+                ))
+            } else {
+                os("cannot add a peer to the VTEP flood list")(e)
+            }
+        })?;
     }
     for p in have.iter().filter(|p| !want.contains(p)) {
         fdb::remove(nl, vtep.index, *p)
