@@ -33,7 +33,10 @@ fn nodes() -> (Netns, Netns) {
         "netns", &b.name,
     ]);
     b.exec(&["ip", "link", "set", &peer, "name", "car0"]);
-    for (n, ip, gw) in [(&a, "10.77.0.1/24", "10.77.0.2"), (&b, "10.77.0.2/24", "10.77.0.1")] {
+    for (n, ip, gw) in [
+        (&a, "10.77.0.1/24", "10.77.0.2"),
+        (&b, "10.77.0.2/24", "10.77.0.1"),
+    ] {
         n.exec(&["ip", "addr", "add", ip, "dev", "car0"]);
         n.exec(&["ip", "link", "set", "car0", "up"]);
         n.exec(&["ip", "route", "add", "default", "via", gw]);
@@ -65,7 +68,12 @@ fn reservations(data: &Path) -> usize {
         .into_iter()
         .flatten()
         .flatten()
-        .flat_map(|space| std::fs::read_dir(space.path()).into_iter().flatten().flatten())
+        .flat_map(|space| {
+            std::fs::read_dir(space.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
         .filter(|f| {
             let n = f.file_name().to_string_lossy().into_owned();
             n.starts_with("ip-") || n.starts_with("att-")

@@ -1,4 +1,4 @@
-//! Admin mode: `plumb-ipam list|usage|release|reconcile|crd ...`, run by a person (or a CronJob).
+//! Admin mode: `plumb-ipam list|usage|release|reconcile|nodes|crd ...`, run by a person (or a CronJob).
 //! Prints readable tables of reservations and usage per range (file store) or per block (Kubernetes
 //! store, with `--kubeconfig`), releases reservations by address or attachment, reconciles the
 //! Kubernetes store (see [`crate::kube::reconcile`]) and prints the IPBlock CRD.
@@ -21,6 +21,8 @@ const USAGE: &str = "usage:
   plumb-ipam usage   --kubeconfig PATH [--network-name NAME]   Kubernetes store: used and free per block
   plumb-ipam reconcile [--kubeconfig PATH] [--dry-run] [--grace SECONDS] [--interval SECONDS] [--space NAME]
                      free reservations of deleted pods, retire blocks of deleted nodes (Kubernetes store)
+  plumb-ipam nodes   [--kubeconfig PATH] [--address-type TYPE] [--selector LABELS] [--json]
+                     the Nodes' addresses (what plumb-vxlan peers.fromNodes floods to)
   plumb-ipam crd     print the IPBlock CustomResourceDefinition (YAML)
 Without --network-name, every space (network_name) under the data dir is shown; the default space is _default.
 The data dir defaults to /var/lib/cni/plumb-ipam.";
@@ -37,9 +39,11 @@ struct Opts {
 
 /// Runs an admin command; returns the process exit code.
 pub fn run(args: &[String]) -> i32 {
-    if let Some(("reconcile", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
+    match args.split_first().map(|(c, r)| (c.as_str(), r)) {
         // Prints as it goes (and may loop forever): not a dispatch returning its output.
-        return crate::kube::reconcile::command(rest);
+        Some(("reconcile", rest)) => return crate::kube::reconcile::command(rest),
+        Some(("nodes", rest)) => return crate::kube::nodes::command(rest),
+        _ => {}
     }
     match dispatch(args) {
         Ok(out) => {

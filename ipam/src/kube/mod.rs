@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod crd;
+pub mod nodes;
 pub mod ops;
 pub mod reconcile;
 pub mod store;

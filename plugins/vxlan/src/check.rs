@@ -63,8 +63,12 @@ pub fn check(req: &Request, cfg: &VxlanConfig) -> CniResult<()> {
         )));
     }
     let own = underlay::own_addresses(&mut host)?;
-    if let crate::config::Flood::Peers(_) = cfg.flood {
-        let want: BTreeSet<_> = vtep::wanted_peers(cfg, &own).into_iter().collect();
+    // A listing of the Nodes is only as current as the last ADD, so only a fixed list is compared.
+    if let crate::config::Flood::Peers(p) = &cfg.flood {
+        let want: BTreeSet<_> = vtep::wanted_peers(cfg, p, &own)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let got: BTreeSet<_> = fdb::flood_list(&mut host, vt.index)
             .map_err(os("cannot read the VTEP flood list"))?
             .into_iter()

@@ -24,6 +24,23 @@ pub enum Flood {
     Group(IpAddr),
     /// Unicast copies to each listed underlay address (all-zero FDB entries).
     Peers(Vec<IpAddr>),
+    /// Unicast copies to the addresses of the cluster's Nodes, listed at each ADD.
+    FromNodes(FromNodes),
+}
+
+/// `peers.fromNodes`: which Node addresses become the flood list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromNodes {
+    /// `addressType`: the Node status address type (default `InternalIP`).
+    pub address_type: String,
+    /// `labelSelector`: only Nodes with these labels (e.g. `plumb.dev/vxlan=true`).
+    pub selector: Option<String>,
+    /// `family`: `IPv4` (default) or `IPv6`, the underlay family of the VTEP.
+    pub v6: bool,
+    /// `kubernetes.kubeconfig`: credentials; `None` uses the in-cluster service account.
+    pub kubeconfig: Option<String>,
+    /// `kubernetes.timeoutSeconds`: deadline for listing the Nodes (default 10).
+    pub timeout_secs: u64,
 }
 
 impl Flood {
@@ -32,6 +49,7 @@ impl Flood {
         match self {
             Flood::Group(g) => g.is_ipv6(),
             Flood::Peers(p) => p.first().is_some_and(IpAddr::is_ipv6),
+            Flood::FromNodes(f) => f.v6,
         }
     }
 }
@@ -233,10 +251,8 @@ fn parse_flood(raw: &serde_json::Map<String, Value>) -> CniResult<Flood> {
             Ok(Flood::Group(g))
         }
         (false, true) => {
-            if let Some(Value::Object(_)) = raw.get("peers") {
-                return Err(CniError::config(
-                    "field \"peers\" as an object (\"fromNodes\") is not supported yet; list the nodes' underlay addresses as an array of strings",
-                ));
+            if let Some(Value::Object(o)) = raw.get("peers") {
+                return parse_from_nodes(raw, o);
             }
             let list = opt_str_list(raw, "peers")?;
             if list.is_empty() {
@@ -265,6 +281,70 @@ fn parse_flood(raw: &serde_json::Map<String, Value>) -> CniResult<Flood> {
             Ok(Flood::Peers(peers))
         }
     }
+}
+
+fn parse_from_nodes(
+    raw: &serde_json::Map<String, Value>,
+    peers: &serde_json::Map<String, Value>,
+) -> CniResult<Flood> {
+    let usage = "field \"peers\" as an object must be {\"fromNodes\": {\"addressType\": \"InternalIP\", \"labelSelector\": \"...\"}}";
+    let Some(Value::Object(f)) = peers.get("fromNodes") else {
+        return Err(CniError::config(usage));
+    };
+    if peers.len() != 1 {
+        return Err(CniError::config(usage));
+    }
+    let named = |e: CniError| CniError::config(format!("peers.fromNodes: {}", e.msg));
+    let address_type = opt_str(f, "addressType")
+        .map_err(named)?
+        .unwrap_or_else(|| "InternalIP".into());
+    if address_type.is_empty() || !address_type.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(CniError::config(format!(
+            "peers.fromNodes.addressType {address_type:?} is not a Node address type such as InternalIP or ExternalIP"
+        )));
+    }
+    let selector = opt_str(f, "labelSelector")
+        .map_err(named)?
+        .filter(|s| !s.is_empty());
+    let v6 = match opt_str(f, "family").map_err(named)?.as_deref() {
+        None | Some("IPv4") | Some("ipv4") => false,
+        Some("IPv6") | Some("ipv6") => true,
+        Some(other) => {
+            return Err(CniError::config(format!(
+                "peers.fromNodes.family {other:?} is unknown; use \"IPv4\" (default) or \"IPv6\""
+            )))
+        }
+    };
+    let (kubeconfig, timeout_secs) = match raw.get("kubernetes") {
+        None | Some(Value::Null) => (None, 10),
+        Some(Value::Object(k)) => {
+            let named = |e: CniError| CniError::config(format!("kubernetes.{}", e.msg));
+            (
+                opt_str(k, "kubeconfig").map_err(named)?,
+                match opt_u64(k, "timeoutSeconds", 300).map_err(named)? {
+                    None => 10,
+                    Some(0) => {
+                        return Err(CniError::config(
+                            "kubernetes.timeoutSeconds must be 1 to 300 seconds",
+                        ))
+                    }
+                    Some(t) => t,
+                },
+            )
+        }
+        Some(_) => {
+            return Err(CniError::config(
+                "field \"kubernetes\" must be an object such as {\"kubeconfig\": \"/etc/cni/net.d/plumb.d/plumb.kubeconfig\"}",
+            ))
+        }
+    };
+    Ok(Flood::FromNodes(FromNodes {
+        address_type,
+        selector,
+        v6,
+        kubeconfig,
+        timeout_secs,
+    }))
 }
 
 fn parse_role(raw: &serde_json::Map<String, Value>) -> CniResult<Role> {
@@ -353,6 +433,19 @@ mod tests {
             }
         );
         assert_eq!(r.mtu, Mtu::Fixed(1400));
+        let n = parse(json!({"bridge": "gw0", "vni": 1, "peers": {"fromNodes": {"labelSelector": "plumb.dev/vxlan=true", "family": "IPv6"}}, "kubernetes": {"kubeconfig": "/k"}}))
+            .unwrap();
+        assert_eq!(
+            n.flood,
+            Flood::FromNodes(FromNodes {
+                address_type: "InternalIP".into(),
+                selector: Some("plumb.dev/vxlan=true".into()),
+                v6: true,
+                kubeconfig: Some("/k".into()),
+                timeout_secs: 10,
+            })
+        );
+        assert_eq!(n.overhead(), 70);
     }
 
     #[test]
@@ -386,6 +479,15 @@ mod tests {
             msg(json!({"bridge": "a-very-long-br", "vni": 42, "group": "224.0.0.88"}))
                 .contains("\"vtep\"")
         );
-        assert!(msg(base(json!({"peers": {"fromNodes": {}}}))).contains("fromNodes"));
+        assert!(msg(base(json!({"peers": {"nodes": {}}}))).contains("fromNodes"));
+        assert!(msg(base(json!({"peers": {"fromNodes": {"family": "v7"}}}))).contains("family"));
+        assert!(msg(base(
+            json!({"peers": {"fromNodes": {"addressType": "a b"}}})
+        ))
+        .contains("addressType"));
+        assert!(msg(base(
+            json!({"peers": {"fromNodes": {}}, "kubernetes": {"timeoutSeconds": 0}})
+        ))
+        .contains("timeoutSeconds"));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod config;
+pub mod peers;
 pub mod plugin;
 pub mod router;
 pub mod underlay;

@@ -3,7 +3,7 @@
 //! A failed ADD takes back every step, including a bridge or VTEP it created itself.
 
 use crate::config::{Role, VxlanConfig};
-use crate::{router, underlay, vtep};
+use crate::{peers, router, underlay, vtep};
 use plumb_bridge::config::BridgeConfig;
 use plumb_bridge::plugin::{add_attachment, open_netns, os, rollback};
 use plumb_bridge::{firewall, naming};
@@ -69,6 +69,8 @@ impl Plugin for Vxlan {
                 )));
             }
         }
+        // Before the lock: listing the Nodes may wait on the API server.
+        let listed = peers::configured(&cfg, &req.env.path)?;
         let _lock = lock(&cfg)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
         let underlay = underlay::require(&mut host, &cfg)?;
@@ -80,7 +82,8 @@ impl Plugin for Vxlan {
         }
         let mtu = underlay::overlay_mtu(&cfg, &underlay)?;
         let port = port_config(&cfg, veth_mtu(&ns, mtu)?);
-        let shared = vtep::ensure(&mut host, &cfg, &underlay, mtu, &own)?;
+        let want = listed.and_then(|p| vtep::wanted_peers(&cfg, &p, &own));
+        let shared = vtep::ensure(&mut host, &cfg, &underlay, mtu, want.as_deref())?;
         failpoint::check("vtep").inspect_err(|_| vtep::remove_created(&mut host, &shared))?;
         let mut undo = Vec::new();
         let chain = router::chain(&req.conf.name, &req.env.container_id, &req.env.ifname);
