@@ -2,6 +2,7 @@
 //! plugin the way a runtime does, throw-away network namespaces and data directories, and loud skips.
 
 pub mod host;
+pub mod iproute;
 pub mod libcni;
 pub mod netns;
 pub mod plugin;

@@ -42,3 +42,18 @@ pub fn skip_unless_netns(test: &str) -> bool {
     }
     false
 }
+
+/// Skips (loudly) and returns true unless [`skip_unless_netns`] passes and every command in
+/// `commands` is on PATH.
+pub fn unavailable(test: &str, commands: &[&str]) -> bool {
+    if skip_unless_netns(test) {
+        return true;
+    }
+    for c in commands {
+        if !have_command(c) {
+            skip(test, &format!("needs the `{c}` command"));
+            return true;
+        }
+    }
+    false
+}

@@ -7,9 +7,11 @@
 //! in parallel. VLAN tests need 802.1Q and bridge VLAN filtering: on a kernel without them they skip
 //! loudly (they run in the VM lane).
 
+use conformance::iproute::{ifnames, parse_json};
 use conformance::netns::Netns;
 use conformance::plugin::{Call, Outcome};
-use conformance::skip::{have_command, skip, skip_unless_netns};
+use conformance::skip::unavailable;
+use conformance::skip::{have_command, skip};
 use conformance::{plumb_bin, unique_name, TempDir, REFERENCE_CNI_DIR};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,20 +26,6 @@ const IFNAME: &str = "eth0";
 
 // ---------------------------------------------------------------------------------------------------
 // Fixtures
-
-/// Skips (loudly) unless root, `ip` and the other commands a test needs are there.
-fn unavailable(test: &str, commands: &[&str]) -> bool {
-    if skip_unless_netns(test) {
-        return true;
-    }
-    for c in commands {
-        if !have_command(c) {
-            skip(test, &format!("needs the `{c}` command"));
-            return true;
-        }
-    }
-    false
-}
 
 /// What the kernel offers for VLANs: (bridge VLAN filtering, 802.1Q devices), probed once in a
 /// throw-away netns.
@@ -94,14 +82,6 @@ fn vlan_skip(test: &str) -> bool {
         }
         None => false,
     }
-}
-
-/// Parses a command's stdout as JSON (empty output is an empty array).
-fn parse_json(out: &str) -> Value {
-    if out.trim().is_empty() {
-        return json!([]);
-    }
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
 /// The private node namespace with one bridge, one network name, one IPAM data directory and one subnet.
@@ -222,7 +202,7 @@ impl Lab {
     }
 
     fn links(&self) -> BTreeSet<String> {
-        names(&self.json(&["ip", "-j", "link", "show"]))
+        ifnames(&self.json(&["ip", "-j", "link", "show"]))
     }
 
     fn has_link(&self, name: &str) -> bool {
@@ -231,7 +211,7 @@ impl Lab {
 
     /// Ports of the bridge.
     fn ports(&self) -> BTreeSet<String> {
-        names(&self.json(&["ip", "-j", "link", "show", "master", &self.bridge]))
+        ifnames(&self.json(&["ip", "-j", "link", "show", "master", &self.bridge]))
     }
 
     /// Every chain of plumb's tables in the node, as "family table name".
@@ -411,14 +391,6 @@ struct Snapshot {
     reservations: BTreeSet<String>,
 }
 
-fn names(v: &Value) -> BTreeSet<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect()
-}
-
 /// A pod: its own network namespace and container ID.
 struct Pod {
     ns: Option<Netns>,
@@ -454,7 +426,7 @@ impl Pod {
     }
 
     fn links(&self) -> BTreeSet<String> {
-        names(&parse_json(&self.exec(&["ip", "-j", "link", "show"])))
+        ifnames(&parse_json(&self.exec(&["ip", "-j", "link", "show"])))
     }
 
     fn link(&self, name: &str) -> Value {
@@ -1287,7 +1259,7 @@ fn parallel_adds_create_one_bridge() {
             .collect()
     };
     let results: Vec<Value> = run_all("ADD").iter().map(Outcome::ok).collect();
-    let bridges = names(&lab.json(&["ip", "-j", "link", "show", "type", "bridge"]));
+    let bridges = ifnames(&lab.json(&["ip", "-j", "link", "show", "type", "bridge"]));
     assert_eq!(bridges, BTreeSet::from([lab.bridge.clone()]));
     let ips: BTreeSet<String> = results.iter().map(ip_of).collect();
     assert_eq!(ips.len(), N, "{ips:?}");

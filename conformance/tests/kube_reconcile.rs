@@ -866,7 +866,19 @@ fn rbac_grants_exactly_what_the_binaries_use() {
         .without("CNI_IFNAME")
         .env("PLUMB_NODE_NAME", "n1")
         .run(&plumb_bin("plumb-ipam"));
+    // plumb-vxlan's `peers.fromNodes` lists the Nodes with the node's credentials, through this command.
+    let nodes = std::process::Command::new(plumb_bin("plumb-ipam"))
+        .args(["nodes", "--json", "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .output()
+        .expect("run plumb-ipam nodes");
+    assert!(
+        nodes.status.success(),
+        "plumb-ipam nodes: {}",
+        String::from_utf8_lossy(&nodes.stderr)
+    );
     let plugin = used(&c.server);
+    assert!(plugin.contains(&("".into(), "nodes".into(), "list".into())));
     assert!(plugin.contains(&("plumb.dev".into(), "ipblocks".into(), "create".into())));
     assert!(plugin.contains(&("plumb.dev".into(), "ipblocks".into(), "update".into())));
     assert_granted("plumb-node", &plugin);

@@ -9,9 +9,11 @@
 //! Namespace, bridge and network names and IPAM data directories are unique per test, so the tests run
 //! in parallel; traffic only flows between the namespaces a test made.
 
+use conformance::iproute::{ifnames, parse_json};
 use conformance::netns::Netns;
 use conformance::plugin::{Call, Outcome};
-use conformance::skip::{have_command, skip, skip_unless_netns};
+use conformance::skip::unavailable;
+use conformance::skip::{have_command, skip};
 use conformance::{plumb_bin, unique_name, TempDir};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -35,38 +37,8 @@ const ZERO_MAC: &str = "00:00:00:00:00:00";
 // ---------------------------------------------------------------------------------------------------
 // Fixtures
 
-/// Skips (loudly) unless root, `ip` and the other commands a test needs are there.
-fn unavailable(test: &str, commands: &[&str]) -> bool {
-    if skip_unless_netns(test) {
-        return true;
-    }
-    for c in commands {
-        if !have_command(c) {
-            skip(test, &format!("needs the `{c}` command"));
-            return true;
-        }
-    }
-    false
-}
-
 fn vxlan_bin() -> PathBuf {
     plumb_bin("plumb-vxlan")
-}
-
-/// Parses a command's stdout as JSON (empty output is an empty array).
-fn parse_json(out: &str) -> Value {
-    if out.trim().is_empty() {
-        return json!([]);
-    }
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-fn names(v: &Value) -> BTreeSet<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect()
 }
 
 fn flags(link: &Value) -> Vec<String> {
@@ -105,7 +77,7 @@ fn mtu_in(ns: &Netns, name: &str) -> u64 {
 }
 
 fn links_in(ns: &Netns) -> BTreeSet<String> {
-    names(&parse_json(&ns.exec(&["ip", "-j", "link", "show"])))
+    ifnames(&parse_json(&ns.exec(&["ip", "-j", "link", "show"])))
 }
 
 /// The nftables tables of a namespace, as "family name".
@@ -192,7 +164,7 @@ impl Node {
     }
 
     fn links_of_type(&self, kind: &str) -> BTreeSet<String> {
-        names(&self.json(&["ip", "-j", "link", "show", "type", kind]))
+        ifnames(&self.json(&["ip", "-j", "link", "show", "type", kind]))
     }
 
     /// Host veths made by plumb (`plb` + 12 hex).
@@ -204,7 +176,7 @@ impl Node {
     }
 
     fn ports(&self, bridge: &str) -> BTreeSet<String> {
-        names(&self.json(&["ip", "-j", "link", "show", "master", bridge]))
+        ifnames(&self.json(&["ip", "-j", "link", "show", "master", bridge]))
     }
 
     /// The `dst` of every all-zero-MAC FDB entry of the VTEP, in the kernel's order (duplicates kept).

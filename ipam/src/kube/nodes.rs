@@ -4,8 +4,7 @@
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -68,19 +67,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 }
 
 async fn client(kubeconfig: Option<&str>) -> Result<Client, String> {
-    let mut config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .map_err(|e| format!("kubeconfig {path}: cannot read it: {e}"))?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("kubeconfig {path} is not usable: {e}"))?
-        }
-        None => Config::infer()
-            .await
-            .map_err(|e| format!("no kubeconfig given and none can be inferred: {e}"))?,
-    };
-    config.default_retry = false;
+    let config = super::cli_config(kubeconfig).await?;
     let url = config.cluster_url.to_string();
     Client::try_from(config)
         .map_err(|e| format!("cannot build the Kubernetes client for {url}: {e}"))

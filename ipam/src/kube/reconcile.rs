@@ -24,8 +24,7 @@ use super::blocks::{addr_at, space_hash, subnet};
 use super::crd::{Allocation, IPBlock, SPACE_LABEL};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use std::collections::HashSet;
 use std::future::Future;
 use std::io::Write;
@@ -457,19 +456,7 @@ pub struct Cluster {
 impl Cluster {
     /// Connects with a kubeconfig file, or infers ($KUBECONFIG, ~/.kube/config, in-cluster).
     pub async fn connect(kubeconfig: Option<&str>, space: Option<&str>) -> Result<Cluster, String> {
-        let mut config = match kubeconfig {
-            Some(path) => {
-                let kc = Kubeconfig::read_from(path)
-                    .map_err(|e| format!("--kubeconfig {path}: cannot read it: {e}"))?;
-                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| format!("--kubeconfig {path} is not usable: {e}"))?
-            }
-            None => Config::infer().await.map_err(|e| {
-                format!("no --kubeconfig given, and neither $KUBECONFIG, ~/.kube/config nor an in-cluster service account is usable: {e}")
-            })?,
-        };
-        config.default_retry = false;
+        let mut config = super::cli_config(kubeconfig).await?;
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
         config.write_timeout = Some(Duration::from_secs(60));

@@ -97,6 +97,11 @@ pub(crate) fn msg(index: u32) -> LinkMessage {
 
 /// Looks a link up by name; `None` if there is none.
 pub fn by_name(nl: &mut Route, name: &str) -> io::Result<Option<Link>> {
+    Ok(message_by_name(nl, name)?.map(|m| Link::from_message(&m)))
+}
+
+/// The kernel's whole description of the link `name` (for readers of kind-specific attributes).
+pub(crate) fn message_by_name(nl: &mut Route, name: &str) -> io::Result<Option<LinkMessage>> {
     let mut m = msg(0);
     m.attributes.push(LinkAttribute::IfName(name.to_string()));
     let reply = nl.get(
@@ -104,7 +109,7 @@ pub fn by_name(nl: &mut Route, name: &str) -> io::Result<Option<Link>> {
         &format!("look up link {name}"),
     )?;
     Ok(match reply {
-        Some(RouteNetlinkMessage::NewLink(m)) => Some(Link::from_message(&m)),
+        Some(RouteNetlinkMessage::NewLink(m)) => Some(m),
         _ => None,
     })
 }

@@ -1,7 +1,7 @@
 //! VXLAN devices (VTEPs): create one with its VNI, multicast group or none, UDP port, underlay device,
 //! source address and learning; read those settings back so a caller can verify an existing VTEP.
 
-use crate::link::{msg, Link};
+use crate::link::{self, msg, Link};
 use crate::nl::Route;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo};
@@ -63,13 +63,7 @@ pub fn create(nl: &mut Route, name: &str, s: &VxlanSettings, mtu: Option<u32>) -
 /// Looks a link up by name and, if it is a VXLAN device, reads its settings. `None` when there is no
 /// such link; `Some((link, None))` when the link exists but is not a VXLAN device.
 pub fn lookup(nl: &mut Route, name: &str) -> io::Result<Option<(Link, Option<VxlanSettings>)>> {
-    let mut m = msg(0);
-    m.attributes.push(LinkAttribute::IfName(name.to_string()));
-    let reply = nl.get(
-        RouteNetlinkMessage::GetLink(m),
-        &format!("look up link {name}"),
-    )?;
-    let Some(RouteNetlinkMessage::NewLink(m)) = reply else {
+    let Some(m) = link::message_by_name(nl, name)? else {
         return Ok(None);
     };
     let link = Link::from_message(&m);
