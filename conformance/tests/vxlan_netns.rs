@@ -1437,3 +1437,105 @@ fn status_follows_the_underlay() {
     ]);
     status(&auto).ok();
 }
+
+// ---------------------------------------------------------------------------------------------------
+// 9. Rollback at every step, GC
+
+/// The spoof-check chains in the node's netdev table.
+fn spoof_chains(node: &Node) -> BTreeSet<String> {
+    let v =
+        parse_json(
+            &node
+                .ns
+                .exec(&["sh", "-c", "nft -j list chains netdev 2>/dev/null || true"]),
+        );
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["chain"]["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// The VTEP's flood list, or `None` when there is no VTEP.
+fn flood_if_any(node: &Node, vtep: &str) -> Option<Vec<String>> {
+    node.has_link(vtep).then(|| node.flood_list(vtep))
+}
+
+#[test]
+fn failed_add_at_every_step_leaves_nothing() {
+    let test = "failed_add_at_every_step_leaves_nothing";
+    if unavailable(test, &["bridge", "nft"]) {
+        return;
+    }
+    // The steps of a router ADD with the spoof check, in order (plumb-vxlan's and plumb-bridge's).
+    let steps = [
+        "vtep",
+        "veth",
+        "port",
+        "ipam",
+        "container",
+        "spoofcheck",
+        "router",
+    ];
+    for existing in [false, true] {
+        for step in steps {
+            let fab = Fabric::new(1500, false);
+            let conf = fab.peers_conf(json!({"role": "router", "macspoofchk": true}));
+            let other = fab.pod(0, 1500);
+            if existing {
+                // The bridge and VTEP are there already, made by another pod's ADD.
+                fab.add(0, &other, &conf);
+            }
+            let pod = fab.router_pod(1500);
+            let node = fab.node(0);
+            let before = (
+                fab.snapshot(0, &pod),
+                spoof_chains(node),
+                flood_if_any(node, &fab.vtep),
+                sysctl_in(pod.ns(), "net.ipv4.ip_forward"),
+            );
+            let out = fab.run(
+                0,
+                &fab.call("ADD", &pod, &conf).env("PLUMB_FAILPOINT", step),
+            );
+            assert_err(&out, 199, &[step]);
+            let after = (
+                fab.snapshot(0, &pod),
+                spoof_chains(node),
+                flood_if_any(node, &fab.vtep),
+                sysctl_in(pod.ns(), "net.ipv4.ip_forward"),
+            );
+            assert_eq!(
+                after, before,
+                "failpoint {step} (bridge existing: {existing}) left something"
+            );
+            println!("{test}: failpoint {step}, bridge existing {existing}: nothing left");
+        }
+    }
+}
+
+#[test]
+fn gc_removes_what_is_not_valid() {
+    let test = "gc_removes_what_is_not_valid";
+    if unavailable(test, &["bridge", "nft"]) {
+        return;
+    }
+    let fab = Fabric::new(1500, false);
+    let conf = fab.group_conf(json!({"macspoofchk": true}));
+    let (keep, stale) = (fab.pod(0, 1500), fab.pod(0, 1500));
+    fab.add(0, &keep, &conf);
+    fab.add(0, &stale, &conf);
+    assert_eq!(spoof_chains(fab.node(0)).len(), 2);
+    assert_eq!(fab.reservations().len(), 2);
+    // The runtime lost the stale pod without a DEL; GC names only the live attachment.
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": keep.cid, "ifname": IFNAME}]);
+    fab.run(0, &fab.network_call("GC", &gc)).ok();
+    assert_eq!(spoof_chains(fab.node(0)).len(), 1, "the stale chain stays");
+    assert_eq!(fab.reservations().len(), 1, "the stale address stays");
+    fab.del(0, &keep, &conf);
+    fab.del(0, &stale, &conf);
+    assert!(spoof_chains(fab.node(0)).is_empty());
+    assert!(fab.reservations().is_empty());
+}

@@ -86,12 +86,13 @@ impl Plugin for Vxlan {
         let shared = vtep::ensure(&mut host, &cfg, &underlay, mtu, want.as_deref())?;
         failpoint::check("vtep").inspect_err(|_| vtep::remove_created(&mut host, &shared))?;
         let mut undo = Vec::new();
+        let mut changed = router::Changed::default();
         let chain = router::chain(&req.conf.name, &req.env.container_id, &req.env.ifname);
         let attached = add_attachment(req, &port, &ns, &mut host, shared.bridge.clone(), &mut undo)
             .and_then(|r| {
                 verify_routes(&ns, &req.env.ifname, &r)?;
                 if let Role::Router { masquerade_out } = &cfg.role {
-                    router::install(&ns, &chain, &r.ips, masquerade_out.as_deref())
+                    router::install(&ns, &chain, &r.ips, masquerade_out.as_deref(), &mut changed)
                         .map_err(os("cannot set up the router role in the pod"))?;
                     failpoint::check("router")?;
                 }
@@ -101,7 +102,9 @@ impl Plugin for Vxlan {
             Ok(r) => r,
             Err(e) => {
                 if matches!(cfg.role, Role::Router { .. }) {
-                    let _ = router::remove(&ns, &chain);
+                    if let Err(u) = router::undo(&ns, &chain, changed) {
+                        eprintln!("plumb-vxlan: rollback of the router setup failed: {u}");
+                    }
                 }
                 rollback(req, &port, &mut host, undo);
                 vtep::remove_created(&mut host, &shared);

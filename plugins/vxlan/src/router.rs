@@ -36,45 +36,74 @@ pub fn has_interface(ns: &Netns, name: &str) -> io::Result<bool> {
     ns.run(move || Ok(link::by_name(&mut Route::open()?, &name)?.is_some()))
 }
 
-/// Turns on forwarding for the families of `ips` and, with `out` given, masquerades traffic from each
-/// address's subnet leaving through `out`.
+/// The forwarding settings a router ADD changed, with their values before, to put back if the ADD fails.
+#[derive(Debug, Default)]
+pub struct Changed {
+    forwarding: Vec<(&'static str, String)>,
+}
+
+/// Masquerades traffic from each address's subnet leaving through `out` (when given), then turns on
+/// forwarding for the families of `ips`; records in `changed` what it changed.
 pub fn install(
     ns: &Netns,
     chain_name: &str,
     ips: &[IpConfig],
     out: Option<&str>,
+    changed: &mut Changed,
 ) -> io::Result<()> {
-    let families: Vec<bool> = [false, true]
-        .into_iter()
-        .filter(|v6| ips.iter().any(|i| i.address.addr.is_ipv6() == *v6))
-        .collect();
-    ns.run(move || {
-        for v6 in families {
-            sysctl::write(forwarding_key(v6), "1")?;
+    if let Some(out) = out {
+        let nft = Nft::in_netns(ns.path())?;
+        for ipc in ips {
+            let net = ipc.address.network();
+            nft.add_masquerade_out(
+                family(net.addr.is_ipv6()),
+                TABLE,
+                chain_name,
+                (net.addr, net.prefix),
+                out,
+            )?;
         }
-        Ok(())
-    })?;
-    let Some(out) = out else { return Ok(()) };
-    let nft = Nft::in_netns(ns.path())?;
-    for ipc in ips {
-        let net = ipc.address.network();
-        nft.add_masquerade_out(
-            family(net.addr.is_ipv6()),
-            TABLE,
-            chain_name,
-            (net.addr, net.prefix),
-            out,
-        )?;
+    }
+    for v6 in [false, true] {
+        if !ips.iter().any(|i| i.address.addr.is_ipv6() == v6) {
+            continue;
+        }
+        let key = forwarding_key(v6);
+        let before = ns.run(move || {
+            let before = sysctl::read(key)?;
+            if before.trim() != "1" {
+                sysctl::write(key, "1")?;
+            }
+            Ok(before.trim().to_string())
+        })?;
+        if before != "1" {
+            changed.forwarding.push((key, before));
+        }
     }
     Ok(())
 }
 
-/// Removes the attachment's masquerade chains from the pod (forwarding stays on: other attachments or
-/// the pod itself may rely on it).
+/// Takes back a failed ADD's router setup: the attachment's chains (and the table, once empty) and
+/// the forwarding settings it changed.
+pub fn undo(ns: &Netns, chain_name: &str, changed: Changed) -> io::Result<()> {
+    for (key, before) in changed.forwarding {
+        ns.run(move || sysctl::write(key, &before))?;
+    }
+    remove(ns, chain_name)
+}
+
+/// Removes the attachment's masquerade chains from the pod, and the table of a family once it holds
+/// no chain. Forwarding stays on: other attachments or the pod itself may rely on it.
 pub fn remove(ns: &Netns, chain_name: &str) -> io::Result<()> {
     let nft = Nft::in_netns(ns.path())?;
-    nft.delete_chain(Family::Ip, TABLE, chain_name)?;
-    nft.delete_chain(Family::Ip6, TABLE, chain_name)
+    for f in [Family::Ip, Family::Ip6] {
+        nft.delete_chain(f, TABLE, chain_name)?;
+        // A table that never existed lists no chains; deleting it is then a no-op.
+        if nft.list_chains(f, TABLE)?.is_empty() {
+            nft.delete_table(f, TABLE)?;
+        }
+    }
+    Ok(())
 }
 
 /// What CHECK finds missing of the router setup, if anything.
