@@ -1537,3 +1537,56 @@ fn host_local_and_plumb_ipam_give_the_same_results() {
         assert_eq!(ours["routes"], reference["routes"], "{v}");
     }
 }
+
+/// plumb-ipam carries only the file store: a Kubernetes-store config goes to plumb-ipam-kube beside it.
+/// Without the helper, ADD answers a CNI error naming it (not a crash, not the file store); with it,
+/// plumb-ipam-kube answers, which shows as its own error here (the API server does not exist).
+#[test]
+fn kubernetes_store_configs_go_to_plumb_ipam_kube() {
+    let dir = data_dir();
+    let lone = TempDir::new("ipamlone");
+    let copy = lone.path().join("plumb-ipam");
+    std::fs::copy(ipam_bin(), &copy).expect("copy plumb-ipam");
+    let kubeconfig = dir.path().join("missing.kubeconfig");
+    let conf = net(
+        "1.0.0",
+        "kube-handoff",
+        ipam_with(
+            &dir,
+            "10.9.0.0/24",
+            json!({"kubernetes": {"kubeconfig": dir_str(&kubeconfig)}}),
+        ),
+    );
+    let c = call("ADD", "c1", "eth0", &conf).env("CNI_PATH", &dir_str(lone.path()));
+    let alone = c.run(&copy);
+    let e = alone.err(5);
+    assert!(
+        e["msg"].as_str().unwrap().contains("plumb-ipam-kube"),
+        "the error names the missing helper: {e}"
+    );
+    assert_eq!(e["cniVersion"], "1.0.0", "{e}");
+    // Beside its helper, the same call reaches the Kubernetes store, which reports the kubeconfig.
+    let handed = run(&c);
+    let e = handed.json();
+    assert!(
+        e["msg"].as_str().unwrap_or_default().contains("kubeconfig")
+            || e["details"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("kubeconfig"),
+        "plumb-ipam-kube's own error: {e}"
+    );
+    assert_ne!(handed.exit, 0);
+    // No file-store reservation was made (the Kubernetes store keeps only its node lock there).
+    let records = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|d| d.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .filter(|f| {
+            let n = f.file_name().to_string_lossy().into_owned();
+            n.starts_with("att-") || n.starts_with("ip-")
+        })
+        .count();
+    assert_eq!(records, 0);
+}

@@ -37,15 +37,33 @@ struct Opts {
     kubeconfig: Option<String>,
 }
 
-/// Runs an admin command; returns the process exit code.
+/// Runs an admin command, any of them; returns the process exit code (plumb-ipam-kube).
 pub fn run(args: &[String]) -> i32 {
     match args.split_first().map(|(c, r)| (c.as_str(), r)) {
         // Prints as it goes (and may loop forever): not a dispatch returning its output.
-        Some(("reconcile", rest)) => return crate::kube::reconcile::command(rest),
-        Some(("nodes", rest)) => return crate::kube::nodes::command(rest),
-        _ => {}
+        Some(("reconcile", rest)) => crate::kube::reconcile::command(rest),
+        Some(("nodes", rest)) => crate::kube::nodes::command(rest),
+        _ => print_or_usage(dispatch(args)),
     }
-    match dispatch(args) {
+}
+
+/// Runs an admin command of the file store; returns the process exit code (plumb-ipam, which hands
+/// the commands [`needs_kube`] names to plumb-ipam-kube).
+pub fn run_file(args: &[String]) -> i32 {
+    print_or_usage(dispatch_file(args))
+}
+
+/// Whether an admin command needs the Kubernetes client: `reconcile`, `nodes`, `crd`, or anything
+/// with `--kubeconfig`.
+pub fn needs_kube(args: &[String]) -> bool {
+    matches!(
+        args.first().map(String::as_str),
+        Some("reconcile" | "nodes" | "crd")
+    ) || args.iter().any(|a| a == "--kubeconfig")
+}
+
+fn print_or_usage(out: CniResult<String>) -> i32 {
+    match out {
         Ok(out) => {
             print!("{out}");
             0
@@ -77,6 +95,20 @@ pub fn dispatch(args: &[String]) -> CniResult<String> {
                 "--kubeconfig is for list and usage (and reconcile), not {other:?}"
             ))),
         };
+    }
+    dispatch_file(args)
+}
+
+/// Runs an admin command of the file store and returns what it prints.
+pub fn dispatch_file(args: &[String]) -> CniResult<String> {
+    let (cmd, rest) = args
+        .split_first()
+        .ok_or_else(|| CniError::config("no command given"))?;
+    let opts = parse_opts(rest)?;
+    if opts.kubeconfig.is_some() {
+        return Err(CniError::config(
+            "--kubeconfig needs the Kubernetes client, which is in plumb-ipam-kube",
+        ));
     }
     let data_dir = opts
         .data_dir

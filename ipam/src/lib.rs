@@ -5,6 +5,7 @@ pub mod admin;
 pub mod alloc;
 pub mod config;
 pub mod gc;
+pub mod helper;
 pub mod hint;
 pub mod kube;
 pub mod plugin;

@@ -1,11 +1,28 @@
 //! The `plumb-ipam` executable: a CNI IPAM plugin when `CNI_COMMAND` is set, an admin tool otherwise.
+//! It carries the file store only; Kubernetes-store configs and the Kubernetes admin commands go to
+//! plumb-ipam-kube (see `plumb_ipam::helper`), so this binary links no Kubernetes client.
+
+use plumb_ipam::{admin, helper, plugin};
+use std::io::Read;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = if std::env::var_os("CNI_COMMAND").is_none() && !args.is_empty() {
-        plumb_ipam::admin::run(&args)
+        if admin::needs_kube(&args) {
+            helper::exec_admin(&args)
+        } else {
+            admin::run_file(&args)
+        }
     } else {
-        plumb_cni::skel::run_process(&plumb_ipam::plugin::Ipam)
+        let mut stdin = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut stdin);
+        let kube = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&stdin)
+            .is_ok_and(|raw| plugin::config_uses_kubernetes(&raw));
+        if kube {
+            helper::run_plugin(&stdin)
+        } else {
+            plumb_cni::skel::run_with_stdin(&plugin::Ipam::default(), &stdin)
+        }
     };
     std::process::exit(code);
 }

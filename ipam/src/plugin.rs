@@ -3,7 +3,7 @@
 use crate::alloc::{allocate, claimed_offsets, release, Attachment};
 use crate::config::{validate_space, IpamConfig, Store, DEFAULT_DATA_DIR, DEFAULT_SPACE};
 use crate::hint::Hint;
-use crate::kube::ops as kube_ops;
+use crate::kube::store::KubeSettings;
 use crate::range::parse_ip;
 use crate::store::FileStore;
 use plumb_cni::config::opt_str;
@@ -15,9 +15,65 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The plumb-ipam plugin.
-#[derive(Debug, Default)]
-pub struct Ipam;
+/// The plumb-ipam plugin. `kube` is the Kubernetes store when the binary carries it (plumb-ipam-kube);
+/// plumb-ipam itself leaves it out, so the Kubernetes client is not linked into the binary every ADD on
+/// the file store starts, and hands Kubernetes-store configs to plumb-ipam-kube (see [`crate::helper`]).
+#[derive(Default)]
+pub struct Ipam {
+    /// The Kubernetes store, if this binary has one.
+    pub kube: Option<&'static dyn KubeStore>,
+}
+
+impl std::fmt::Debug for Ipam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ipam")
+            .field("kube", &self.kube.is_some())
+            .finish()
+    }
+}
+
+/// The operations of the Kubernetes store, as the plugin calls them.
+pub trait KubeStore: Sync {
+    /// ADD: one address per range (the static requests where given).
+    fn add(
+        &self,
+        k: &KubeSettings,
+        cfg: &IpamConfig,
+        who: &Attachment,
+        statics: &[IpAddr],
+    ) -> CniResult<Vec<IpAddr>>;
+    /// DEL: every reservation of the attachment.
+    fn del(&self, k: &KubeSettings, cfg: &IpamConfig, cid: &str, ifname: &str) -> CniResult<()>;
+    /// The addresses the attachment holds in the configured ranges.
+    fn held(
+        &self,
+        k: &KubeSettings,
+        cfg: &IpamConfig,
+        cid: &str,
+        ifname: &str,
+    ) -> CniResult<Vec<IpAddr>>;
+    /// STATUS.
+    fn status(&self, k: &KubeSettings, cfg: &IpamConfig) -> CniResult<()>;
+    /// GC of this node's reservations of `network` not in `valid`; how many were freed.
+    fn gc(
+        &self,
+        k: &KubeSettings,
+        cfg: &IpamConfig,
+        network: &str,
+        valid: &HashSet<(&str, &str)>,
+    ) -> CniResult<usize>;
+}
+
+impl Ipam {
+    fn kube(&self) -> CniResult<&'static dyn KubeStore> {
+        self.kube.ok_or_else(|| {
+            CniError::new(
+                code::IO_FAILURE,
+                "this binary has no Kubernetes store; plumb-ipam hands such configs to plumb-ipam-kube",
+            )
+        })
+    }
+}
 
 fn open(cfg: &IpamConfig) -> CniResult<FileStore> {
     Ok(FileStore::open(&cfg.data_dir, &cfg.space)?.with_fsync(cfg.fsync))
@@ -43,7 +99,7 @@ impl Plugin for Ipam {
         result_of(&cfg, &placeholder).to_json(req.conf.version)?;
         let who = attachment(req);
         if let Store::Kubernetes(k) = &cfg.store {
-            return Ok(result_of(&cfg, &kube_ops::add(k, &cfg, &who, &statics)?));
+            return Ok(result_of(&cfg, &self.kube()?.add(k, &cfg, &who, &statics)?));
         }
         let store = open(&cfg)?;
         let locked = store.lock(timeout(&cfg))?;
@@ -70,7 +126,9 @@ impl Plugin for Ipam {
             },
         ) = &cfg
         {
-            return kube_ops::del(k, c, &req.env.container_id, &req.env.ifname);
+            return self
+                .kube()?
+                .del(k, c, &req.env.container_id, &req.env.ifname);
         }
         let (data_dir, space) = match &cfg {
             Some(c) => (c.data_dir.clone(), c.space.clone()),
@@ -94,7 +152,7 @@ impl Plugin for Ipam {
         let cfg = IpamConfig::from_conf(&req.conf)?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         if let Store::Kubernetes(k) = &cfg.store {
-            let held = kube_ops::held(k, &cfg, cid, ifname)?;
+            let held = self.kube()?.held(k, &cfg, cid, ifname)?;
             if held.is_empty() {
                 return Err(CniError::new(
                     code::CHECK_MISMATCH,
@@ -129,7 +187,7 @@ impl Plugin for Ipam {
         };
         let cfg = IpamConfig::from_conf(&req.conf)?;
         if let Store::Kubernetes(k) = &cfg.store {
-            return kube_ops::status(k, &cfg);
+            return self.kube()?.status(k, &cfg);
         }
         let store = open(&cfg).map_err(unavailable)?;
         let locked = store.lock(timeout(&cfg)).map_err(unavailable)?;
@@ -170,7 +228,7 @@ impl Plugin for Ipam {
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
             .collect();
         if let Store::Kubernetes(k) = &cfg.store {
-            return kube_ops::gc(k, &cfg, &req.conf.name, &valid).map(|_| ());
+            return self.kube()?.gc(k, &cfg, &req.conf.name, &valid).map(|_| ());
         }
         let store = open(&cfg)?;
         let locked = store.lock(timeout(&cfg))?;
@@ -245,7 +303,13 @@ fn attachment(req: &Request) -> Attachment {
 
 /// Whether the config asks for the Kubernetes store, read without validating the rest.
 fn uses_kubernetes(conf: &NetConf) -> bool {
-    let Some(Value::Object(ipam)) = conf.raw.get("ipam") else {
+    config_uses_kubernetes(&conf.raw)
+}
+
+/// Whether a raw network config (the plugin's stdin, parsed as a JSON object) asks for the
+/// Kubernetes store: `ipam.store` is `"kubernetes"`, or there is no `store` and a `kubernetes` block.
+pub fn config_uses_kubernetes(raw: &serde_json::Map<String, Value>) -> bool {
+    let Some(Value::Object(ipam)) = raw.get("ipam") else {
         return false;
     };
     let store = ipam.get("store").and_then(Value::as_str);

@@ -41,7 +41,7 @@ fn crd_manifest_is_what_plumb_ipam_crd_prints() {
     assert!(
         file == plumb_ipam::admin::crd_yaml(),
         "{} is stale or missing: regenerate it from the Rust type with\n  \
-         cargo run -p plumb-ipam -- crd > deploy/crds/ipblocks.plumb.dev.yaml",
+         cargo run -p plumb-ipam --bin plumb-ipam-kube -- crd > deploy/crds/ipblocks.plumb.dev.yaml",
         path.display()
     );
     // The command prints the same text.

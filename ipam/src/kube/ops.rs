@@ -5,6 +5,7 @@ use super::blocks::reservations;
 use super::store::{run, KubeSettings};
 use crate::alloc::{place_statics, Attachment};
 use crate::config::IpamConfig;
+use crate::plugin::KubeStore;
 use crate::store::{now_secs, FileStore};
 use plumb_cni::{code, CniError, CniResult};
 use std::collections::HashSet;
@@ -120,4 +121,51 @@ pub fn status(k: &KubeSettings, cfg: &IpamConfig) -> CniResult<()> {
         }
     }
     Ok(())
+}
+
+/// The Kubernetes store as the plugin's [`KubeStore`]: the functions of this module.
+#[derive(Debug)]
+pub struct Backend;
+
+/// The one [`Backend`], for `Ipam { kube: Some(&BACKEND) }`.
+pub static BACKEND: Backend = Backend;
+
+impl KubeStore for Backend {
+    fn add(
+        &self,
+        k: &KubeSettings,
+        cfg: &IpamConfig,
+        who: &Attachment,
+        statics: &[IpAddr],
+    ) -> CniResult<Vec<IpAddr>> {
+        add(k, cfg, who, statics)
+    }
+
+    fn del(&self, k: &KubeSettings, cfg: &IpamConfig, cid: &str, ifname: &str) -> CniResult<()> {
+        del(k, cfg, cid, ifname)
+    }
+
+    fn held(
+        &self,
+        k: &KubeSettings,
+        cfg: &IpamConfig,
+        cid: &str,
+        ifname: &str,
+    ) -> CniResult<Vec<IpAddr>> {
+        held(k, cfg, cid, ifname)
+    }
+
+    fn status(&self, k: &KubeSettings, cfg: &IpamConfig) -> CniResult<()> {
+        status(k, cfg)
+    }
+
+    fn gc(
+        &self,
+        k: &KubeSettings,
+        cfg: &IpamConfig,
+        network: &str,
+        valid: &HashSet<(&str, &str)>,
+    ) -> CniResult<usize> {
+        gc(k, cfg, network, valid)
+    }
 }

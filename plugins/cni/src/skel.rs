@@ -39,18 +39,32 @@ pub trait Plugin {
 /// Runs the plugin against this process's environment, stdin and stdout; returns the exit code.
 pub fn run_process(plugin: &dyn Plugin) -> i32 {
     let mut stdin = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut stdin);
-    let (exit, out) = match read {
-        Ok(_) => dispatch(plugin, Env::from_process(), &stdin),
-        Err(e) => (
+    match std::io::stdin().read_to_end(&mut stdin) {
+        Ok(_) => run_with_stdin(plugin, &stdin),
+        Err(e) => print_reply(
             1,
-            CniError::io("could not read the network configuration from stdin", &e)
+            &CniError::io("could not read the network configuration from stdin", &e)
                 .to_json("1.1.0"),
         ),
-    };
+    }
+}
+
+/// Like [`run_process`], with stdin already read (by a binary that looked at the config first).
+pub fn run_with_stdin(plugin: &dyn Plugin, stdin: &[u8]) -> i32 {
+    let (exit, out) = dispatch(plugin, Env::from_process(), stdin);
+    print_reply(exit, &out)
+}
+
+/// Prints `err` as the reply to the config in `stdin` (in that config's version) and returns the
+/// exit code of a failed call.
+pub fn fail(stdin: &[u8], err: &CniError) -> i32 {
+    print_reply(1, &err.to_json(reply_version(stdin).as_str()))
+}
+
+fn print_reply(exit: i32, out: &Value) -> i32 {
     let mut stdout = std::io::stdout().lock();
     if !out.is_null() {
-        let _ = serde_json::to_writer(&mut stdout, &out);
+        let _ = serde_json::to_writer(&mut stdout, out);
         let _ = stdout.write_all(b"\n");
     }
     let _ = stdout.flush();
