@@ -190,15 +190,21 @@ fn verify_routes(ns: &Netns, ifname: &str, r: &AddResult) -> CniResult<()> {
         return Ok(());
     }
     let name = ifname.to_string();
-    let (index, table) = ns
+    let (index, table, links) = ns
         .run(move || {
             let mut c = Route::open()?;
             let index = link::by_name(&mut c, &name)?.map(|l| l.index);
             let mut t = routes(&mut c, false)?;
             t.extend(routes(&mut c, true)?);
-            Ok((index, t))
+            Ok((index, t, link::list(&mut c)?))
         })
         .map_err(os("cannot read the pod's routes"))?;
+    let name_of = |i: u32| {
+        links
+            .iter()
+            .find(|l| l.index == i)
+            .map_or_else(|| format!("interface index {i}"), |l| l.name.clone())
+    };
     for rt in &r.routes {
         let dst = rt.dst.network();
         let same = |e: &&plumb_net::addr::RouteEntry| e.dst == dst.addr && e.prefix == dst.prefix;
@@ -215,7 +221,7 @@ fn verify_routes(ns: &Netns, ifname: &str, r: &AddResult) -> CniResult<()> {
             "route {}/{} from the IPAM config cannot go through {ifname}: the pod already has a route to it{}; {}",
             dst.addr,
             dst.prefix,
-            other.map(|i| format!(" (via interface index {i})")).unwrap_or_default(),
+            other.map(|i| format!(" via {}", name_of(i))).unwrap_or_default(),
             if default {
                 "to send all traffic through the router, use the two halves (0.0.0.0/1 and 128.0.0.0/1, or ::/1 and 8000::/1), which win over the primary default route without replacing it"
             } else {
