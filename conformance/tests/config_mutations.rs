@@ -5,31 +5,15 @@
 //! never a panic. A stand-in for a coverage-guided fuzzer, which this toolchain cannot build.
 //! Deterministic (a fixed xorshift seed), so a failure reproduces.
 
+use conformance::XorShift;
 use plumb_bridge::config::BridgeConfig;
 use plumb_cni::NetConf;
 use plumb_ipam::config::IpamConfig;
 use plumb_vxlan::config::VxlanConfig;
 use serde_json::{json, Value};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Values of every JSON type, including the limits the readers check.
-fn odd_value(r: &mut Rng) -> Value {
+fn odd_value(r: &mut XorShift) -> Value {
     let pool = [
         json!(null),
         json!(true),
@@ -70,16 +54,16 @@ fn odd_value(r: &mut Rng) -> Value {
         json!({"type": "plumb-ipam"}),
         json!("\u{0}\u{ffff}"),
     ];
-    pool[r.below(pool.len())].clone()
+    pool[r.index(pool.len())].clone()
 }
 
-fn mutate(base: &Value, r: &mut Rng) -> Value {
+fn mutate(base: &Value, r: &mut XorShift) -> Value {
     let mut v = base.clone();
     let obj = v.as_object_mut().unwrap();
-    for _ in 0..1 + r.below(3) {
+    for _ in 0..1 + r.index(3) {
         let keys: Vec<String> = obj.keys().cloned().collect();
-        let key = keys[r.below(keys.len())].clone();
-        match r.below(4) {
+        let key = keys[r.index(keys.len())].clone();
+        match r.index(4) {
             0 => {
                 obj.remove(&key);
             }
@@ -88,7 +72,7 @@ fn mutate(base: &Value, r: &mut Rng) -> Value {
                 if let Some(Value::Object(inner)) = obj.get_mut(&key) {
                     let ik: Vec<String> = inner.keys().cloned().collect();
                     if !ik.is_empty() {
-                        let k = ik[r.below(ik.len())].clone();
+                        let k = ik[r.index(ik.len())].clone();
                         inner.insert(k, odd_value(r));
                     }
                 }
@@ -121,7 +105,7 @@ fn readers_answer_every_mutated_config() {
                         "ipRanges": [{"range": "fd00:1::/120"}], "network_name": "n",
                         "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "/tmp/x"}}),
     ];
-    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut r = XorShift::new(0x9e37_79b9_7f4a_7c15);
     let (mut parsed, mut refused) = (0, 0);
     for i in 0..30_000 {
         let conf = mutate(&bases[i % bases.len()], &mut r);
@@ -153,7 +137,7 @@ fn readers_answer_every_mutated_config() {
 
 #[test]
 fn spec_layer_answers_arbitrary_bytes() {
-    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let mut r = XorShift::new(0x2545_f491_4f6c_dd1d);
     let seeds: [&[u8]; 3] = [
         br#"{"cniVersion":"1.0.0","name":"n","type":"t","prevResult":{"ips":[{"address":"10.0.0.2/24"}]}}"#,
         br#"{"cniVersion":"0.3.1","name":"n","type":"t","cni.dev/valid-attachments":[{"containerID":"c","ifname":"e"}]}"#,
@@ -161,16 +145,16 @@ fn spec_layer_answers_arbitrary_bytes() {
     ];
     for i in 0..30_000 {
         let mut b = seeds[i % seeds.len()].to_vec();
-        for _ in 0..1 + r.below(4) {
-            let at = r.below(b.len().max(1));
-            match r.below(3) {
+        for _ in 0..1 + r.index(4) {
+            let at = r.index(b.len().max(1));
+            match r.index(3) {
                 0 if !b.is_empty() => {
                     b.remove(at.min(b.len() - 1));
                 }
-                1 => b.insert(at.min(b.len()), (r.next() & 0xff) as u8),
+                1 => b.insert(at.min(b.len()), (r.next_u64() & 0xff) as u8),
                 _ if !b.is_empty() => {
                     let n = b.len();
-                    b[at.min(n - 1)] = b"{}[]\",:0123456789.-e"[r.below(20)];
+                    b[at.min(n - 1)] = b"{}[]\",:0123456789.-e"[r.index(20)];
                 }
                 _ => {}
             }

@@ -7,7 +7,7 @@
 //! come from a seed printed on stderr (set `PLUMB_SEED` to replay one).
 
 use conformance::plugin::{Call, Outcome};
-use conformance::{plumb_bin, TempDir};
+use conformance::{plumb_bin, TempDir, XorShift};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -266,38 +266,20 @@ fn check_store(dir: &Path, snap: &Snapshot, when: &str) -> Vec<Orphan> {
     orphans
 }
 
-/// A small xorshift generator; the tests need cheap randomness, not quality.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env_or_clock() -> Rng {
-        let seed = std::env::var("PLUMB_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1);
-                t ^ ((std::process::id() as u64) << 32)
-            });
-        eprintln!("ipam_concurrency: PLUMB_SEED={seed}");
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform in `0..=max` (bias irrelevant here).
-    fn upto(&mut self, max: u64) -> u64 {
-        self.next() % (max + 1)
-    }
+/// The run's generator: seeded from PLUMB_SEED (to replay a failure) or the clock, and printed.
+fn rng_from_env_or_clock() -> XorShift {
+    let seed = std::env::var("PLUMB_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            t ^ ((std::process::id() as u64) << 32)
+        });
+    eprintln!("ipam_concurrency: PLUMB_SEED={seed}");
+    XorShift::new(seed)
 }
 
 #[test]
@@ -423,7 +405,7 @@ fn sigkill_mid_add_then_readd_gc_and_exhaustion() {
     let tmp = TempDir::new("ipckill");
     let cfg = conf(tmp.path(), "10.20.0.0/22");
     let dir = space(tmp.path());
-    let mut rng = Rng::from_env_or_clock();
+    let mut rng = rng_from_env_or_clock();
     let t_all = Instant::now();
     // Attachments whose ADD returned success, with the address it returned.
     let mut succeeded: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
@@ -440,8 +422,8 @@ fn sigkill_mid_add_then_readd_gc_and_exhaustion() {
         for j in 0..PER_ROUND {
             let cid = format!("k{round}-{j}");
             let child = start(&add_call(&cfg, &cid), &bin);
-            let kill_at = (rng.upto(99) < KILL_PERCENT)
-                .then(|| Instant::now() + Duration::from_micros(rng.upto(3000)));
+            let kill_at = (rng.below(100) < KILL_PERCENT)
+                .then(|| Instant::now() + Duration::from_micros(rng.below(3001)));
             running.push((cid, child, kill_at));
         }
         let mut schedule: Vec<(Instant, u32)> = running

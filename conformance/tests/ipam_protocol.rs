@@ -1578,15 +1578,6 @@ fn kubernetes_store_configs_go_to_plumb_ipam_kube() {
     );
     assert_ne!(handed.exit, 0);
     // No file-store reservation was made (the Kubernetes store keeps only its node lock there).
-    let records = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|d| d.path().is_dir())
-        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
-        .filter(|f| {
-            let n = f.file_name().to_string_lossy().into_owned();
-            n.starts_with("att-") || n.starts_with("ip-")
-        })
-        .count();
+    let records = conformance::ipam_records(dir.path(), &["att-", "ip-"]).len();
     assert_eq!(records, 0);
 }

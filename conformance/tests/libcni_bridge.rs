@@ -179,20 +179,7 @@ impl Drop for ChainGuard {
 
 /// plumb-ipam's files under `dataDir`: reservation records (`att-`) and address claims (`ip-`).
 fn reservations(data: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for space in std::fs::read_dir(data).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(space.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name.starts_with("ip-") || name.starts_with("att-") {
-                out.insert(name);
-            }
-        }
-    }
-    out
+    conformance::ipam_records(data, &["ip-", "att-"])
 }
 
 /// What one pod's ADD produced.

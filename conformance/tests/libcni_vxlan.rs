@@ -64,21 +64,7 @@ fn conflist(version: &str, data: &Path) -> Value {
 
 /// plumb-ipam's reservation records (`att-`) and address claims (`ip-`) under `dataDir`.
 fn reservations(data: &Path) -> usize {
-    std::fs::read_dir(data)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|space| {
-            std::fs::read_dir(space.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .filter(|f| {
-            let n = f.file_name().to_string_lossy().into_owned();
-            n.starts_with("ip-") || n.starts_with("att-")
-        })
-        .count()
+    conformance::ipam_records(data, &["ip-", "att-"]).len()
 }
 
 fn pod_ip(result: &Value) -> String {

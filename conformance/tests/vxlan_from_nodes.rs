@@ -140,13 +140,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 }
 
 fn reservations(data: &Path) -> usize {
-    std::fs::read_dir(data)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-        .filter(|f| f.file_name().to_string_lossy().starts_with("att-"))
-        .count()
+    conformance::ipam_records(data, &["att-"]).len()
 }
 
 #[test]

@@ -520,22 +520,7 @@ impl Fabric {
 
     /// IPAM reservations (`ip-*` files) in the shared data directory.
     fn reservations(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        let Ok(spaces) = std::fs::read_dir(self.data.path()) else {
-            return out;
-        };
-        for space in spaces.flatten() {
-            let Ok(files) = std::fs::read_dir(space.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let name = f.file_name().to_string_lossy().into_owned();
-                if name.starts_with("ip-") {
-                    out.insert(name);
-                }
-            }
-        }
-        out
+        conformance::ipam_records(self.data.path(), &["ip-"])
     }
 
     /// What a failed ADD on `node` for `pod` must not change.
