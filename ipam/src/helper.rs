@@ -37,13 +37,29 @@ pub fn find() -> Result<PathBuf, CniError> {
         })
 }
 
+/// A config this size fits in a pipe's buffer (64 KiB on Linux) with room to spare, so it can be
+/// written whole before the helper starts reading.
+const PIPE_SAFE: usize = 60 * 1024;
+
 /// Runs the helper as a CNI plugin on the same environment with `stdin` as its config; its reply and
-/// exit code become this process's.
+/// exit code become this process's. A config that fits in a pipe is written into one that becomes the
+/// helper's stdin, and this process is replaced by the helper (no second process to wait for).
 pub fn run_plugin(stdin: &[u8]) -> i32 {
     let bin = match find() {
         Ok(b) => b,
         Err(e) => return plumb_cni::skel::fail(stdin, &e),
     };
+    if stdin.len() <= PIPE_SAFE {
+        if let Ok((reader, mut writer)) = std::io::pipe() {
+            if writer.write_all(stdin).is_ok() {
+                drop(writer);
+                let e = Command::new(&bin).stdin(reader).exec();
+                let err = CniError::new(code::IO_FAILURE, format!("cannot run {}", bin.display()))
+                    .caused_by(e);
+                return plumb_cni::skel::fail(stdin, &err);
+            }
+        }
+    }
     let child = Command::new(&bin)
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
