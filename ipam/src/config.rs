@@ -127,7 +127,10 @@ fn parse_store(ipam: &Map<String, Value>) -> CniResult<Store> {
                 Some(n) => n,
                 None => match opt_str(k, "nodeName").map_err(named)? {
                     Some(n) if !n.is_empty() => n,
-                    _ => host_name()?,
+                    _ => match kubeconfig.as_deref().and_then(node_name_beside) {
+                        Some(n) => n,
+                        None => host_name()?,
+                    },
                 },
             };
             Ok(Store::Kubernetes(KubeSettings {
@@ -140,6 +143,14 @@ fn parse_store(ipam: &Map<String, Value>) -> CniResult<Store> {
             "ipam.store {other:?} is unknown; use \"file\" or \"kubernetes\""
         ))),
     }
+}
+
+/// The Node name the installer writes to `node-name` beside the kubeconfig, if it did.
+fn node_name_beside(kubeconfig: &str) -> Option<String> {
+    let file = std::path::Path::new(kubeconfig).parent()?.join("node-name");
+    let name = std::fs::read_to_string(file).ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// The node name Kubernetes uses by default: the host name, lower-cased.
@@ -332,6 +343,18 @@ mod tests {
         assert_eq!(s.timeout, Duration::from_secs(7));
         if std::env::var_os("PLUMB_NODE_NAME").is_none() {
             assert_eq!(s.node, "n1");
+            // Without nodeName: the installer's node-name file beside the kubeconfig.
+            let dir = std::env::temp_dir().join(format!("plumb-nodename-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("node-name"), "ip-10-0-0-7.internal\n").unwrap();
+            let kc = dir.join("plumb.kubeconfig").display().to_string();
+            let k =
+                conf(json!({"range": "10.1.0.0/24", "kubernetes": {"kubeconfig": kc}})).unwrap();
+            let Store::Kubernetes(s) = k.store else {
+                panic!("kubernetes store")
+            };
+            assert_eq!(s.node, "ip-10-0-0-7.internal");
+            std::fs::remove_dir_all(&dir).unwrap();
         }
         let f = conf(
             json!({"range": "10.1.0.0/24", "store": "file", "kubernetes": {"kubeconfig": "/k"}}),

@@ -195,6 +195,7 @@ fn installer_installs_binaries_and_rewrites_the_kubeconfig_when_the_token_rotate
             .env("PLUMB_REFRESH_SECONDS", "1")
             .env("KUBERNETES_SERVICE_HOST", "fd00::1")
             .env("KUBERNETES_SERVICE_PORT", "6443")
+            .env("PLUMB_NODE_NAME", "node-7.example")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -217,6 +218,21 @@ fn installer_installs_binaries_and_rewrites_the_kubeconfig_when_the_token_rotate
         Some("LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCkNBCg==")
     );
     assert_eq!(token_of(&kc_path).as_deref(), Some("token-one"));
+    eventually(10, "the node name", || {
+        std::fs::read_to_string(conf.join("node-name"))
+            .ok()
+            .as_deref()
+            == Some("node-7.example\n")
+    });
+    let env = &pod["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "PLUMB_NODE_NAME"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
+        "the DaemonSet hands the installer its Node name: {env}"
+    );
     let mode = std::fs::metadata(&kc_path).unwrap().permissions().mode();
     assert_eq!(
         mode & 0o777,
@@ -250,7 +266,9 @@ fn installer_installs_binaries_and_rewrites_the_kubeconfig_when_the_token_rotate
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["plumb.kubeconfig"]);
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["node-name", "plumb.kubeconfig"]);
 
     // SIGTERM ends the loop promptly and cleanly, leaving the kubeconfig in place.
     let started = Instant::now();
