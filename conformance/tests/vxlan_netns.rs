@@ -1524,3 +1524,30 @@ fn gc_removes_what_is_not_valid() {
     assert!(spoof_chains(fab.node(0)).is_empty());
     assert!(fab.reservations().is_empty());
 }
+
+#[test]
+fn a_port_held_by_an_external_vxlan_is_refused_and_nothing_left() {
+    let test = "a_port_held_by_an_external_vxlan_is_refused_and_nothing_left";
+    if unavailable(test, &["bridge"]) {
+        return;
+    }
+    let fab = Fabric::new(1500, false);
+    let node = fab.node(0);
+    // What some primary CNIs run: a metadata-mode VXLAN device on the standard port.
+    node.sh(&[
+        "ip", "link", "add", "vxext", "type", "vxlan", "external", "dstport", "4789",
+    ]);
+    node.sh(&["ip", "link", "set", "vxext", "up"]);
+    let pod = fab.pod(0, 1500);
+    let conf = fab.group_conf(json!({}));
+    let before = fab.snapshot(0, &pod);
+    let out = fab.run(0, &fab.call("ADD", &pod, &conf));
+    println!("{test}: exit {} {}", out.exit, out.stdout.trim());
+    assert_err(&out, 7, &["port", "4789"]);
+    assert_eq!(fab.snapshot(0, &pod), before, "something was left");
+    // Another port works beside it.
+    let other = fab.group_conf(json!({"port": 4790}));
+    fab.add(0, &pod, &other);
+    assert_eq!(node.link(&fab.vtep)["linkinfo"]["info_data"]["port"], 4790);
+    fab.del(0, &pod, &other);
+}

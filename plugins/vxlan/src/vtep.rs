@@ -211,7 +211,18 @@ fn ensure_vtep(
         Ok(())
     };
     if let Err(e) = fix(nl) {
-        return Err(undo(nl, os("cannot set up the VTEP")(e)));
+        // Bringing a VTEP up opens its UDP socket; the port is taken when another VXLAN device uses it
+        // in external (metadata) mode, which no other device can share, or a process holds it.
+        let err = if plumb_net::nl::errno(&e) == Some(libc::EADDRINUSE) {
+            CniError::config(format!(
+                "field \"port\": VTEP {name} cannot open UDP port {}: it is in use on this node (by a VXLAN device in external mode, as some primary CNIs make, or by a process); use another \"port\", the same on every node",
+                cfg.port
+            ))
+            .caused_by(e)
+        } else {
+            os("cannot set up the VTEP")(e)
+        };
+        return Err(undo(nl, err));
     }
     let vtep = link::by_index(nl, vtep.index)
         .map_err(os("cannot look up the VTEP"))?
