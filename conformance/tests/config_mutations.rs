@@ -2,7 +2,7 @@
 //! configs derived from valid ones (fields dropped, values of every JSON type put in their place,
 //! numbers at and past their limits, odd strings) go through the spec layer and the readers of
 //! plumb-vxlan, plumb-bridge and plumb-ipam, and must each give a config or an error with a message,
-//! never a panic. A stand-in for a coverage-guided fuzzer, which this toolchain cannot build.
+//! never a panic. A stand-in until a coverage-guided fuzzer (cargo-fuzz, on nightly) is set up.
 //! Deterministic (a fixed xorshift seed), so a failure reproduces.
 
 use conformance::XorShift;
