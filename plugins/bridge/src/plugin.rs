@@ -20,12 +20,18 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct Bridge;
 
-/// How long ADD and DEL wait for the per-bridge lock.
+/// How long ADD and DEL wait for the per-bridge lock ([`lock_bridge`]).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Turns a netlink or OS error into a CNI error (I/O failure, code 5) with what was being done.
 pub fn os(what: &str) -> impl FnOnce(io::Error) -> CniError + '_ {
     move |e| CniError::new(code::IO_FAILURE, what.to_string()).caused_by(e)
+}
+
+/// Takes the per-bridge lock every plugin attaching to bridge `name` shares (plumb-bridge, plumb-vxlan),
+/// so the create-or-verify of the bridge and its shared ports never races.
+pub fn lock_bridge(name: &str) -> CniResult<plumb_cni::lock::LockGuard> {
+    plumb_cni::lock::lock_resource(&format!("bridge-{name}"), LOCK_TIMEOUT)
 }
 
 /// Opens CNI_NETNS; a path that cannot be opened is code 3 (the container does not exist).
@@ -64,8 +70,7 @@ impl Plugin for Bridge {
         req.env.args.check_known(self.name(), &[])?;
         let cfg = BridgeConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
         let ns = open_netns(req)?;
-        let _lock =
-            plumb_cni::lock::lock_resource(&format!("bridge-{}", cfg.bridge), LOCK_TIMEOUT)?;
+        let _lock = lock_bridge(&cfg.bridge)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
         let mut undo = Vec::new();
         match add_steps(req, &cfg, &ns, &mut host, &mut undo) {
@@ -79,8 +84,7 @@ impl Plugin for Bridge {
 
     fn del(&self, req: &Request) -> CniResult<()> {
         let cfg = BridgeConfig::from_conf(&req.conf, None)?;
-        let _lock =
-            plumb_cni::lock::lock_resource(&format!("bridge-{}", cfg.bridge), LOCK_TIMEOUT)?;
+        let _lock = lock_bridge(&cfg.bridge)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         // The container side first when the netns still exists, then the host end by its derived name,

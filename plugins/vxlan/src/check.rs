@@ -4,7 +4,6 @@
 
 use crate::config::{Role, VxlanConfig};
 use crate::{router, underlay, vtep};
-use plumb_bridge::config::BridgeConfig;
 use plumb_bridge::plugin::{open_netns, os};
 use plumb_cni::{code, CniError, CniResult, Request};
 use plumb_net::fdb;
@@ -100,13 +99,6 @@ pub fn check(req: &Request, cfg: &VxlanConfig) -> CniResult<()> {
             return Err(mismatch(what));
         }
     }
-    let port_mtu = underlay::pod_primary_mtu(&ns)?.map_or(mtu, |p| p.min(mtu));
-    let port = BridgeConfig {
-        bridge: cfg.bridge.clone(),
-        mtu: Some(port_mtu),
-        macspoofchk: cfg.macspoofchk,
-        ipam_type: cfg.ipam_type.clone(),
-        ..BridgeConfig::default()
-    };
+    let port = crate::plugin::port_config(cfg, underlay::veth_mtu(&ns, mtu)?);
     plumb_bridge::check::check(req, &port)
 }

@@ -5,7 +5,7 @@
 use crate::config::{Role, VxlanConfig};
 use crate::{peers, router, underlay, vtep};
 use plumb_bridge::config::BridgeConfig;
-use plumb_bridge::plugin::{add_attachment, open_netns, os, rollback};
+use plumb_bridge::plugin::{add_attachment, lock_bridge, open_netns, os, rollback};
 use plumb_bridge::{firewall, naming};
 use plumb_cni::result::Interface;
 use plumb_cni::{
@@ -15,21 +15,13 @@ use plumb_net::addr::routes;
 use plumb_net::link::{self, format_mac};
 use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
-use std::time::Duration;
 
 /// The plumb-vxlan plugin.
 #[derive(Debug, Default)]
 pub struct Vxlan;
 
-/// How long ADD and DEL wait for the per-bridge lock.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn lock(cfg: &VxlanConfig) -> CniResult<plumb_cni::lock::LockGuard> {
-    plumb_cni::lock::lock_resource(&format!("bridge-{}", cfg.bridge), LOCK_TIMEOUT)
-}
-
 /// The plumb-bridge settings of the pod's port: the overlay bridge, the clamped MTU, no gateway.
-fn port_config(cfg: &VxlanConfig, mtu: u32) -> BridgeConfig {
+pub(crate) fn port_config(cfg: &VxlanConfig, mtu: u32) -> BridgeConfig {
     BridgeConfig {
         bridge: cfg.bridge.clone(),
         mtu: Some(mtu),
@@ -46,11 +38,6 @@ fn masquerade_out(cfg: &VxlanConfig) -> Option<&str> {
         Role::Router { masquerade_out } => masquerade_out.as_deref(),
         Role::Client => None,
     }
-}
-
-/// The MTU of the pod's veth: the overlay's, clamped to the pod's primary interface.
-fn veth_mtu(ns: &Netns, overlay: u32) -> CniResult<u32> {
-    Ok(underlay::pod_primary_mtu(ns)?.map_or(overlay, |p| p.min(overlay)))
 }
 
 impl Plugin for Vxlan {
@@ -71,7 +58,7 @@ impl Plugin for Vxlan {
         }
         // Before the lock: listing the Nodes may wait on the API server.
         let listed = peers::configured(&cfg, &req.env.path)?;
-        let _lock = lock(&cfg)?;
+        let _lock = lock_bridge(&cfg.bridge)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
         let underlay = underlay::require(&mut host, &cfg)?;
         let own = underlay::own_addresses(&mut host)?;
@@ -81,7 +68,7 @@ impl Plugin for Vxlan {
             )));
         }
         let mtu = underlay::overlay_mtu(&cfg, &underlay)?;
-        let port = port_config(&cfg, veth_mtu(&ns, mtu)?);
+        let port = port_config(&cfg, underlay::veth_mtu(&ns, mtu)?);
         let want = listed.and_then(|p| vtep::wanted_peers(&cfg, &p, &own));
         let shared = vtep::ensure(&mut host, &cfg, &underlay, mtu, want.as_deref())?;
         failpoint::check("vtep").inspect_err(|_| vtep::remove_created(&mut host, &shared))?;
@@ -122,7 +109,7 @@ impl Plugin for Vxlan {
 
     fn del(&self, req: &Request) -> CniResult<()> {
         let cfg = VxlanConfig::from_conf(&req.conf, None)?;
-        let _lock = lock(&cfg)?;
+        let _lock = lock_bridge(&cfg.bridge)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         // The pod side while its netns exists; the host end by its derived name, which also covers

@@ -114,3 +114,8 @@ pub fn pod_primary_mtu(ns: &Netns) -> CniResult<Option<u32>> {
     })
     .map_err(|e| CniError::new(code::IO_FAILURE, "cannot read the pod's routes").caused_by(e))
 }
+
+/// The MTU of the pod's veth: the overlay's, clamped to the pod's primary interface.
+pub fn veth_mtu(ns: &Netns, overlay: u32) -> CniResult<u32> {
+    Ok(pod_primary_mtu(ns)?.map_or(overlay, |p| p.min(overlay)))
+}
