@@ -31,11 +31,14 @@ fn entry(vtep: u32, dst: IpAddr) -> NeighbourMessage {
 
 /// The remote VTEPs in the flood list of the VTEP with index `vtep`.
 pub fn flood_list(nl: &mut Route, vtep: u32) -> io::Result<Vec<IpAddr>> {
+    // A bare ndmsg with an ifindex asks the kernel for that device's entries only, so the cost does
+    // not grow with the other ports (pods) of the node.
     let mut q = NeighbourMessage::default();
     q.header.family = AddressFamily::Bridge;
+    q.header.ifindex = vtep;
     let replies = nl.dump(
         RouteNetlinkMessage::GetNeighbour(q),
-        "list the bridge forwarding database",
+        "list the VTEP's forwarding entries",
     )?;
     let mut out = Vec::new();
     for r in replies {
