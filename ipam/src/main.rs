@@ -15,7 +15,11 @@ fn main() {
         }
     } else {
         let mut stdin = Vec::new();
-        let _ = std::io::stdin().read_to_end(&mut stdin);
+        if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+            let e =
+                plumb_cni::CniError::io("could not read the network configuration from stdin", &e);
+            std::process::exit(plumb_cni::skel::fail(&[], &e));
+        }
         let kube = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&stdin)
             .is_ok_and(|raw| plugin::config_uses_kubernetes(&raw));
         if kube {
