@@ -6,6 +6,7 @@ pub mod iproute;
 pub mod libcni;
 pub mod netns;
 pub mod plugin;
+pub mod result;
 pub mod skip;
 
 use std::path::PathBuf;

@@ -49,6 +49,16 @@ impl Drop for Netns {
     }
 }
 
+/// Joins two namespaces with a veth pair whose ends are both called `name` (each born in its
+/// namespace), with `mtu` on both; the ends stay down.
+pub fn veth_between(a: &Netns, b: &Netns, name: &str, mtu: u32) {
+    let mtu = mtu.to_string();
+    run(&[
+        "ip", "link", "add", name, "netns", &a.name, "mtu", &mtu, "type", "veth", "peer", "name",
+        name, "netns", &b.name, "mtu", &mtu,
+    ]);
+}
+
 /// Runs a host command, panicking with its stderr if it fails; returns stdout.
 pub fn run(args: &[&str]) -> String {
     let out = Command::new(args[0])

@@ -10,6 +10,7 @@
 use conformance::iproute::{ifnames, parse_json};
 use conformance::netns::Netns;
 use conformance::plugin::{Call, Outcome};
+use conformance::result::{first_address, host_veth};
 use conformance::skip::unavailable;
 use conformance::skip::{have_command, skip};
 use conformance::{plumb_bin, unique_name, TempDir, REFERENCE_CNI_DIR};
@@ -447,20 +448,6 @@ fn pods(n: usize) -> Vec<Pod> {
     (0..n).map(|_| Pod::new()).collect()
 }
 
-/// The pod's address (without prefix) from an ADD result.
-fn ip_of(result: &Value) -> String {
-    let a = result["ips"][0]["address"].as_str().expect("address");
-    a.split('/').next().unwrap().to_string()
-}
-
-/// The host veth name from an ADD result.
-fn host_veth(result: &Value) -> String {
-    result["interfaces"][1]["name"]
-        .as_str()
-        .expect("host veth")
-        .to_string()
-}
-
 fn container_mac(result: &Value) -> String {
     result["interfaces"][2]["mac"]
         .as_str()
@@ -557,19 +544,29 @@ fn two_pods_ping_each_other_and_result_shape_per_version() {
             assert!(flags(&hl).contains(&"UP".to_string()));
             let addrs = pod.exec(&["ip", "-j", "-4", "addr", "show", IFNAME]);
             assert!(
-                addrs.contains(&format!("\"local\":\"{}\"", ip_of(r))),
+                addrs.contains(&format!("\"local\":\"{}\"", first_address(r))),
                 "{addrs}"
             );
             results.push(r.clone());
         }
         let [ra, rb]: [Value; 2] = results.try_into().ok().unwrap();
-        assert_ne!(ip_of(&ra), ip_of(&rb), "two pods got the same address");
+        assert_ne!(
+            first_address(&ra),
+            first_address(&rb),
+            "two pods got the same address"
+        );
         assert_eq!(
             lab.ports(),
             BTreeSet::from([host_veth(&ra), host_veth(&rb)])
         );
-        assert!(a.ping(&ip_of(&rb)), "pod a cannot ping pod b ({version})");
-        assert!(b.ping(&ip_of(&ra)), "pod b cannot ping pod a ({version})");
+        assert!(
+            a.ping(&first_address(&rb)),
+            "pod a cannot ping pod b ({version})"
+        );
+        assert!(
+            b.ping(&first_address(&ra)),
+            "pod b cannot ping pod a ({version})"
+        );
         lab.del(&a, &conf);
         lab.del(&b, &conf);
         assert!(lab.ports().is_empty());
@@ -636,7 +633,7 @@ fn gateway_mtu_port_options_and_promisc() {
     assert!(a.ping(&lab.gw()), "pod a cannot ping its gateway");
     assert!(b.ping(&lab.gw()), "pod b cannot ping its gateway");
     assert!(
-        a.ping_fails(&ip_of(&rb)),
+        a.ping_fails(&first_address(&rb)),
         "isolated ports reached each other"
     );
     lab.del(&a, &conf);
@@ -747,13 +744,16 @@ fn macspoofchk_drops_spoofed_frames() {
     assert!(text.contains("hook ingress"), "{text}");
     assert!(lab.spoof_chain(&container_mac(&rb)).is_some());
 
-    let ip_b = ip_of(&rb);
+    let ip_b = first_address(&rb);
     assert!(a.ping(&ip_b), "pod a cannot ping pod b with its own MAC");
     a.set_mac("02:00:00:31:00:aa");
     a.flush_neigh();
     b.flush_neigh();
     assert!(a.ping_fails(&ip_b), "spoofed MAC still reaches pod b");
-    assert!(b.ping_fails(&ip_of(&ra)), "pod b reaches a spoofing pod a");
+    assert!(
+        b.ping_fails(&first_address(&ra)),
+        "pod b reaches a spoofing pod a"
+    );
     a.set_mac(&mac_a);
     a.flush_neigh();
     b.flush_neigh();
@@ -807,7 +807,7 @@ fn gc_removes_chains_of_attachments_not_listed() {
     let rs: Vec<Value> = ps.iter().map(|p| lab.add(p, &conf)).collect();
     for r in &rs {
         assert!(lab.spoof_chain(&container_mac(r)).is_some());
-        assert!(lab.masq_chain(&ip_of(r)).is_some());
+        assert!(lab.masq_chain(&first_address(r)).is_some());
     }
     let gc = |conf: &Value| {
         let call = Call::new("GC", "", "", "", conf)
@@ -830,15 +830,15 @@ fn gc_removes_chains_of_attachments_not_listed() {
     keep["cni.dev/valid-attachments"] = json!([{"containerID": ps[0].cid, "ifname": IFNAME}]);
     gc(&keep);
     assert!(lab.spoof_chain(&container_mac(&rs[0])).is_some());
-    assert!(lab.masq_chain(&ip_of(&rs[0])).is_some());
+    assert!(lab.masq_chain(&first_address(&rs[0])).is_some());
     for r in &rs[1..] {
         assert_eq!(lab.spoof_chain(&container_mac(r)), None, "{r}");
-        assert_eq!(lab.masq_chain(&ip_of(r)), None, "{r}");
+        assert_eq!(lab.masq_chain(&first_address(r)), None, "{r}");
     }
     assert_eq!(lab.chains().len(), 2, "{:?}", lab.chains());
     assert_eq!(
         lab.reservations(),
-        BTreeSet::from([format!("ip-{}", ip_of(&rs[0]))])
+        BTreeSet::from([format!("ip-{}", first_address(&rs[0]))])
     );
     for p in &ps {
         lab.del(p, &conf);
@@ -855,7 +855,7 @@ fn ipmasq_chain_has_pod_ip() {
     let conf = lab.conf("1.0.0", json!({"ipMasq": true, "isGateway": true}));
     let pod = Pod::new();
     let r = lab.add(&pod, &conf);
-    let ip = ip_of(&r);
+    let ip = first_address(&r);
     let chain = lab
         .masq_chain(&ip)
         .unwrap_or_else(|| panic!("no masquerade chain with {ip}"));
@@ -931,7 +931,7 @@ fn macspoofchk_chained_after_reference_bridge() {
     assert!(text.contains(&format!("\"{hv}\"")), "{text}");
     lab.run(&chk, &lab.call("CHECK", &a, &chk_conf)).ok();
 
-    let ip_b = ip_of(&rb);
+    let ip_b = first_address(&rb);
     assert!(a.ping(&ip_b), "pod a cannot ping pod b");
     a.set_mac("02:00:00:41:00:aa");
     a.flush_neigh();
@@ -1060,7 +1060,7 @@ fn ipam_exhaustion_rolls_back_the_veth() {
     let ps = pods(3);
     let r0 = lab.add(&ps[0], &conf);
     let r1 = lab.add(&ps[1], &conf);
-    let mut got = BTreeSet::from([ip_of(&r0), ip_of(&r1)]);
+    let mut got = BTreeSet::from([first_address(&r0), first_address(&r1)]);
     assert_eq!(
         std::mem::take(&mut got),
         BTreeSet::from([format!("{}.1", lab.prefix), format!("{}.2", lab.prefix)])
@@ -1076,7 +1076,7 @@ fn ipam_exhaustion_rolls_back_the_veth() {
     // Releasing one address lets the third pod in.
     lab.del(&ps[0], &conf);
     let r2 = lab.add(&ps[2], &conf);
-    assert_eq!(ip_of(&r2), ip_of(&r0));
+    assert_eq!(first_address(&r2), first_address(&r0));
     lab.del(&ps[1], &conf);
     lab.del(&ps[2], &conf);
 }
@@ -1162,13 +1162,13 @@ fn failed_add_at_every_step_rolls_back() {
         // The same attachment then succeeds and is removed normally.
         let r = lab.add(&pod, &conf);
         assert!(lab.spoof_chain(&container_mac(&r)).is_some());
-        assert!(lab.masq_chain(&ip_of(&r)).is_some());
+        assert!(lab.masq_chain(&first_address(&r)).is_some());
         lab.del(&pod, &conf);
         assert_eq!(lab.snapshot(), before, "after ADD+DEL following {step}");
     }
     // The keeper is untouched.
     assert!(lab.spoof_chain(&container_mac(&rk)).is_some());
-    assert!(lab.masq_chain(&ip_of(&rk)).is_some());
+    assert!(lab.masq_chain(&first_address(&rk)).is_some());
     assert_eq!(lab.ports(), BTreeSet::from([host_veth(&rk)]));
     assert_eq!(lab.ipv4(&lab.bridge), vec![(lab.gw(), 24)]);
     lab.del(&keeper, &conf);
@@ -1246,7 +1246,7 @@ fn parallel_adds_create_one_bridge() {
     let results: Vec<Value> = run_all("ADD").iter().map(Outcome::ok).collect();
     let bridges = ifnames(&lab.json(&["ip", "-j", "link", "show", "type", "bridge"]));
     assert_eq!(bridges, BTreeSet::from([lab.bridge.clone()]));
-    let ips: BTreeSet<String> = results.iter().map(ip_of).collect();
+    let ips: BTreeSet<String> = results.iter().map(first_address).collect();
     assert_eq!(ips.len(), N, "{ips:?}");
     assert!(!ips.contains(&lab.gw()));
     let ports: BTreeSet<String> = results.iter().map(host_veth).collect();
@@ -1377,12 +1377,18 @@ fn vlan_access_and_trunk_ports_carry_traffic() {
     );
 
     // VLAN 2003: pods reach each other and the host on eth.2003.
-    assert!(a.ping(&ip_of(&rb)), "a -> b on vlan 2003");
-    assert!(b.ping(&ip_of(&ra)), "b -> a on vlan 2003");
+    assert!(a.ping(&first_address(&rb)), "a -> b on vlan 2003");
+    assert!(b.ping(&first_address(&ra)), "b -> a on vlan 2003");
     assert!(a.ping(&host2003), "a -> eth.2003 host");
     // 2003 cannot reach 2004, though the addresses share a subnet.
-    assert!(a.ping_fails(&ip_of(&rc)), "vlan 2003 reached vlan 2004");
-    assert!(c.ping_fails(&ip_of(&ra)), "vlan 2004 reached vlan 2003");
+    assert!(
+        a.ping_fails(&first_address(&rc)),
+        "vlan 2003 reached vlan 2004"
+    );
+    assert!(
+        c.ping_fails(&first_address(&ra)),
+        "vlan 2004 reached vlan 2003"
+    );
     assert!(
         c.ping_fails(&host2003),
         "vlan 2004 reached the eth.2003 host"
@@ -1413,7 +1419,7 @@ fn vlan_access_and_trunk_ports_carry_traffic() {
     assert!(t.ping(&host2004), "trunk pod -> eth.2004 host, tagged 2004");
     // Untagged, the trunk pod is on no VLAN.
     assert!(
-        t.ping_fails(&ip_of(&ra)),
+        t.ping_fails(&first_address(&ra)),
         "trunk pod reached vlan 2003 untagged"
     );
 
@@ -1537,8 +1543,8 @@ fn vlan_gateway_interface_lives_as_long_as_its_ports() {
     assert_eq!(lab.ipv4(&lab.bridge), vec![]);
     assert!(lab.vlans(&lab.bridge).contains_key(&V_ACCESS));
     assert!(a.ping(&lab.gw()), "pod cannot reach its VLAN gateway");
-    assert!(a.ping(&ip_of(&rb)));
-    assert!(b.ping(&ip_of(&ra)));
+    assert!(a.ping(&first_address(&rb)));
+    assert!(b.ping(&first_address(&ra)));
     lab.del(&a, &conf);
     assert!(
         lab.has_link(&gw_if),

@@ -8,6 +8,7 @@
 use conformance::libcni::Driver;
 use conformance::netns::Netns;
 use conformance::plugin::Outcome;
+use conformance::result::first_address;
 use conformance::skip::skip_unless_netns;
 use conformance::{unique_name, TempDir};
 use serde_json::{json, Value};
@@ -27,12 +28,7 @@ fn expect_ok(what: &str, out: &Outcome) {
 /// Two node namespaces joined by a carrier veth with 10.77.0.1/.2 and a default route over it.
 fn nodes() -> (Netns, Netns) {
     let (a, b) = (Netns::new("lvxa"), Netns::new("lvxb"));
-    let peer = unique_name("car");
-    conformance::netns::run(&[
-        "ip", "link", "add", "car0", "netns", &a.name, "type", "veth", "peer", "name", &peer,
-        "netns", &b.name,
-    ]);
-    b.exec(&["ip", "link", "set", &peer, "name", "car0"]);
+    conformance::netns::veth_between(&a, &b, "car0", 1500);
     for (n, ip, gw) in [
         (&a, "10.77.0.1/24", "10.77.0.2"),
         (&b, "10.77.0.2/24", "10.77.0.1"),
@@ -67,13 +63,6 @@ fn reservations(data: &Path) -> usize {
     conformance::ipam_records(data, &["ip-", "att-"]).len()
 }
 
-fn pod_ip(result: &Value) -> String {
-    let addr = result["ips"][0]["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no address in {result}"));
-    addr.split('/').next().unwrap().to_string()
-}
-
 fn links(node: &Netns) -> String {
     node.exec(&["ip", "-o", "link", "show"])
 }
@@ -100,7 +89,7 @@ fn run(version: &str) {
     expect_ok("ADD on node A", &ra);
     let rb = on_b.add(&pod_b.path());
     expect_ok("ADD on node B", &rb);
-    let (ip_a, ip_b) = (pod_ip(&ra.json()), pod_ip(&rb.json()));
+    let (ip_a, ip_b) = (first_address(&ra.json()), first_address(&rb.json()));
     assert_ne!(ip_a, ip_b, "one shared store must give distinct addresses");
     for node in [&a, &b] {
         let d = node.exec(&["ip", "-d", "link", "show", VTEP]);

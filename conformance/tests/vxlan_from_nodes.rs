@@ -88,21 +88,7 @@ impl Drop for NodeApi {
 /// route, so `car0` is the underlay.
 fn node() -> (Netns, Netns) {
     let (n, fabric) = (Netns::new("vfn"), Netns::new("vff"));
-    conformance::netns::run(&[
-        "ip",
-        "link",
-        "add",
-        "car0",
-        "netns",
-        &n.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "car0",
-        "netns",
-        &fabric.name,
-    ]);
+    conformance::netns::veth_between(&n, &fabric, "car0", 1500);
     n.exec(&["ip", "addr", "add", &format!("{OWN}/24"), "dev", "car0"]);
     n.exec(&["ip", "link", "set", "car0", "up"]);
     fabric.exec(&["ip", "link", "set", "car0", "up"]);

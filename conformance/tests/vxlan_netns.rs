@@ -12,6 +12,7 @@
 use conformance::iproute::{ifnames, parse_json};
 use conformance::netns::Netns;
 use conformance::plugin::{Call, Outcome};
+use conformance::result::{first_address, host_veth};
 use conformance::skip::unavailable;
 use conformance::skip::{have_command, skip};
 use conformance::{plumb_bin, unique_name, TempDir};
@@ -103,20 +104,6 @@ fn tables_in(ns: &Netns) -> BTreeSet<String> {
 fn sysctl_in(ns: &Netns, key: &str) -> String {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     ns.exec(&["cat", &path]).trim().to_string()
-}
-
-/// The pod's address (without prefix) from an ADD result.
-fn ip_of(result: &Value) -> String {
-    let a = result["ips"][0]["address"].as_str().expect("address");
-    a.split('/').next().unwrap().to_string()
-}
-
-/// The host veth name from an ADD result (interfaces are [bridge, host veth, container, vtep]).
-fn host_veth(result: &Value) -> String {
-    result["interfaces"][1]["name"]
-        .as_str()
-        .expect("host veth")
-        .to_string()
 }
 
 /// Asserts a CNI error with `code` whose msg contains every needle (case-insensitively).
@@ -264,11 +251,7 @@ impl Fabric {
     fn new(carrier_mtu: u32, v6: bool) -> Fabric {
         let a = Netns::new("vxa");
         let b = Netns::new("vxb");
-        let mtu = carrier_mtu.to_string();
-        conformance::netns::run(&[
-            "ip", "link", "add", CARRIER, "netns", &a.name, "mtu", &mtu, "type", "veth", "peer",
-            "name", CARRIER, "netns", &b.name, "mtu", &mtu,
-        ]);
+        conformance::netns::veth_between(&a, &b, CARRIER, carrier_mtu);
         let addrs: [&str; 2] = if v6 {
             ["fd00:99::1", "fd00:99::2"]
         } else {
@@ -655,9 +638,9 @@ fn gateway_scenario(test: &str, flood: Flood, single_node: bool) {
         "ipam": {"routes": [{"dst": OUTSIDE_NET, "gw": ROUTER_IP}]},
     }));
     let rr = fab.add(rn, &router, &router_conf);
-    assert_eq!(ip_of(&rr), ROUTER_IP, "{rr}");
+    assert_eq!(first_address(&rr), ROUTER_IP, "{rr}");
     let rc = fab.add(cn, &client, &client_conf);
-    let client_ip = ip_of(&rc);
+    let client_ip = first_address(&rc);
     assert!(client_ip.starts_with("192.168.50."), "{rc}");
 
     // Host side on each node used: bridge + VTEP with the configured VXLAN settings.
@@ -880,16 +863,16 @@ fn mtu_case(test: &str, carrier: u32, v6: bool, flood: Flood, want: u64) {
         }
         assert_eq!(r["ips"][0]["interface"], 2, "{r}");
     }
-    let (ok, text) = a.ping_df(&ip_of(&rb), want - 28);
+    let (ok, text) = a.ping_df(&first_address(&rb), want - 28);
     println!("{test}: DF ping -s {} a -> b: {ok}", want - 28);
     assert!(
         ok,
         "DF ping of {} bytes (MTU {want}) failed: {text}",
         want - 28
     );
-    let (ok, text) = b.ping_df(&ip_of(&ra), want - 28);
+    let (ok, text) = b.ping_df(&first_address(&ra), want - 28);
     assert!(ok, "DF ping of {} bytes b -> a failed: {text}", want - 28);
-    let (ok, text) = a.ping_df(&ip_of(&rb), want - 27);
+    let (ok, text) = a.ping_df(&first_address(&rb), want - 27);
     println!("{test}: DF ping -s {} a -> b: {ok}", want - 27);
     assert!(
         !ok,
@@ -983,7 +966,7 @@ fn mtu_clamped_to_the_pods_primary_interface() {
         ok,
         "DF ping of 1372 bytes to the clamped router failed: {text}"
     );
-    let (ok, _) = router.ping_df(&ip_of(&rc), 1400 - 27);
+    let (ok, _) = router.ping_df(&first_address(&rc), 1400 - 27);
     assert!(!ok, "DF ping of 1373 bytes left a 1400-byte net1");
     fab.del(0, &client, &client_conf);
     fab.del(1, &router, &router_conf);
@@ -1072,7 +1055,7 @@ fn parallel_adds_make_one_bridge_one_vtep_one_fdb_entry_per_peer() {
     println!("{test}: flood list after {N} parallel ADDs: {fl:?}");
     fl.sort();
     assert_eq!(fl, vec!["10.99.0.2".to_string(), "10.99.0.3".to_string()]);
-    let ips: BTreeSet<String> = results.iter().map(ip_of).collect();
+    let ips: BTreeSet<String> = results.iter().map(first_address).collect();
     assert_eq!(ips.len(), N, "{ips:?}");
     let veths: BTreeSet<String> = results.iter().map(host_veth).collect();
     assert_eq!(veths.len(), N);
