@@ -60,7 +60,8 @@ pub fn run_plugin(stdin: &[u8]) -> i32 {
             }
         }
     }
-    let child = Command::new(&bin)
+    // Spawned and waited for on the main thread, as die_with_parent requires.
+    let child = plumb_cni::delegate::die_with_parent(&mut Command::new(&bin))
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())

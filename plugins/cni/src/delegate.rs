@@ -6,8 +6,44 @@ use crate::error::{code, CniError, CniResult};
 use crate::result::AddResult;
 use crate::version::Version;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+
+/// Makes the process `cmd` starts die with its caller: the child asks the kernel for `SIGKILL` when
+/// the thread that forked it exits (`PR_SET_PDEATHSIG`), so a plugin killed by its runtime's timeout
+/// (or by its own deadline, see [`crate::skel`]) does not leave a delegated plugin running on, holding
+/// a pool lock. The parent's pid is recorded before the fork; if the parent died before the `prctl`
+/// took effect, the child sees another parent and exits at once, so the race is closed.
+///
+/// The signal fires when the *thread* that spawned the child exits, not the process: spawn only on a
+/// thread that lives until the child has been waited for (the main thread, or the thread that waits
+/// for it, as [`exec`] does). The setting survives `exec` of an ordinary binary (not of a set-user-ID
+/// or file-capability one), so it also covers a child that replaces itself with another program.
+pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    // The pid namespace of the child is the parent's, so getppid() there compares with this number.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the hook runs in the forked child before exec; it calls only async-signal-safe functions
+    // (prctl, getppid, _exit) and allocates nothing (`last_os_error` holds a plain errno).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        })
+    }
+}
 
 /// Finds an executable named `name` in the `CNI_PATH` directories (code 7 if absent or not a bare name).
 pub fn find_plugin(name: &str, dirs: &[PathBuf]) -> CniResult<PathBuf> {
@@ -41,7 +77,10 @@ fn is_executable(p: &Path) -> bool {
 pub type EnvOverrides<'a> = &'a [(&'a str, &'a str)];
 
 /// Runs `name` for `command` with this process's environment plus `vars`, and `stdin`; returns its stdout
-/// on success, or its CNI error (code kept) on failure.
+/// on success, or its CNI error (code kept) on failure. The child dies with this process
+/// ([`die_with_parent`]) and, when this process runs under a deadline, gets a shorter one
+/// ([`crate::deadline::for_child`]), so a hung delegate answers "try again later" while this plugin
+/// still has time to undo its own steps.
 pub fn exec(
     name: &str,
     command: Command,
@@ -50,7 +89,13 @@ pub fn exec(
     vars: EnvOverrides,
 ) -> CniResult<Vec<u8>> {
     let binary = find_plugin(name, dirs)?;
-    let mut child = std::process::Command::new(&binary)
+    let mut cmd = std::process::Command::new(&binary);
+    die_with_parent(&mut cmd);
+    if let Some(bound) = crate::deadline::for_child() {
+        cmd.env(crate::deadline::VAR, format!("{:.3}", bound.as_secs_f64()));
+    }
+    // Spawned and waited for on this thread, as die_with_parent requires.
+    let mut child = cmd
         .envs(vars.iter().copied())
         .env("CNI_COMMAND", command.as_str())
         .stdin(Stdio::piped())

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod config;
+pub mod deadline;
 pub mod delegate;
 pub mod env;
 pub mod error;

@@ -50,7 +50,10 @@ pub fn run_process(plugin: &dyn Plugin) -> i32 {
 }
 
 /// Like [`run_process`], with stdin already read (by a binary that looked at the config first).
+/// The command runs under the process's hard deadline ([`crate::deadline`]).
 pub fn run_with_stdin(plugin: &dyn Plugin, stdin: &[u8]) -> i32 {
+    let command = std::env::var("CNI_COMMAND").unwrap_or_default();
+    crate::deadline::arm(plugin.name(), &command, reply_version(stdin));
     let (exit, out) = dispatch(plugin, Env::from_process(), stdin);
     print_reply(exit, &out)
 }
@@ -62,6 +65,10 @@ pub fn fail(stdin: &[u8], err: &CniError) -> i32 {
 }
 
 fn print_reply(exit: i32, out: &Value) -> i32 {
+    if !crate::deadline::claim_reply() {
+        // The deadline watchdog has printed its error and is ending the process.
+        crate::deadline::wait_for_the_end();
+    }
     let mut stdout = std::io::stdout().lock();
     if !out.is_null() {
         let _ = serde_json::to_writer(&mut stdout, out);

@@ -26,7 +26,9 @@ fn from_nodes(f: &FromNodes, cni_path: &[PathBuf]) -> CniResult<Vec<IpAddr>> {
         ))
     })?;
     let mut cmd = Command::new(&bin);
-    cmd.args(["nodes", "--json", "--address-type", &f.address_type])
+    // Run and waited for on this thread (`output`), as die_with_parent requires.
+    delegate::die_with_parent(&mut cmd)
+        .args(["nodes", "--json", "--address-type", &f.address_type])
         .args(["--timeout", &f.timeout_secs.to_string()])
         .env_remove("CNI_COMMAND")
         .stdin(Stdio::null());
