@@ -29,9 +29,22 @@ pub fn os(what: &str) -> impl FnOnce(io::Error) -> CniError + '_ {
 }
 
 /// Takes the per-bridge lock every plugin attaching to bridge `name` shares (plumb-bridge, plumb-vxlan),
-/// so the create-or-verify of the bridge and its shared ports never races.
+/// so the create-or-verify of the bridge and its shared ports never races. On release the lock file is
+/// removed when no bridge of that name exists (a refused ADD, the DEL after the bridge went), so lock
+/// files do not pile up: one netlink lookup, made while the lock is still held.
 pub fn lock_bridge(name: &str) -> CniResult<plumb_cni::lock::LockGuard> {
-    plumb_cni::lock::lock_resource(&format!("bridge-{name}"), LOCK_TIMEOUT)
+    let bridge = name.to_string();
+    let still_there = move || {
+        let found = Route::open().and_then(|mut nl| link::by_name(&mut nl, &bridge));
+        // When the lookup fails, keep the file: removing it is only tidying.
+        found.map_or(true, |l| {
+            l.is_some_and(|l| l.kind.as_deref() == Some("bridge"))
+        })
+    };
+    Ok(
+        plumb_cni::lock::lock_resource(&format!("bridge-{name}"), LOCK_TIMEOUT)?
+            .remove_on_release_unless(still_there),
+    )
 }
 
 /// Opens CNI_NETNS; a path that cannot be opened is code 3 (the container does not exist).

@@ -175,6 +175,30 @@ mod tests {
     }
 
     #[test]
+    fn a_child_dies_with_the_thread_that_spawned_it() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::thread::spawn(|| {
+            let mut c = std::process::Command::new("sleep");
+            c.arg("30");
+            die_with_parent(&mut c).spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                let _ = child.kill();
+                panic!("the child outlived the thread that spawned it by 5 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    }
+
+    #[test]
     fn keeps_the_delegate_error_code_and_parses_results() {
         let dir = std::env::temp_dir().join(format!("plumb-delegate-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -1,22 +1,96 @@
 //! An exclusive `flock` on a file, waited for with a deadline. The wait runs on a helper thread so the
 //! kernel's own queue orders waiters; when the deadline passes, the caller gets "try again later" (code 11)
-//! and the helper closes the file as soon as it gets the lock, so nothing stays held.
+//! and the helper closes the file as soon as it gets the lock, so nothing stays held. Lock files may be
+//! removed by their holder (see [`LockGuard::remove_on_release_unless`]), so they do not pile up.
 
 use crate::error::{code, CniError, CniResult};
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// A held lock; released when dropped (the file is closed).
-#[derive(Debug)]
+/// A held lock; released when dropped (the file is closed). A guard made with
+/// [`LockGuard::remove_on_release_unless`] first removes its lock file, while still holding it.
 pub struct LockGuard {
-    _file: File,
+    file: File,
+    path: PathBuf,
+    keep: Option<Box<dyn FnOnce() -> bool + Send>>,
 }
 
-/// Takes an exclusive lock on `path` (created if missing), waiting at most `timeout`.
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("path", &self.path)
+            .field("removable", &self.keep.is_some())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// On release, removes the lock file unless `keep()` says the locked thing still needs it (e.g. the
+    /// bridge still exists). Safe for every other locker: [`lock_exclusive`] re-checks after getting
+    /// the lock that the path still names the file it locked, and starts over if not.
+    pub fn remove_on_release_unless(
+        mut self,
+        keep: impl FnOnce() -> bool + Send + 'static,
+    ) -> Self {
+        self.keep = Some(Box::new(keep));
+        self
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(keep) = self.keep.take() {
+            // Still locked here (the file closes after this). Only a file that is still ours goes.
+            if !keep() && names_file(&self.path, &self.file).unwrap_or(false) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Takes an exclusive lock on `path` (created if missing), waiting at most `timeout`. A lock file may
+/// be removed by its holder ([`LockGuard::remove_on_release_unless`]): after getting the lock, this
+/// checks that `path` still names the locked file (same device and inode) and otherwise opens the
+/// path again, so two processes never both hold "the" lock through different files.
 pub fn lock_exclusive(path: &Path, timeout: Duration) -> CniResult<LockGuard> {
+    let give_up = Instant::now() + timeout;
+    loop {
+        let file = lock_file(
+            path,
+            give_up.saturating_duration_since(Instant::now()),
+            timeout,
+        )?;
+        match names_file(path, &file) {
+            Ok(true) => {
+                return Ok(LockGuard {
+                    file,
+                    path: path.to_path_buf(),
+                    keep: None,
+                })
+            }
+            // Removed (or replaced) by the previous holder: lock what the path names now.
+            Ok(false) => continue,
+            Err(e) => return Err(CniError::io(format!("cannot check {}", path.display()), &e)),
+        }
+    }
+}
+
+/// Whether `path` names the open `file` (not removed, not replaced).
+fn names_file(path: &Path, file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `path` and locks it, waiting at most `wait`; `timeout` is the caller's whole wait, for the message.
+fn lock_file(path: &Path, wait: Duration, timeout: Duration) -> CniResult<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -25,7 +99,7 @@ pub fn lock_exclusive(path: &Path, timeout: Duration) -> CniResult<LockGuard> {
         .open(path)
         .map_err(|e| CniError::io(format!("cannot open lock file {}", path.display()), &e))?;
     match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => return Ok(LockGuard { _file: file }),
+        Ok(()) => return Ok(file),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
         Err(e) => return Err(CniError::io(format!("cannot lock {}", path.display()), &e)),
     }
@@ -35,8 +109,8 @@ pub fn lock_exclusive(path: &Path, timeout: Duration) -> CniResult<LockGuard> {
         // If the caller gave up, the send fails and `file` is dropped here, releasing the lock.
         let _ = tx.send(r.map(|_| file));
     });
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(file)) => Ok(LockGuard { _file: file }),
+    match rx.recv_timeout(wait) {
+        Ok(Ok(file)) => Ok(file),
         Ok(Err(e)) => Err(CniError::io(format!("cannot lock {}", path.display()), &e)),
         Err(_) => Err(CniError::new(
             code::TRY_AGAIN_LATER,
@@ -53,7 +127,8 @@ pub fn lock_exclusive(path: &Path, timeout: Duration) -> CniResult<LockGuard> {
 pub const RESOURCE_LOCK_DIR: &str = "/run/plumb/locks";
 
 /// Locks a named shared host object under [`RESOURCE_LOCK_DIR`] (e.g. `bridge-cni0`). The name must be
-/// 1-64 of letters, digits, `.`, `_`, `-` so it can never leave the directory.
+/// 1-64 of letters, digits, `.`, `_`, `-`, not starting with `.`, so it can never leave the directory;
+/// another name is refused before the directory or any file is made.
 pub fn lock_resource(name: &str, timeout: Duration) -> CniResult<LockGuard> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -101,5 +176,56 @@ mod tests {
         // The helper thread of the timed-out attempt must not keep the lock.
         assert!(lock_exclusive(&p, Duration::from_secs(2)).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn removing_the_file_on_release_never_lets_two_holders_in() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = std::env::temp_dir().join(format!("plumb-lock-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("lock");
+        let inside = Arc::new(AtomicUsize::new(0));
+        let overlaps = Arc::new(AtomicUsize::new(0));
+        // Two lockers that keep the file and one that removes it each time it lets go.
+        let threads: Vec<_> = (0..3)
+            .map(|t| {
+                let (p, inside, overlaps) = (p.clone(), inside.clone(), overlaps.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let mut g = lock_exclusive(&p, Duration::from_secs(20)).unwrap();
+                        if t == 2 {
+                            g = g.remove_on_release_unless(|| false);
+                        }
+                        if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                            overlaps.fetch_add(1, Ordering::SeqCst);
+                        }
+                        std::thread::sleep(Duration::from_micros(100));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        drop(g);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+        let g = lock_exclusive(&p, Duration::from_secs(1)).unwrap();
+        drop(g.remove_on_release_unless(|| false));
+        assert!(!p.exists(), "the removing guard left its file");
+        let kept = lock_exclusive(&p, Duration::from_secs(1)).unwrap();
+        drop(kept.remove_on_release_unless(|| true));
+        assert!(p.exists(), "a guard told to keep its file removed it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resource_names_that_could_leave_the_directory_are_refused() {
+        for bad in ["", "../x", "a/b", ".hidden", "a b", "a\nb", &"x".repeat(65)] {
+            let e = lock_resource(bad, Duration::from_millis(1)).unwrap_err();
+            assert_eq!(e.code, 7, "{bad:?}");
+            assert!(e.msg.contains("cannot name a lock file"), "{}", e.msg);
+        }
     }
 }
