@@ -42,6 +42,7 @@ impl NetConf {
         let raw = parse_object(bytes)?;
         let version = version_of(&raw)?;
         let name = required_str(&raw, "name")?;
+        validate_network_name(&name)?;
         let plugin_type = required_str(&raw, "type")?;
         let runtime_config = object_field(&raw, "runtimeConfig")?;
         let args_cni = match raw.get("args") {
@@ -75,6 +76,25 @@ impl NetConf {
     pub fn str_field(&self, field: &str) -> CniResult<Option<String>> {
         opt_str(&self.raw, field)
     }
+}
+
+/// Checks a network name as the spec defines it (code 7 otherwise): an ASCII letter or digit, then
+/// ASCII letters, digits, `_`, `.`, `-`. The name keys stored state and shows up in admin output, so a
+/// newline or a `/` in it must never get that far.
+pub fn validate_network_name(name: &str) -> CniResult<()> {
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok_first && ok_rest {
+        return Ok(());
+    }
+    Err(CniError::config(format!(
+        "field \"name\" {name:?} is not a valid network name: it must start with an ASCII letter or digit and hold only ASCII letters, digits, '_', '.' and '-'"
+    )))
 }
 
 /// Parses bytes as one JSON object (code 6 otherwise).
@@ -258,6 +278,25 @@ mod tests {
         );
         let e = NetConf::parse(br#"{"cniVersion":"1.0.0","type":"t"}"#).unwrap_err();
         assert_eq!((e.code, e.msg.contains("\"name\"")), (7, true));
+    }
+
+    #[test]
+    fn network_names_follow_the_spec_charset() {
+        for bad in [
+            "a\nb", "-net", ".net", "_net", "net/1", "net 1", "n\u{e9}t", "net;1",
+        ] {
+            let conf = serde_json::json!({"cniVersion": "1.0.0", "name": bad, "type": "t"});
+            let e = NetConf::parse(conf.to_string().as_bytes()).unwrap_err();
+            assert_eq!(e.code, 7, "{bad:?}");
+            assert!(
+                e.msg.contains("field \"name\"") && e.msg.contains("'_', '.' and '-'"),
+                "{}",
+                e.msg
+            );
+        }
+        for good in ["n", "0net", "my_net.v1-2", "A"] {
+            assert!(validate_network_name(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

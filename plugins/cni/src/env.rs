@@ -85,6 +85,9 @@ pub struct Env {
     pub args: CniArgs,
     /// `CNI_PATH`, split on `:`.
     pub path: Vec<PathBuf>,
+    /// DEL only: the error ADD gives for this `CNI_CONTAINERID` or `CNI_IFNAME`. ADD never made an
+    /// attachment with such an identity, so its DEL has nothing to release (see [`crate::skel`]).
+    pub refused_identity: Option<CniError>,
 }
 
 impl Env {
@@ -112,12 +115,17 @@ impl Env {
         let ifname = required("CNI_IFNAME", command.needs_attachment())?;
         let netns = required("CNI_NETNS", command.needs_netns())?;
         let path = required("CNI_PATH", command.needs_path())?;
-        if !container_id.is_empty() {
-            validate_container_id(&container_id)?;
-        }
-        if !ifname.is_empty() {
-            validate_ifname(&ifname)?;
-        }
+        let identity = [
+            (!container_id.is_empty()).then(|| validate_container_id(&container_id)),
+            (!ifname.is_empty()).then(|| validate_ifname(&ifname)),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(Result::err);
+        let refused_identity = match identity {
+            Some(e) if command != Command::Del => return Err(e),
+            other => other,
+        };
         Ok(Env {
             command,
             container_id,
@@ -129,11 +137,13 @@ impl Env {
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from)
                 .collect(),
+            refused_identity,
         })
     }
 }
 
-/// Checks a container ID as the spec defines it: starts alphanumeric, then alphanumerics, `_`, `.`, `-`.
+/// Checks a container ID as the spec defines it: starts alphanumeric, then alphanumerics, `_`, `.`, `-`
+/// (ASCII). plumb also caps it at 200 bytes (the spec sets no limit), as it names files in the IPAM store.
 pub fn validate_container_id(id: &str) -> CniResult<()> {
     let ok_first = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     let ok_rest = id
@@ -141,18 +151,19 @@ pub fn validate_container_id(id: &str) -> CniResult<()> {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !ok_first || !ok_rest || id.len() > 200 {
         return Err(CniError::env(format!(
-            "CNI_CONTAINERID {id:?} is invalid: it must start with a letter or digit, hold only letters, digits, '_', '.', '-', and be at most 200 characters"
+            "CNI_CONTAINERID {id:?} is invalid: it must start with an ASCII letter or digit, hold only ASCII letters, digits, '_', '.', '-', and be at most 200 characters"
         )));
     }
     Ok(())
 }
 
-/// Checks an interface name as Linux accepts it: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace.
+/// Checks an interface name as the spec and Linux require: 1–15 bytes, not `.`/`..`, no `/`, `:`,
+/// whitespace or control characters.
 pub fn validate_ifname(name: &str) -> CniResult<()> {
     let bad_char = name
         .chars()
         .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
-    if name.len() > 15 || name == "." || name == ".." || bad_char {
+    if name.is_empty() || name.len() > 15 || name == "." || name == ".." || bad_char {
         return Err(CniError::env(format!(
             "CNI_IFNAME {name:?} is not a valid interface name: at most 15 bytes, not '.' or '..', no '/', ':' or whitespace"
         )));
@@ -214,12 +225,66 @@ mod tests {
 
     #[test]
     fn rejects_hostile_ids_and_names() {
-        assert!(validate_container_id("../etc").is_err());
-        assert!(validate_container_id("a/b").is_err());
-        assert!(validate_container_id("abc_1.2-3").is_ok());
-        assert!(validate_ifname("eth0").is_ok());
-        assert!(validate_ifname("a234567890123456").is_err());
-        assert!(validate_ifname("..").is_err());
-        assert!(validate_ifname("a/b").is_err());
+        for bad in [
+            "../etc", "a/b", "-lead", "_lead", ".lead", "a\nb", "a b", "a;b", "é1", "a\0b", "",
+        ] {
+            let e = validate_container_id(bad).unwrap_err();
+            assert_eq!(e.code, 4, "{bad:?}");
+            assert!(e.msg.contains("CNI_CONTAINERID") && e.msg.contains("'_', '.', '-'"));
+        }
+        assert!(validate_container_id(&"a".repeat(201)).is_err());
+        for good in ["abc_1.2-3", "0", "A-.", &"a".repeat(200)] {
+            assert!(validate_container_id(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "a234567890123456",
+            "..",
+            ".",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a\u{85}b",
+            "",
+        ] {
+            let e = validate_ifname(bad).unwrap_err();
+            assert_eq!(e.code, 4, "{bad:?}");
+            assert!(e.msg.contains("CNI_IFNAME"), "{}", e.msg);
+        }
+        for good in ["eth0", "a23456789012345", "net@1", "a.b", "..."] {
+            assert!(validate_ifname(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_identity_is_refused_except_for_del() {
+        let call = |cmd: &str, cid: &str, ifname: &str| {
+            env(&[
+                ("CNI_COMMAND", cmd),
+                ("CNI_CONTAINERID", cid),
+                ("CNI_NETNS", "/run/netns/x"),
+                ("CNI_IFNAME", ifname),
+                ("CNI_PATH", "/x"),
+            ])
+        };
+        for cmd in ["ADD", "CHECK"] {
+            let e = call(cmd, "bad\nid", "eth0").unwrap_err();
+            assert!(e.code == 4 && e.msg.contains("CNI_CONTAINERID"), "{e}");
+            let e = call(cmd, "c1", "a:b").unwrap_err();
+            assert!(e.code == 4 && e.msg.contains("CNI_IFNAME"), "{e}");
+        }
+        let del = call("DEL", "bad\nid", "eth0").unwrap();
+        assert!(del
+            .refused_identity
+            .unwrap()
+            .msg
+            .contains("CNI_CONTAINERID"));
+        let del = call("DEL", "c1", "a:b").unwrap();
+        assert!(del.refused_identity.unwrap().msg.contains("CNI_IFNAME"));
+        assert!(call("DEL", "c1", "eth0")
+            .unwrap()
+            .refused_identity
+            .is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! The plugin entry point: read the environment and stdin, check what the spec requires for the
 //! command and version, call the plugin, and print its result or its error in the config's version.
 
-use crate::config::{parse_object, version_of, NetConf};
+use crate::config::{parse_object, validate_network_name, version_of, NetConf};
 use crate::env::{Command, Env};
 use crate::error::{code, CniError, CniResult};
 use crate::result::AddResult;
@@ -93,6 +93,18 @@ fn handle(plugin: &dyn Plugin, env: CniResult<Env>, stdin: &[u8]) -> CniResult<V
     if env.command == Command::Version {
         return Ok(version_info());
     }
+    if env.command == Command::Del {
+        if let Some(e) = identity_add_refuses(&env, stdin) {
+            // ADD refuses this identity before making anything, so no plumb attachment has it: a DEL
+            // that errored here would error forever, and one that went on could only touch what is not ours.
+            eprintln!(
+                "{}: DEL: {}; ADD refuses this, so nothing was made for it: nothing to do",
+                plugin.name(),
+                e.msg
+            );
+            return Ok(Value::Null);
+        }
+    }
     let conf = NetConf::parse(stdin)?;
     let need = |allowed: bool, first: &str| -> CniResult<()> {
         if allowed {
@@ -126,6 +138,14 @@ fn handle(plugin: &dyn Plugin, env: CniResult<Env>, stdin: &[u8]) -> CniResult<V
         Command::Gc => plugin.gc(&req).map(|_| Value::Null),
         Command::Version => Ok(version_info()),
     }
+}
+
+/// For DEL: the error ADD gives for this container ID, interface name or network name, if any.
+fn identity_add_refuses(env: &Env, stdin: &[u8]) -> Option<CniError> {
+    env.refused_identity.clone().or_else(|| {
+        let raw = parse_object(stdin).ok()?;
+        validate_network_name(raw.get("name")?.as_str()?).err()
+    })
 }
 
 /// The VERSION reply: the newest version and every supported one.
@@ -240,5 +260,71 @@ mod tests {
             (out["code"].as_u64(), out["cniVersion"].as_str()),
             (Some(1), Some("1.1.0"))
         );
+    }
+
+    /// A plugin whose DEL always fails, to show when DEL is not called at all.
+    struct DelFails;
+
+    impl Plugin for DelFails {
+        fn name(&self) -> &'static str {
+            "del-fails"
+        }
+        fn add(&self, r: &Request) -> CniResult<AddResult> {
+            Fake.add(r)
+        }
+        fn del(&self, _: &Request) -> CniResult<()> {
+            Err(CniError::new(code::IO_FAILURE, "del ran"))
+        }
+        fn check(&self, _: &Request) -> CniResult<()> {
+            Ok(())
+        }
+        fn status(&self, _: &Request) -> CniResult<()> {
+            Ok(())
+        }
+        fn gc(&self, _: &Request) -> CniResult<()> {
+            Ok(())
+        }
+    }
+
+    fn call_named(command: &str, cid: &str, ifname: &str, name: &str) -> (i32, Value) {
+        let vars: HashMap<&str, &str> = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", cid),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", ifname),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ]
+        .into();
+        let env = Env::from_lookup(|k| vars.get(k).map(|v| v.to_string()));
+        let conf = json!({"cniVersion": "1.1.0", "name": name, "type": "del-fails"});
+        dispatch(&DelFails, env, conf.to_string().as_bytes())
+    }
+
+    #[test]
+    fn names_add_refuses_are_refused_and_their_del_does_nothing() {
+        for cmd in ["ADD", "CHECK", "GC", "STATUS"] {
+            let (rc, out) = call_named(cmd, "c1", "eth0", "net\nforged 10.0.0.9");
+            assert_eq!((rc, out["code"].as_u64()), (1, Some(7)), "{cmd}: {out}");
+            assert!(out["msg"].as_str().unwrap().contains("field \"name\""));
+        }
+        let (rc, out) = call_named("ADD", "c/1", "eth0", "net");
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(4)), "{out}");
+        assert!(out["msg"].as_str().unwrap().contains("CNI_CONTAINERID"));
+        // DEL of what ADD refuses: success without calling the plugin's DEL.
+        for (cid, ifname, name) in [
+            ("c1", "eth0", "net\nforged"),
+            ("c/1", "eth0", "net"),
+            ("c1", "a:b", "net"),
+            ("c1", "eth0", ""),
+        ] {
+            assert_eq!(
+                call_named("DEL", cid, ifname, name),
+                (0, Value::Null),
+                "{cid:?} {ifname:?} {name:?}"
+            );
+        }
+        // A DEL with valid names reaches the plugin.
+        let (rc, out) = call_named("DEL", "c1", "eth0", "net");
+        assert_eq!((rc, out["msg"].as_str()), (1, Some("del ran")));
     }
 }
