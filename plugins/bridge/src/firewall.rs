@@ -69,12 +69,19 @@ pub fn add_masquerade(
     )
 }
 
-/// Removes the masquerade chains of an attachment (both families); nothing there is success.
+/// Removes the masquerade chains of an attachment (both families); nothing there is success. The
+/// table of a family goes with its last chain: deleted only if empty, which the kernel decides at
+/// commit time, so an ADD on another bridge (another lock) adding a chain at the same moment is safe.
 pub fn del_masquerade(network: &str, cid: &str, ifname: &str) -> io::Result<()> {
     let nft = Nft::new()?;
     let chain = naming::chain(network, cid, ifname);
-    nft.delete_chain(Family::Ip, MASQ_TABLE, &chain)?;
-    nft.delete_chain(Family::Ip6, MASQ_TABLE, &chain)
+    for family in [Family::Ip, Family::Ip6] {
+        if nft.chain_exists(family, MASQ_TABLE, &chain)? {
+            nft.delete_chain(family, MASQ_TABLE, &chain)?;
+            nft.delete_table_if_empty(family, MASQ_TABLE)?;
+        }
+    }
+    Ok(())
 }
 
 /// GC: removes the chains of the config's network whose attachment is not in its

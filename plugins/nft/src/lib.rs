@@ -6,7 +6,7 @@
 //! * [`Nft::add_masquerade`] / [`Nft::add_masquerade_out`]: an ip/ip6 `nat postrouting` base
 //!   chain that masquerades an address (or a subnet leaving by one interface).
 //! * [`Nft::delete_chain`], [`Nft::list_chains`], [`Nft::chain_exists`], [`Nft::ensure_table`],
-//!   [`Nft::delete_table`].
+//!   [`Nft::delete_table`], [`Nft::delete_table_if_empty`].
 //!
 //! Every change is one nfnetlink transaction (`NFNL_MSG_BATCH_BEGIN` … `END`), so a chain and its
 //! rules appear together or not at all. Deletes are idempotent: a missing table or chain is
@@ -186,6 +186,39 @@ impl Nft {
             },
         );
         self.commit_absent_ok(b)
+    }
+
+    /// Deletes table `table` of `family` only if it holds nothing (no chain, set or object); returns
+    /// whether the table is gone (deleted now, or absent). A table in use stays: `false`.
+    ///
+    /// Race-safe without a lock: the delete carries `NLM_F_NONREC`, so the kernel itself refuses it
+    /// (`EBUSY`) when the table is not empty at commit time, and transactions are serialized, so a
+    /// concurrent transaction that adds a chain (creating the table if needed) either comes first (the
+    /// delete is refused) or after (it creates the table again). The chains are listed first, which
+    /// skips the transaction when they are there (and keeps a table with chains on kernels older than
+    /// 4.19, which ignore the flag).
+    pub fn delete_table_if_empty(&self, family: Family, table: &str) -> io::Result<bool> {
+        if !self.list_chains(family, table)?.is_empty() {
+            return Ok(false);
+        }
+        let mut b = Batch::new();
+        b.add(
+            format!("delete table {family} {table} if empty"),
+            NFT_MSG_DELTABLE,
+            NLM_F_NONREC,
+            family.proto(),
+            |a| {
+                a.str(NFTA_TABLE_NAME, table);
+            },
+        );
+        match self.sock().commit(b) {
+            Ok(()) => Ok(true),
+            Err(CommitError::Rejected(errs)) if errs.iter().all(|e| e.errno == libc::ENOENT) => {
+                Ok(true)
+            }
+            Err(CommitError::Rejected(errs)) if errs[0].errno == libc::EBUSY => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The names of the chains in table `table` of `family`; empty if there is no such table.

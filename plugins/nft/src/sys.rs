@@ -29,6 +29,8 @@ pub const NLM_F_DUMP: u16 = 0x100 | 0x200;
 pub const NLM_F_EXCL: u16 = 0x200;
 /// Create the object if it does not exist.
 pub const NLM_F_CREATE: u16 = 0x400;
+/// Delete request: do not delete recursively (refuse, `EBUSY`, when the object is not empty).
+pub const NLM_F_NONREC: u16 = 0x100;
 /// Append (used for rules: add at the end of the chain).
 pub const NLM_F_APPEND: u16 = 0x800;
 /// In an error message: the echoed request was capped to its header.

@@ -464,3 +464,49 @@ fn deleting_the_chain_works_after_its_device_is_gone() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn delete_table_if_empty_keeps_a_table_in_use() {
+    if !ready("delete_table_if_empty_keeps_a_table_in_use") {
+        return;
+    }
+    let f = fixture("nte");
+    let (nft, t) = (&f.nft, "plumb-masq-test");
+    let v4 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let subnet = (v4("10.9.0.0"), 24);
+    nft.add_masquerade(Family::Ip, t, "a", v4("10.9.0.2"), subnet)
+        .unwrap();
+    nft.add_masquerade(Family::Ip, t, "b", v4("10.9.0.3"), subnet)
+        .unwrap();
+    // Chains left: the table stays, untouched.
+    assert!(!nft.delete_table_if_empty(Family::Ip, t).unwrap());
+    nft.delete_chain(Family::Ip, t, "a").unwrap();
+    assert!(!nft.delete_table_if_empty(Family::Ip, t).unwrap());
+    assert_eq!(nft.list_chains(Family::Ip, t).unwrap(), vec!["b"]);
+    nft.delete_chain(Family::Ip, t, "b").unwrap();
+    assert!(nft.delete_table_if_empty(Family::Ip, t).unwrap());
+    assert!(f.ns.nft_json("ip", t).is_none());
+    // Absent is gone too.
+    assert!(nft.delete_table_if_empty(Family::Ip, t).unwrap());
+
+    // No chain but a set: the listing says "empty", the kernel refuses the delete (NLM_F_NONREC,
+    // EBUSY), which is what makes a chain added between the listing and the delete safe.
+    f.ns.exec(&["nft", "add", "table", "ip", t]);
+    f.ns.exec(&[
+        "nft",
+        "add",
+        "set",
+        "ip",
+        t,
+        "s",
+        "{",
+        "type",
+        "ipv4_addr",
+        ";",
+        "}",
+    ]);
+    assert!(!nft.delete_table_if_empty(Family::Ip, t).unwrap());
+    let listing = f.ns.nft_json("ip", t).expect("the table in use stays");
+    assert_eq!(objects(&listing, "set").len(), 1, "{listing}");
+    nft.delete_table(Family::Ip, t).unwrap();
+}
