@@ -1,9 +1,7 @@
 //! The plumb-vxlan configuration, read strictly: every field is checked here, before anything on the
 //! node is touched, and an error names the field and how to fix it.
 
-use plumb_bridge::config::{
-    ipam_type, lenient_ipam_type, parse_dns, pick_mac, validate_ifname,
-};
+use plumb_bridge::config::{ipam_type, lenient_ipam_type, parse_dns, pick_mac, validate_ifname};
 use plumb_cni::config::{opt_bool, opt_str, opt_str_list, opt_u64};
 use plumb_cni::result::Dns;
 use plumb_cni::{CniError, CniResult, NetConf};

@@ -4,12 +4,12 @@
 
 use crate::config::{DelConfig, Role, VxlanConfig};
 use crate::{peers, router, underlay, vtep};
-use plumb_bridge::config::BridgeConfig;
 use plumb_bridge::cleanup::{self, Cleanup};
+use plumb_bridge::config::BridgeConfig;
+use plumb_bridge::firewall;
 use plumb_bridge::plugin::{
     add_attachment, delete_host_veth, lock_bridge, open_netns, os, rollback,
 };
-use plumb_bridge::firewall;
 use plumb_cni::result::Interface;
 use plumb_cni::{
     code, delegate, failpoint, AddResult, CniError, CniResult, Command, Plugin, Request,
@@ -114,7 +114,9 @@ impl Plugin for Vxlan {
         let cfg = DelConfig::from_conf(&req.conf);
         let mut sweep = Cleanup::new(self.name());
         let _lock = match &cfg.bridge {
-            Some(b) => lock_bridge(b).map_err(|e| sweep.fail("bridge lock", e)).ok(),
+            Some(b) => lock_bridge(b)
+                .map_err(|e| sweep.fail("bridge lock", e))
+                .ok(),
             None => None,
         };
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
