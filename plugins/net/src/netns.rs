@@ -77,6 +77,10 @@ fn namespace_type(file: &File) -> io::Result<Option<i32>> {
     }
 }
 
+/// The magic of the namespace filesystem (`c_long` or `c_uint` depending on the target).
+#[allow(clippy::unnecessary_cast)]
+const NSFS_MAGIC: i64 = libc::NSFS_MAGIC as i64;
+
 /// The filesystem magic of an open file (`fstatfs`).
 fn fs_magic(file: &File) -> io::Result<i64> {
     // SAFETY: a zeroed statfs is a valid out-parameter; `file` is open for the whole call.
@@ -120,7 +124,7 @@ impl Netns {
             ))
         };
         let meta = file.metadata().map_err(|e| io_err("stat", e))?;
-        if fs_magic(&file).map_err(|e| io_err("statfs", e))? != libc::NSFS_MAGIC as i64 {
+        if fs_magic(&file).map_err(|e| io_err("statfs", e))? != NSFS_MAGIC {
             let what = if meta.is_dir() {
                 "it is a directory".to_string()
             } else if meta.is_file() && meta.len() == 0 {
