@@ -18,6 +18,8 @@ fn mismatch(msg: String) -> CniError {
 
 /// Verifies the attachment against `prevResult` and the config.
 pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
+    // First: a gone or host CNI_NETNS is answered as such, whatever prevResult says.
+    let ns = crate::plugin::open_netns(req)?;
     let prev = req
         .conf
         .prev_result
@@ -40,7 +42,6 @@ pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
         .filter(|i| i.interface == Some(want))
         .map(|i| (i.address.addr, i.address.prefix))
         .collect();
-    let ns = crate::plugin::open_netns(req)?;
     let name = ifname.clone();
     let (c, addrs, table) = ns
         .run(move || {

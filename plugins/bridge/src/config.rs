@@ -142,6 +142,59 @@ impl BridgeConfig {
     }
 }
 
+/// What DEL needs of the configuration, read leniently: DEL must succeed on a config ADD would refuse
+/// (a multicast `mac`, a bad `vlan`, a bridge name over 15 bytes, missing fields), so a field that
+/// cannot be read here means ADD never made anything from it, and DEL skips that step.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DelConfig {
+    /// `bridge` (default `cni0`), when it is a name a bridge can have.
+    pub bridge: Option<String>,
+    /// The access VLAN whose gateway interface `<bridge>.<vlan>` ADD may have made (`isGateway` or
+    /// `isDefaultGateway` with a valid `vlan` and a gateway interface name that fits).
+    pub vlan_gateway: Option<u16>,
+    /// `ipam.type`, when it is a non-empty string.
+    pub ipam_type: Option<String>,
+}
+
+impl DelConfig {
+    /// Reads what DEL needs; never fails.
+    pub fn from_conf(conf: &NetConf) -> DelConfig {
+        let raw = &conf.raw;
+        let bridge = match raw.get("bridge") {
+            None | Some(Value::Null) => Some("cni0".to_string()),
+            Some(Value::String(b)) => Some(b.clone()),
+            Some(_) => None,
+        }
+        .filter(|b| validate_ifname("bridge", b).is_ok());
+        let flag = |f: &str| raw.get(f).and_then(Value::as_bool).unwrap_or(false);
+        let vlan = raw
+            .get("vlan")
+            .and_then(Value::as_u64)
+            .filter(|v| (1..=MAX_VLAN as u64).contains(v))
+            .map(|v| v as u16);
+        let vlan_gateway = match (&bridge, vlan) {
+            (Some(b), Some(v)) if flag("isGateway") || flag("isDefaultGateway") => {
+                Some(v).filter(|_| validate_ifname("bridge", &format!("{b}.{v}")).is_ok())
+            }
+            _ => None,
+        };
+        DelConfig {
+            bridge,
+            vlan_gateway,
+            ipam_type: lenient_ipam_type(raw),
+        }
+    }
+}
+
+/// `ipam.type` if it is a non-empty string, for DEL (which must not fail on a config ADD refused).
+pub fn lenient_ipam_type(raw: &Map<String, Value>) -> Option<String> {
+    raw.get("ipam")
+        .and_then(|i| i.get("type"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
 /// `dns` overrides the IPAM plugin's DNS only when it sets something, as in the reference plugin: a
 /// `nameservers`, `search` or `options` list (even an empty one) or a non-empty `domain`. `"dns": {}`
 /// keeps the IPAM plugin's DNS.
@@ -335,6 +388,44 @@ mod tests {
             .unwrap_err()
             .msg
             .contains("ipMasqBackend"));
+    }
+
+    #[test]
+    fn del_reads_leniently_what_add_refuses() {
+        let del = |extra: Value| {
+            let mut c = json!({"cniVersion": "1.0.0", "name": "n", "type": "plumb-bridge"});
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            DelConfig::from_conf(&NetConf::parse(c.to_string().as_bytes()).unwrap())
+        };
+        let d = del(
+            json!({"bridge": "a-very-long-bridge-name", "vlan": 5000, "isGateway": "yes",
+                           "runtimeConfig": {"mac": "01:00:5e:00:00:01"}, "ipam": {"type": "plumb-ipam", "range": 5}}),
+        );
+        assert_eq!(d.bridge, None);
+        assert_eq!(d.vlan_gateway, None);
+        assert_eq!(d.ipam_type.as_deref(), Some("plumb-ipam"));
+        let d = del(json!({"bridge": "br0", "vlan": 7, "isDefaultGateway": true, "ipam": {}}));
+        assert_eq!(
+            (d.bridge.as_deref(), d.vlan_gateway, d.ipam_type),
+            (Some("br0"), Some(7), None)
+        );
+        // <bridge>.<vlan> over 15 bytes: ADD refused, so there is no gateway interface to remove.
+        let d = del(json!({"bridge": "br-trunk-01", "vlan": 2003, "isGateway": true}));
+        assert_eq!(d.vlan_gateway, None);
+        assert_eq!(del(json!({})).bridge.as_deref(), Some("cni0"));
+        assert!(BridgeConfig::from_conf(
+            &NetConf::parse(
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "t",
+                       "runtimeConfig": {"mac": "01:00:5e:00:00:01"}})
+                .to_string()
+                .as_bytes()
+            )
+            .unwrap(),
+            None
+        )
+        .is_err());
     }
 
     #[test]

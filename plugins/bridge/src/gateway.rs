@@ -5,23 +5,13 @@
 use crate::config::BridgeConfig;
 use crate::plugin::os;
 use plumb_cni::result::{Cidr, IpConfig};
-use plumb_cni::{AddResult, CniError, CniResult};
+use plumb_cni::{CniError, CniResult};
 use plumb_net::addr::{add_address, addresses};
 use plumb_net::link::{self, Link};
 use plumb_net::nl::Route;
 use plumb_net::sysctl;
 use plumb_net::vlan::{self, Target};
 use std::net::IpAddr;
-
-/// With `isGateway`, an IPAM result without a gateway gets the first address of its subnet, as in the
-/// reference plugin: that address goes on the bridge, into the result and into the container's routes.
-pub fn fill_gateways(r: &mut AddResult) {
-    for ipc in &mut r.ips {
-        if ipc.gateway.is_none() {
-            ipc.gateway = Some(first_host(ipc.address.network().addr));
-        }
-    }
-}
 
 /// Puts each gateway address on the gateway interface and enables forwarding; returns whether it created
 /// the VLAN gateway interface (so a failed ADD can remove it again).
@@ -43,9 +33,10 @@ pub fn ensure(
         (bridge.clone(), false)
     };
     let (mut forward_v4, mut forward_v6) = (false, false);
+    // `results::require_gateways` made sure every address has one.
     for ipc in ips {
         let subnet = ipc.address.network();
-        let gw = ipc.gateway.unwrap_or_else(|| first_host(subnet.addr));
+        let Some(gw) = ipc.gateway else { continue };
         if gw.is_ipv4() {
             forward_v4 = true;
         } else {
@@ -111,13 +102,6 @@ fn pin_mac(nl: &mut Route, before: &Link) -> CniResult<()> {
     }
 }
 
-fn first_host(network: IpAddr) -> IpAddr {
-    match network {
-        IpAddr::V4(a) => IpAddr::V4((u32::from(a) + 1).into()),
-        IpAddr::V6(a) => IpAddr::V6((u128::from(a) + 1).into()),
-    }
-}
-
 /// Creates (or finds) `<bridge>.<vlan>` and makes the bridge itself a member of that VLAN.
 fn vlan_gateway(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link) -> CniResult<(Link, bool)> {
     let name = cfg.vlan_gateway_name();
@@ -155,9 +139,9 @@ fn vlan_gateway(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link) -> CniResult<
 
 /// Removes `<bridge>.<vlan>` (and the bridge's own membership of the VLAN) when no port of the bridge
 /// is a member of that VLAN any more.
-pub fn remove_vlan_gateway_if_unused(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<()> {
-    let Some(bridge) = link::by_name(nl, &cfg.bridge).map_err(os("cannot look up the bridge"))?
-    else {
+pub fn remove_vlan_gateway_if_unused(nl: &mut Route, bridge: &str, vid: u16) -> CniResult<()> {
+    let name = format!("{bridge}.{vid}");
+    let Some(bridge) = link::by_name(nl, bridge).map_err(os("cannot look up the bridge"))? else {
         return Ok(());
     };
     let ports: Vec<u32> = link::list(nl)
@@ -169,12 +153,16 @@ pub fn remove_vlan_gateway_if_unused(nl: &mut Route, cfg: &BridgeConfig) -> CniR
     let in_use = vlan::list(nl)
         .map_err(os("cannot list bridge VLANs"))?
         .iter()
-        .any(|(idx, m)| m.vid == cfg.vlan && ports.contains(idx));
+        .any(|(idx, m)| m.vid == vid && ports.contains(idx));
     if in_use {
         return Ok(());
     }
-    link::delete_by_name(nl, &cfg.vlan_gateway_name())
-        .map_err(os("cannot delete the VLAN gateway interface"))?;
-    vlan::remove(nl, &bridge, Target::BridgeSelf, cfg.vlan, cfg.vlan)
+    // Only a VLAN interface on this bridge is ours to remove.
+    match link::by_name(nl, &name).map_err(os("cannot look up the VLAN gateway interface"))? {
+        Some(l) if l.kind.as_deref() == Some("vlan") => link::delete(nl, l.index, &name)
+            .map_err(os("cannot delete the VLAN gateway interface"))?,
+        _ => {}
+    }
+    vlan::remove(nl, &bridge, Target::BridgeSelf, vid, vid)
         .map_err(os("cannot remove the VLAN from the bridge itself"))
 }

@@ -3,9 +3,11 @@
 //! failed ADD leaves nothing behind. The spoof check is shared with the chained plumb-macspoofchk.
 
 pub mod check;
+pub mod cleanup;
 pub mod config;
 pub mod firewall;
 pub mod gateway;
 pub mod naming;
 pub mod plugin;
 pub mod ports;
+pub mod results;

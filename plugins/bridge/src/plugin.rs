@@ -1,15 +1,16 @@
 //! plumb-bridge: parse → validate → plan → apply with an undo stack → result. A failed ADD undoes
 //! every step it made (veth, IP reservation, gateway interface, nftables chains) before answering.
 
-use crate::config::BridgeConfig;
-use crate::{firewall, gateway, naming, ports};
-use plumb_cni::result::{Interface, IpConfig, Route as ResultRoute};
+use crate::cleanup::{self, Cleanup};
+use crate::config::{BridgeConfig, DelConfig};
+use crate::{firewall, gateway, naming, ports, results};
+use plumb_cni::result::{Interface, IpConfig};
 use plumb_cni::{
     code, delegate, failpoint, AddResult, CniError, CniResult, Command, Plugin, Request,
 };
 use plumb_net::addr::{add_address, add_route_global, RouteSpec};
 use plumb_net::link::{self, format_mac, Link, VethSpec};
-use plumb_net::netns::Netns;
+use plumb_net::netns::{Netns, OpenError};
 use plumb_net::nl::Route;
 use plumb_net::sysctl;
 use std::io;
@@ -47,21 +48,93 @@ pub fn lock_bridge(name: &str) -> CniResult<plumb_cni::lock::LockGuard> {
     )
 }
 
-/// Opens CNI_NETNS; a path that cannot be opened is code 3 (the container does not exist).
+/// Opens CNI_NETNS for ADD and CHECK. A path that is no network namespace (missing, an empty file
+/// left by `umount`, a directory, another kind of file) is code 3, the container does not exist; the
+/// host's own network namespace is code 4, an invalid CNI_NETNS (see docs/bridge.md).
 pub fn open_netns(req: &Request) -> CniResult<Netns> {
     let path = req.env.netns.clone().unwrap_or_default();
-    Netns::open(&path).map_err(|e| {
-        CniError::new(
+    let ns = Netns::open(&path).map_err(|e| match e {
+        OpenError::Gone { why, .. } => CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("CNI_NETNS {path:?} is not a network namespace ({why}): the container is gone or the path is wrong"),
+        ),
+        OpenError::Io(e) => CniError::new(
             code::UNKNOWN_CONTAINER,
             format!("CNI_NETNS {path} cannot be opened"),
         )
-        .caused_by(e)
-    })
+        .caused_by(e),
+    })?;
+    if ns.is_host().map_err(os("cannot examine CNI_NETNS"))? {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            format!("CNI_NETNS {path} is the host's own network namespace; give the container's network namespace (plumbing a container interface into the host namespace is never meant)"),
+        ));
+    }
+    Ok(ns)
+}
+
+/// Removes, best effort, everything a plumb-bridge attachment made host-side: the host veth by its
+/// derived name (its peer, the container interface, goes with it: nothing in the container is ever
+/// deleted by name), the nftables chains, an unused VLAN gateway interface, then the IPAM reservation.
+fn del_attachment(req: &Request, cfg: &DelConfig, sweep: &mut Cleanup) {
+    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+    // No pod-side step: the pod end is the peer of the host veth. The namespace is still classified,
+    // so an unreadable one is reported, while a gone one or the host's own is simply skipped.
+    let _ = cleanup::pod_netns(req, sweep);
+    let mut host = match Route::open() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            sweep.fail("netlink", os("cannot open a netlink socket")(e));
+            None
+        }
+    };
+    if let Some(host) = host.as_mut() {
+        sweep.run("host veth", || delete_host_veth(host, cid, ifname));
+    }
+    sweep.run("spoofcheck", || {
+        firewall::del_spoofcheck(&req.conf.name, cid, ifname)
+            .map_err(os("cannot remove the MAC spoof check"))
+    });
+    sweep.run("masquerade", || {
+        firewall::del_masquerade(&req.conf.name, cid, ifname)
+            .map_err(os("cannot remove the masquerade rules"))
+    });
+    if let (Some(host), Some(bridge), Some(vid)) = (host.as_mut(), &cfg.bridge, cfg.vlan_gateway) {
+        sweep.run("vlan gateway", || {
+            gateway::remove_vlan_gateway_if_unused(host, bridge, vid)
+        });
+    }
+    if let Some(ipam) = &cfg.ipam_type {
+        sweep.run("ipam", || {
+            delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
+        });
+    }
+}
+
+/// Deletes the attachment's host veth (derived name, and a veth: anything else by that name is not
+/// ours); its peer in the container goes with it.
+pub fn delete_host_veth(host: &mut Route, cid: &str, ifname: &str) -> CniResult<()> {
+    let name = naming::host_veth(cid, ifname);
+    match link::by_name(host, &name).map_err(os("cannot look up the host veth"))? {
+        Some(l) if l.kind.as_deref() == Some("veth") => {
+            link::delete(host, l.index, &name).map_err(os("cannot delete the host veth"))
+        }
+        Some(l) => Err(CniError::new(
+            code::IO_FAILURE,
+            format!(
+                "{name} is a {} interface, not this attachment's veth; it was left alone",
+                l.kind.as_deref().unwrap_or("plain")
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// One step to take back if ADD fails later.
 #[derive(Debug)]
 pub enum Undo {
+    /// The bridge, created by this ADD (removed when no other port joined it meanwhile).
+    Bridge(Link),
     /// The host veth (its peer goes with it).
     HostVeth(String),
     /// The IPAM reservation (IPAM DEL).
@@ -96,33 +169,17 @@ impl Plugin for Bridge {
     }
 
     fn del(&self, req: &Request) -> CniResult<()> {
-        let cfg = BridgeConfig::from_conf(&req.conf, None)?;
-        let _lock = lock_bridge(&cfg.bridge)?;
-        let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
-        let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
-        // The container side first when the netns still exists, then the host end by its derived name,
-        // which also covers a netns that is gone or a CNI_NETNS that is empty.
-        if let Some(ns) = req.env.netns.as_deref().and_then(|p| Netns::open(p).ok()) {
-            let name = ifname.clone();
-            ns.run(move || {
-                let mut c = Route::open()?;
-                link::delete_by_name(&mut c, &name)
-            })
-            .map_err(os("cannot delete the container interface"))?;
-        }
-        link::delete_by_name(&mut host, &naming::host_veth(cid, ifname))
-            .map_err(os("cannot delete the host veth"))?;
-        firewall::del_spoofcheck(&req.conf.name, cid, ifname)
-            .map_err(os("cannot remove the MAC spoof check"))?;
-        firewall::del_masquerade(&req.conf.name, cid, ifname)
-            .map_err(os("cannot remove the masquerade rules"))?;
-        if cfg.is_gateway && cfg.vlan != 0 {
-            gateway::remove_vlan_gateway_if_unused(&mut host, &cfg)?;
-        }
-        if let Some(ipam) = &cfg.ipam_type {
-            delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])?;
-        }
-        Ok(())
+        let cfg = DelConfig::from_conf(&req.conf);
+        let mut sweep = Cleanup::new(self.name());
+        // A bridge name ADD refuses names no bridge: nothing shared to serialise with.
+        let _lock = match &cfg.bridge {
+            Some(b) => lock_bridge(b)
+                .map_err(|e| sweep.fail("bridge lock", e))
+                .ok(),
+            None => None,
+        };
+        del_attachment(req, &cfg, &mut sweep);
+        sweep.finish()
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -155,7 +212,11 @@ fn add_steps(
     host: &mut Route,
     undo: &mut Vec<Undo>,
 ) -> CniResult<AddResult> {
-    let bridge = ports::ensure_bridge(host, cfg)?;
+    let (bridge, created) = ports::ensure_bridge(host, cfg)?;
+    if created {
+        undo.push(Undo::Bridge(bridge.clone()));
+    }
+    failpoint::check("bridge")?;
     add_attachment(req, cfg, ns, host, bridge, undo)
 }
 
@@ -224,12 +285,15 @@ pub fn add_attachment(
         }
         None => AddResult::default(),
     };
+    // Before the container is touched: the result must be what the container gets.
     if cfg.is_gateway {
-        gateway::fill_gateways(&mut ipam_result);
+        results::require_gateways(&ipam_result)?;
     }
+    results::check_addresses(&ipam_result)?;
     if cfg.is_default_gateway {
-        add_default_routes(&mut ipam_result)?;
+        results::add_default_routes(&mut ipam_result)?;
     }
+    results::check_routes(&ipam_result)?;
     let container = configure_container(ns, cfg, ifname, &ipam_result)?;
     failpoint::check("container")?;
     if cfg.is_gateway && !ipam_result.ips.is_empty() {
@@ -284,6 +348,9 @@ pub fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<U
     let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
     for step in undo.into_iter().rev() {
         let outcome = match step {
+            Undo::Bridge(bridge) => {
+                ports::remove_created_bridge(host, &bridge).map_err(|e| e.to_string())
+            }
             Undo::HostVeth(name) => link::delete_by_name(host, &name).map_err(|e| e.to_string()),
             Undo::Ipam => match &cfg.ipam_type {
                 Some(ipam) => delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
@@ -297,28 +364,14 @@ pub fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<U
                 firewall::del_masquerade(&req.conf.name, cid, ifname).map_err(|e| e.to_string())
             }
             Undo::VlanGateway => {
-                gateway::remove_vlan_gateway_if_unused(host, cfg).map_err(|e| e.to_string())
+                gateway::remove_vlan_gateway_if_unused(host, &cfg.bridge, cfg.vlan)
+                    .map_err(|e| e.to_string())
             }
         };
         if let Err(e) = outcome {
             eprintln!("plumb-bridge: rollback step failed: {e}");
         }
     }
-}
-
-/// `isDefaultGateway`: a default route via the gateway of each family that has one.
-fn add_default_routes(r: &mut AddResult) -> CniResult<()> {
-    for ipc in r.ips.clone() {
-        let Some(gw) = ipc.gateway else { continue };
-        let dst: plumb_cni::result::Cidr = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" }
-            .parse()
-            .expect("valid");
-        // Like the reference: only a default route with a next hop counts as one the IPAM already gave.
-        if !r.routes.iter().any(|rt| rt.dst == dst && rt.gw.is_some()) {
-            r.routes.push(ResultRoute::new(dst, Some(gw)));
-        }
-    }
-    Ok(())
 }
 
 /// What ADD learned about the container interface.

@@ -13,13 +13,60 @@ pub const DEFAULT_VLAN: u16 = 1;
 
 /// Creates the bridge if it is missing, or checks the one there is; enforces VLAN filtering when the
 /// config uses VLANs, promiscuous mode when asked, and brings it up. Runs under the bridge lock.
-pub fn ensure_bridge(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<Link> {
+/// Returns the bridge and whether this call created it (so a failed ADD can remove it again); a bridge
+/// it created but could not set up is removed before the error is returned.
+pub fn ensure_bridge(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<(Link, bool)> {
+    let mut created = None;
+    let made = ensure_bridge_inner(nl, cfg, &mut created);
+    match (made, created) {
+        (Ok(l), created) => Ok((l, created.is_some())),
+        (Err(e), Some(index)) => {
+            if let Err(u) = link::delete(nl, index, &cfg.bridge) {
+                eprintln!(
+                    "plumb-bridge: rollback: cannot delete bridge {}: {u}",
+                    cfg.bridge
+                );
+            }
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// Removes a bridge a failed ADD created, if it is still that bridge and no port joined it meanwhile.
+pub fn remove_created_bridge(nl: &mut Route, bridge: &Link) -> std::io::Result<()> {
+    match link::by_index(nl, bridge.index)? {
+        Some(l) if l.name == bridge.name && l.kind.as_deref() == Some("bridge") => {
+            if link::list(nl)?
+                .iter()
+                .any(|p| p.controller == Some(bridge.index))
+            {
+                return Ok(());
+            }
+            link::delete(nl, bridge.index, &bridge.name)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn ensure_bridge_inner(
+    nl: &mut Route,
+    cfg: &BridgeConfig,
+    created: &mut Option<u32>,
+) -> CniResult<Link> {
     let name = &cfg.bridge;
     let existing = link::by_name(nl, name).map_err(os("cannot look up the bridge"))?;
     let br = match existing {
         Some(l) => l,
         None => {
-            match link::create_bridge(nl, name, cfg.mtu, cfg.uses_vlans()) {
+            let made = link::create_bridge(nl, name, cfg.mtu, cfg.uses_vlans());
+            if made.is_ok() {
+                // Learn its index now, so a failure below can remove it.
+                *created = link::by_name(nl, name)
+                    .map_err(os("cannot look up the bridge"))?
+                    .map(|l| l.index);
+            }
+            match made {
                 Err(e) if !is_exists(&e) && cfg.uses_vlans() => {
                     return Err(CniError::new(
                         plumb_cni::code::IO_FAILURE,

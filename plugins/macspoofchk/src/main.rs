@@ -3,8 +3,9 @@
 //! the host veth from `prevResult`, installs the same nftables chain plumb-bridge would, and passes
 //! `prevResult` on unchanged.
 
+use plumb_bridge::cleanup::Cleanup;
 use plumb_bridge::firewall;
-use plumb_bridge::plugin::os;
+use plumb_bridge::plugin::{open_netns, os};
 use plumb_cni::{code, AddResult, CniError, CniResult, Plugin, Request};
 use plumb_net::link::{self, parse_mac};
 use plumb_net::nl::Route;
@@ -18,6 +19,8 @@ impl Plugin for MacSpoofChk {
 
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let prev = prev_result(req)?;
+        // The container must exist and not be the host: the check belongs to a container's veth.
+        open_netns(req)?;
         let (host_veth, mac) = find_pair(req, &prev)?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         firewall::add_spoofcheck(&req.conf.name, cid, ifname, &host_veth, mac)
@@ -25,12 +28,19 @@ impl Plugin for MacSpoofChk {
         Ok(prev)
     }
 
+    /// Needs nothing of the config but its name, and nothing of the container: the chain is found by
+    /// its derived name, so DEL succeeds whatever became of CNI_NETNS.
     fn del(&self, req: &Request) -> CniResult<()> {
-        firewall::del_spoofcheck(&req.conf.name, &req.env.container_id, &req.env.ifname)
-            .map_err(os("cannot remove the MAC spoof check"))
+        let mut sweep = Cleanup::new(self.name());
+        sweep.run("spoofcheck", || {
+            firewall::del_spoofcheck(&req.conf.name, &req.env.container_id, &req.env.ifname)
+                .map_err(os("cannot remove the MAC spoof check"))
+        });
+        sweep.finish()
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
+        open_netns(req)?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         if firewall::has_spoofcheck(&req.conf.name, cid, ifname)
             .map_err(os("cannot read nftables"))?

@@ -1,7 +1,7 @@
 //! The plumb-vxlan configuration, read strictly: every field is checked here, before anything on the
 //! node is touched, and an error names the field and how to fix it.
 
-use plumb_bridge::config::{ipam_type, parse_dns, pick_mac, validate_ifname};
+use plumb_bridge::config::{ipam_type, lenient_ipam_type, parse_dns, pick_mac, validate_ifname};
 use plumb_cni::config::{opt_bool, opt_str, opt_str_list, opt_u64};
 use plumb_cni::result::Dns;
 use plumb_cni::{CniError, CniResult, NetConf};
@@ -106,6 +106,34 @@ pub struct VxlanConfig {
     pub dns: Option<Dns>,
     /// MAC for the container interface (runtimeConfig.mac, args.cni.mac, CNI_ARGS MAC).
     pub mac: Option<[u8; 6]>,
+}
+
+/// What DEL needs of the configuration, read leniently: DEL must succeed on a config ADD would refuse,
+/// so a field that cannot be read means ADD never made anything from it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DelConfig {
+    /// `bridge`, when it is a name a bridge can have (for the bridge lock).
+    pub bridge: Option<String>,
+    /// `role` is `"router"`: the pod holds this attachment's masquerade chain.
+    pub router: bool,
+    /// `ipam.type`, when it is a non-empty string.
+    pub ipam_type: Option<String>,
+}
+
+impl DelConfig {
+    /// Reads what DEL needs; never fails.
+    pub fn from_conf(conf: &NetConf) -> DelConfig {
+        let raw = &conf.raw;
+        DelConfig {
+            bridge: raw
+                .get("bridge")
+                .and_then(Value::as_str)
+                .filter(|b| validate_ifname("bridge", b).is_ok())
+                .map(str::to_string),
+            router: raw.get("role").and_then(Value::as_str) == Some("router"),
+            ipam_type: lenient_ipam_type(raw),
+        }
+    }
 }
 
 impl VxlanConfig {
@@ -400,6 +428,28 @@ mod tests {
 
     fn msg(v: Value) -> String {
         parse(v).unwrap_err().msg
+    }
+
+    #[test]
+    fn del_reads_leniently_what_add_refuses() {
+        let del = |v: Value| {
+            let mut base = json!({"cniVersion": "1.0.0", "name": "gw", "type": "plumb-vxlan"});
+            base.as_object_mut()
+                .unwrap()
+                .extend(v.as_object().unwrap().clone());
+            DelConfig::from_conf(&NetConf::parse(&serde_json::to_vec(&base).unwrap()).unwrap())
+        };
+        let refused = json!({"bridge": "gw0", "role": "router", "masquerade": 7,
+                             "runtimeConfig": {"mac": "01:00:5e:00:00:01"},
+                             "ipam": {"type": "plumb-ipam"}});
+        assert!(parse(refused.clone()).is_err());
+        let d = del(refused);
+        assert_eq!(
+            (d.bridge.as_deref(), d.router, d.ipam_type.as_deref()),
+            (Some("gw0"), true, Some("plumb-ipam"))
+        );
+        let d = del(json!({"bridge": "a-bridge-name-too-long", "role": 5}));
+        assert_eq!(d, DelConfig::default());
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! attach the pod as plumb-bridge does (veth, IPAM, addresses, routes, spoof check) → the router role.
 //! A failed ADD takes back every step, including a bridge or VTEP it created itself.
 
-use crate::config::{Role, VxlanConfig};
+use crate::config::{DelConfig, Role, VxlanConfig};
 use crate::{peers, router, underlay, vtep};
+use plumb_bridge::cleanup::{self, Cleanup};
 use plumb_bridge::config::BridgeConfig;
-use plumb_bridge::plugin::{add_attachment, lock_bridge, open_netns, os, rollback};
-use plumb_bridge::{firewall, naming};
+use plumb_bridge::firewall;
+use plumb_bridge::plugin::{
+    add_attachment, delete_host_veth, lock_bridge, open_netns, os, rollback,
+};
 use plumb_cni::result::Interface;
 use plumb_cni::{
     code, delegate, failpoint, AddResult, CniError, CniResult, Command, Plugin, Request,
@@ -108,29 +111,37 @@ impl Plugin for Vxlan {
     }
 
     fn del(&self, req: &Request) -> CniResult<()> {
-        let cfg = VxlanConfig::from_conf(&req.conf, None)?;
-        let _lock = lock_bridge(&cfg.bridge)?;
-        let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
+        let cfg = DelConfig::from_conf(&req.conf);
+        let mut sweep = Cleanup::new(self.name());
+        let _lock = match &cfg.bridge {
+            Some(b) => lock_bridge(b)
+                .map_err(|e| sweep.fail("bridge lock", e))
+                .ok(),
+            None => None,
+        };
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
-        // The pod side while its netns exists; the host end by its derived name, which also covers
-        // a netns that is gone or an empty CNI_NETNS.
-        if let Some(ns) = req.env.netns.as_deref().and_then(|p| Netns::open(p).ok()) {
-            if matches!(cfg.role, Role::Router { .. }) {
+        // The router chain is ours by name; it is removed while the pod's netns exists (and is not
+        // the host's). The pod interface is never deleted by name: it goes with its host veth.
+        if let Some(ns) = cleanup::pod_netns(req, &mut sweep).filter(|_| cfg.router) {
+            sweep.run("router chain", || {
                 router::remove(&ns, &router::chain(&req.conf.name, cid, ifname))
-                    .map_err(os("cannot remove the router's masquerade chain"))?;
-            }
-            let name = ifname.clone();
-            ns.run(move || link::delete_by_name(&mut Route::open()?, &name))
-                .map_err(os("cannot delete the pod interface"))?;
+                    .map_err(os("cannot remove the router's masquerade chain"))
+            });
         }
-        link::delete_by_name(&mut host, &naming::host_veth(cid, ifname))
-            .map_err(os("cannot delete the host veth"))?;
-        firewall::del_spoofcheck(&req.conf.name, cid, ifname)
-            .map_err(os("cannot remove the MAC spoof check"))?;
+        match Route::open() {
+            Ok(mut host) => sweep.run("host veth", || delete_host_veth(&mut host, cid, ifname)),
+            Err(e) => sweep.fail("netlink", os("cannot open a netlink socket")(e)),
+        }
+        sweep.run("spoofcheck", || {
+            firewall::del_spoofcheck(&req.conf.name, cid, ifname)
+                .map_err(os("cannot remove the MAC spoof check"))
+        });
         if let Some(ipam) = &cfg.ipam_type {
-            delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])?;
+            sweep.run("ipam", || {
+                delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
+            });
         }
-        Ok(())
+        sweep.finish()
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
