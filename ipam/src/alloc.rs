@@ -228,7 +228,7 @@ fn find_free(
     let hint = hints.get(i)?;
     Err(CniError::new(
         code::POOL_EXHAUSTED,
-        if hint.has_bitmap() {
+        if hint.has_bitmap() || range.usable() <= crate::hint::PROBE_LIMIT as u128 {
             format!("range {} is exhausted: all {} usable addresses are reserved; widen the range or release addresses (plumb-ipam list)", range.describe(), range.usable())
         } else {
             format!("range {} has no free address among {} probed from the cursor; release addresses or use a wider range", range.describe(), crate::hint::PROBE_LIMIT)

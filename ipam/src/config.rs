@@ -62,6 +62,9 @@ impl IpamConfig {
             .map(|g| parse_ip(&g, "ipam.gateway"))
             .transpose()?;
         let ranges = parse_ranges(ipam, gateway)?;
+        if let Some(g) = gateway {
+            check_gateway_in_a_range(g, &ranges)?;
+        }
         let space = match opt_str(ipam, "network_name")? {
             Some(n) => validate_space(&n)?,
             None => DEFAULT_SPACE.to_string(),
@@ -93,6 +96,36 @@ impl IpamConfig {
     pub fn range_for(&self, ip: IpAddr) -> Option<usize> {
         self.ranges.iter().position(|r| r.subnet.contains(ip))
     }
+}
+
+/// Most ranges (`range` plus `ipRanges`) a config may hold: one address is taken from each, so more
+/// than this is never a real network, and it bounds the per-ADD work.
+pub const MAX_RANGES: usize = 64;
+
+/// Most exclusions that apply to one range (its `ipRanges[i].exclude` plus the top-level `exclude`).
+/// Exclusions are merged spans, searched by bisection, so this bounds memory and config size, not time
+/// per address; write a CIDR instead of many single addresses.
+pub const MAX_EXCLUDES: usize = 16_384;
+
+/// The top-level `gateway` must lie in the subnet of at least one range of its family.
+fn check_gateway_in_a_range(g: IpAddr, ranges: &[Range]) -> CniResult<()> {
+    if ranges.iter().any(|r| r.subnet.contains(g)) {
+        return Ok(());
+    }
+    let same: Vec<String> = ranges
+        .iter()
+        .filter(|r| r.family() == crate::range::Family::of(g))
+        .map(|r| r.subnet.to_string())
+        .collect();
+    let family = if g.is_ipv4() { "IPv4" } else { "IPv6" };
+    Err(CniError::config(if same.is_empty() {
+        format!("ipam.gateway {g} is an {family} address but no range is {family}; remove the gateway or add an {family} range")
+    } else {
+        format!(
+            "ipam.gateway {g} is outside every {family} range ({}); set a gateway inside the range's subnet",
+            same.join(", ")
+        )
+    }))
 }
 
 /// Longest deadline `kubernetes.timeoutSeconds` may set (kubelet gives a CNI call a few minutes).
@@ -162,6 +195,15 @@ fn host_name() -> CniResult<String> {
 
 fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult<Vec<Range>> {
     let top_exclude = opt_str_list(ipam, "exclude").map_err(|e| named(e, "ipam."))?;
+    if top_exclude.len() > MAX_EXCLUDES {
+        return Err(CniError::config(format!(
+            "ipam.exclude has {} entries; at most {MAX_EXCLUDES} are allowed: merge neighbouring addresses into CIDRs",
+            top_exclude.len()
+        )));
+    }
+    // The top-level gateway belongs to every range whose subnet holds it (check_gateway_in_a_range
+    // refuses one that lies in none).
+    let shared_gateway = |text: &str| gateway.filter(|g| range_subnet_holds(text, *g));
     let mut ranges = Vec::new();
     if let Some(text) = opt_str(ipam, "range").map_err(|e| named(e, "ipam."))? {
         let start = opt_str(ipam, "range_start")?;
@@ -172,11 +214,17 @@ fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult
             start.as_deref(),
             end.as_deref(),
             &top_exclude,
-            gateway,
+            shared_gateway(&text),
         )?);
     }
     match ipam.get("ipRanges") {
         None | Some(Value::Null) => {}
+        Some(Value::Array(items)) if items.len() > MAX_RANGES => {
+            return Err(CniError::config(format!(
+                "ipam.ipRanges has {} entries; at most {MAX_RANGES} ranges are allowed",
+                items.len()
+            )))
+        }
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let field = format!("ipam.ipRanges[{i}].range");
@@ -187,17 +235,34 @@ fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult
                 })?;
                 let text = opt_str(obj, "range")?
                     .ok_or_else(|| CniError::config(format!("{field} is required")))?;
-                let mut exclude = opt_str_list(obj, "exclude")?;
+                let mut exclude = opt_str_list(obj, "exclude")
+                    .map_err(|e| named(e, &format!("ipam.ipRanges[{i}].")))?;
+                if exclude.len() + top_exclude.len() > MAX_EXCLUDES {
+                    return Err(CniError::config(format!(
+                        "ipam.ipRanges[{i}].exclude ({} entries) with ipam.exclude ({} entries) exceeds {MAX_EXCLUDES} exclusions for one range: merge neighbouring addresses into CIDRs",
+                        exclude.len(),
+                        top_exclude.len()
+                    )));
+                }
                 exclude.extend(top_exclude.iter().cloned());
                 let start = opt_str(obj, "range_start")?;
                 let end = opt_str(obj, "range_end")?;
+                let own_gateway = opt_str(obj, "gateway")
+                    .map_err(|e| named(e, &format!("ipam.ipRanges[{i}].")))?
+                    .map(|g| parse_ip(&g, &format!("ipam.ipRanges[{i}].gateway")))
+                    .transpose()?;
+                if let Some(g) = own_gateway.filter(|g| !range_subnet_holds(&text, *g)) {
+                    return Err(CniError::config(format!(
+                        "ipam.ipRanges[{i}].gateway {g} is outside its range {text:?}; put the gateway inside the range's subnet"
+                    )));
+                }
                 ranges.push(Range::build(
                     &field,
                     &text,
                     start.as_deref(),
                     end.as_deref(),
                     &exclude,
-                    gateway,
+                    own_gateway.or_else(|| shared_gateway(&text)),
                 )?);
             }
         }
@@ -226,6 +291,12 @@ fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult
     Ok(ranges)
 }
 
+/// Whether the subnet of a range text (`CIDR` or `first-last/len`) holds `ip`; false when it does not
+/// parse (building the range then reports why).
+fn range_subnet_holds(text: &str, ip: IpAddr) -> bool {
+    crate::range::parse_range_text("", text).is_ok_and(|(subnet, _, _)| subnet.contains(ip))
+}
+
 fn parse_routes_and_dns(ipam: &Map<String, Value>) -> CniResult<AddResult> {
     let mut v = json!({ "cniVersion": Version::LATEST.as_str() });
     for key in ["routes", "dns"] {
@@ -233,14 +304,45 @@ fn parse_routes_and_dns(ipam: &Map<String, Value>) -> CniResult<AddResult> {
             v[key] = x.clone();
         }
     }
-    AddResult::parse(&v, Version::LATEST).map_err(|e| {
+    let parsed = AddResult::parse(&v, Version::LATEST).map_err(|e| {
         let mut e = CniError::config(format!("ipam: {}", e.msg));
         e.details.push(
             "routes are [{\"dst\": \"CIDR\", \"gw\": \"IP\"}]; dns is {\"nameservers\": [...]}"
                 .into(),
         );
         e
-    })
+    })?;
+    check_routes(&parsed.routes)?;
+    Ok(parsed)
+}
+
+/// Each route's `dst` is a network address (no host bits set), and no two routes share a destination:
+/// the interface can hold only one route per destination, so a second one would be reported in the
+/// result but never installed.
+fn check_routes(routes: &[plumb_cni::result::Route]) -> CniResult<()> {
+    let describe = |r: &plumb_cni::result::Route| match r.gw {
+        Some(gw) => format!("{{dst {}, gw {gw}}}", r.dst),
+        None => format!("{{dst {}}}", r.dst),
+    };
+    let mut seen: std::collections::HashMap<(IpAddr, u8), usize> = Default::default();
+    for (i, r) in routes.iter().enumerate() {
+        let net = crate::range::Subnet::parse(&r.dst.to_string(), "")?;
+        if net.network != r.dst.addr {
+            return Err(CniError::config(format!(
+                "ipam.routes[{i}].dst {} has host bits set; write its network {net} (or /{} for one host)",
+                r.dst,
+                net.family().bits()
+            )));
+        }
+        if let Some(j) = seen.insert((net.network, net.prefix), i) {
+            return Err(CniError::config(format!(
+                "ipam.routes[{j}] {} and ipam.routes[{i}] {} have the same destination {net}; keep one route per destination",
+                describe(&routes[j]),
+                describe(r)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a `network_name`, which becomes a directory name: 1–63 of letters, digits, `.`, `_`, `-`,
