@@ -373,7 +373,7 @@ fn kube_usage(kubeconfig: &str, space: Option<&str>) -> CniResult<String> {
         .map(String::from)
         .to_vec()];
     for b in kube_blocks(kubeconfig, space)? {
-        let size = subnet(&b).map_or(0, |n| 1u128 << (n.family().bits() - n.prefix));
+        let size = subnet(&b).map_or(0, |n| crate::kube::blocks::block_size(&n));
         let used = b.spec.allocations.len() as u128;
         let node = if b.spec.node.is_empty() {
             "(orphaned)".to_string()

@@ -175,13 +175,12 @@ impl Hint {
         };
         if bytes.is_empty() {
             // Cursor-only ranges may exceed 64 bits: keep the cursor as text beside the file.
-            return std::fs::write(cursor_path(&self.path), self.cursor.to_string())
-                .map_err(|e| {
-                    CniError::io(
-                        format!("cannot write cursor of {}", self.path.display()),
-                        &e,
-                    )
-                });
+            return std::fs::write(cursor_path(&self.path), self.cursor.to_string()).map_err(|e| {
+                CniError::io(
+                    format!("cannot write cursor of {}", self.path.display()),
+                    &e,
+                )
+            });
         }
         self.file
             .write_all_at(&bytes, 8)
@@ -325,7 +324,11 @@ mod tests {
     fn bounded<T>(what: &str, f: impl FnOnce() -> T) -> T {
         let t = std::time::Instant::now();
         let out = f();
-        assert!(t.elapsed() < std::time::Duration::from_secs(2), "{what} took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{what} took {:?}",
+            t.elapsed()
+        );
         out
     }
 
@@ -340,7 +343,11 @@ mod tests {
         let dir = tmpdir("huge");
         for (text, ex, first) in [
             ("fd00::/8", vec!["fd00::/9"], "fd80::"),
-            ("fd00:ad0::/64", vec!["fd00:ad0::/65"], "fd00:ad0:0:0:8000::"),
+            (
+                "fd00:ad0::/64",
+                vec!["fd00:ad0::/65"],
+                "fd00:ad0:0:0:8000::",
+            ),
             ("::/1", vec!["::/2"], "4000::"),
         ] {
             let r = range(text, &ex);
@@ -365,7 +372,10 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(r.addr(got[0]).to_string(), "fd00:1::ffff:ffff:ffff:ffff");
         h.advance(got[0]).unwrap(); // the cursor wraps to 0; the search still finds it once
-        assert_eq!(bounded("wrapped", || h.candidates(&r).collect::<Vec<_>>()), got);
+        assert_eq!(
+            bounded("wrapped", || h.candidates(&r).collect::<Vec<_>>()),
+            got
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -390,9 +400,14 @@ mod tests {
                 .collect();
             Range::build("ipam.range", "10.0.0.0/12", None, None, &ex, None).unwrap()
         });
-        let h = bounded("v4 bitmap", || Hint::open(&dir, &r4, || Ok(vec![])).unwrap());
+        let h = bounded("v4 bitmap", || {
+            Hint::open(&dir, &r4, || Ok(vec![])).unwrap()
+        });
         assert!(h.has_bitmap());
-        assert_eq!(r4.addr(h.candidates(&r4).next().unwrap()).to_string(), "10.0.0.251");
+        assert_eq!(
+            r4.addr(h.candidates(&r4).next().unwrap()).to_string(),
+            "10.0.0.251"
+        );
         let big = Range::build(
             "ipam.range",
             "0.0.0.0/1",
@@ -412,7 +427,13 @@ mod tests {
     fn blocked_words_match_is_blocked() {
         let r = range(
             "10.0.0.0/22",
-            &["10.0.0.3", "10.0.0.60/30", "10.0.1.0/25", "10.0.2.63", "10.0.3.64/26"],
+            &[
+                "10.0.0.3",
+                "10.0.0.60/30",
+                "10.0.1.0/25",
+                "10.0.2.63",
+                "10.0.3.64/26",
+            ],
         );
         let n = (r.last_offset() + 1).div_ceil(64) as usize;
         let w = blocked_words(&r, n);

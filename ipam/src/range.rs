@@ -493,7 +493,11 @@ mod tests {
             "10.0.0.0/24",
             None,
             None,
-            &["10.0.0.1/32".into(), "10.0.0.10/31".into(), "10.0.0.200/29".into()],
+            &[
+                "10.0.0.1/32".into(),
+                "10.0.0.10/31".into(),
+                "10.0.0.200/29".into(),
+            ],
             None,
         )
         .unwrap();
@@ -508,8 +512,14 @@ mod tests {
         assert_eq!(&all[..5], &[250, 251, 252, 253, 1]);
         assert_eq!(*all.last().unwrap(), 249);
         let huge = Range::build("ipam.range", "::/0", None, None, &["::/1".into()], None).unwrap();
-        assert_eq!(huge.next_allowed(0).map(|o| huge.addr(o).to_string()), Some("8000::".into()));
-        assert_eq!(huge.next_allowed(huge.last_offset()), Some(huge.last_offset()));
+        assert_eq!(
+            huge.next_allowed(0).map(|o| huge.addr(o).to_string()),
+            Some("8000::".into())
+        );
+        assert_eq!(
+            huge.next_allowed(huge.last_offset()),
+            Some(huge.last_offset())
+        );
     }
 
     #[test]
@@ -524,6 +534,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, 7);
-        assert!(e.msg.contains("gateway 10.9.0.1") && e.msg.contains("10.0.0.0/24"), "{}", e.msg);
+        assert!(
+            e.msg.contains("gateway 10.9.0.1") && e.msg.contains("10.0.0.0/24"),
+            "{}",
+            e.msg
+        );
     }
 }

@@ -205,7 +205,7 @@ pub fn verdict(a: &Allocation, snap: &Snapshot, now: u64, grace_secs: u64) -> Ve
 
 fn block_size(b: &IPBlock) -> u32 {
     subnet(b)
-        .map(|n| 1u128 << (n.family().bits() - n.prefix))
+        .map(|n| super::blocks::block_size(&n))
         .unwrap_or(0)
         .min(u32::MAX as u128) as u32
 }
