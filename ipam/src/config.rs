@@ -37,6 +37,75 @@ pub struct IpamConfig {
     pub store: Store,
 }
 
+/// Where an attachment's reservations live, read from only the fields DEL needs (never the ranges,
+/// gateway or routes), so DEL works on a config that ADD would refuse.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// Where reservations live.
+    pub store: Store,
+    /// The store space (`network_name`).
+    pub space: String,
+    /// `dataDir`, or the text given when it is not an absolute path (ADD refuses such a config, so
+    /// nothing of it is stored, and no command ever creates files relative to the current directory).
+    pub data_dir: Result<PathBuf, String>,
+    /// `lockTimeoutSeconds` (30 when missing or invalid).
+    pub lock_timeout_secs: u64,
+    /// `fsync` (off when missing or invalid).
+    pub fsync: bool,
+}
+
+/// What DEL can learn from a config about where its reservations are.
+#[derive(Debug, Clone)]
+pub enum Located {
+    /// The store of the config.
+    At(Location),
+    /// No reservation of this config can exist (ADD refuses it for this reason, before storing anything).
+    Nowhere(String),
+}
+
+/// Reads only what DEL needs. A field that decides where the store is but is invalid means ADD refused
+/// the config, so nothing of it is stored: `Nowhere`. The one error is a Kubernetes store whose
+/// settings cannot be read: the cluster may hold a reservation this call cannot reach.
+pub fn locate(conf: &NetConf) -> CniResult<Located> {
+    let Some(Value::Object(ipam)) = conf.raw.get("ipam") else {
+        return Ok(Located::Nowhere("the config has no \"ipam\" object".into()));
+    };
+    let store = match parse_store(ipam) {
+        Ok(s) => s,
+        Err(e) if crate::plugin::config_uses_kubernetes(&conf.raw) => return Err(e),
+        Err(e) => return Ok(Located::Nowhere(e.msg)),
+    };
+    let space = match opt_str(ipam, "network_name") {
+        Ok(None) => DEFAULT_SPACE.to_string(),
+        Ok(Some(n)) => match validate_space(&n) {
+            Ok(n) => n,
+            Err(e) => return Ok(Located::Nowhere(e.msg)),
+        },
+        Err(e) => return Ok(Located::Nowhere(named(e, "ipam.").msg)),
+    };
+    let data_dir = match opt_str(ipam, "dataDir") {
+        Ok(d) => {
+            let d = PathBuf::from(d.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+            if d.is_absolute() {
+                Ok(d)
+            } else {
+                Err(d.display().to_string())
+            }
+        }
+        Err(e) => return Ok(Located::Nowhere(named(e, "ipam.").msg)),
+    };
+    Ok(Located::At(Location {
+        store,
+        space,
+        data_dir,
+        lock_timeout_secs: opt_u64(ipam, "lockTimeoutSeconds", 3600)
+            .ok()
+            .flatten()
+            .unwrap_or(30),
+        fsync: opt_bool(ipam, "fsync").ok().flatten().unwrap_or(false),
+    }))
+}
+
 /// The store selected by `store` (and, as in whereabouts, by the presence of `kubernetes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
@@ -90,6 +159,17 @@ impl IpamConfig {
             fsync: opt_bool(ipam, "fsync")?.unwrap_or(false),
             store,
         })
+    }
+
+    /// Where this config's reservations live.
+    pub fn location(&self) -> Location {
+        Location {
+            store: self.store.clone(),
+            space: self.space.clone(),
+            data_dir: Ok(self.data_dir.clone()),
+            lock_timeout_secs: self.lock_timeout_secs,
+            fsync: self.fsync,
+        }
     }
 
     /// The range that may hand out `ip`, if any.
