@@ -1415,10 +1415,21 @@ fn admin_list_usage_and_release() {
     run(&call("CHECK", "c1", "eth0", &conf)).err(102);
     del_ok(&conf, "c1", "eth0");
 
-    let by_attachment = ["release", "--data-dir", &d, "--container", "c2", "--ifname", "net1"];
+    let by_attachment = [
+        "release",
+        "--data-dir",
+        &d,
+        "--container",
+        "c2",
+        "--ifname",
+        "net1",
+    ];
     let (code, _, stderr) = admin(&by_attachment);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("pod ns/p") && stderr.contains("--force"), "{stderr}");
+    assert!(
+        stderr.contains("pod ns/p") && stderr.contains("--force"),
+        "{stderr}"
+    );
     assert_eq!(
         admin_ok(&[&by_attachment[..], &["--force"]].concat()),
         "released 10.1.0.2 (space _default, container c2, interface net1)\n"

@@ -184,7 +184,14 @@ impl Plugin for Ipam {
         for range in &cfg.ranges {
             let hint = Hint::open(locked.dir(), range, || claimed_offsets(&locked, range))
                 .map_err(unavailable)?;
-            if !hint.has_bitmap() || (hint.used() as u128) < range.usable() {
+            // The bitmap's count is a fast lower bound; a cursor-only range is counted from the claims
+            // (bounded by the records) only when exclusions leave it small enough to fill.
+            let may_be_full = if hint.has_bitmap() {
+                hint.used() as u128 >= range.usable()
+            } else {
+                range.usable() <= u32::MAX as u128
+            };
+            if !may_be_full {
                 continue;
             }
             let used = claimed_offsets(&locked, range)?
