@@ -546,3 +546,17 @@ fn table(rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_escapes_everything_that_could_forge_output() {
+        assert_eq!(shown("ns/pod-1_a.b"), "ns/pod-1_a.b");
+        assert_eq!(
+            shown("a\nb c\t\\\u{202e}é"),
+            "a\\u{a}b\\u{20}c\\u{9}\\\\\\u{202e}\\u{e9}"
+        );
+    }
+}

@@ -551,4 +551,94 @@ mod tests {
             .unwrap_err();
         assert!(e.msg.contains("timeoutSeconds"), "{}", e.msg);
     }
+
+    #[test]
+    fn gateway_routes_and_limits() {
+        let c = conf(json!({"range": "10.1.0.0/24", "gateway": "10.1.0.1",
+                            "ipRanges": [{"range": "fd00:1::/64", "gateway": "fd00:1::1"},
+                                         {"range": "10.2.0.0/24"}]}))
+        .unwrap();
+        let gws: Vec<Option<String>> = c
+            .ranges
+            .iter()
+            .map(|r| r.gateway.map(|g| g.to_string()))
+            .collect();
+        assert_eq!(
+            gws,
+            [Some("10.1.0.1".into()), Some("fd00:1::1".into()), None]
+        );
+        let cases = [
+            (
+                json!({"range": "10.1.0.0/24", "gateway": "10.3.0.1"}),
+                "outside every IPv4 range (10.1.0.0/24)",
+            ),
+            (
+                json!({"range": "fd00::/64", "gateway": "10.3.0.1"}),
+                "no range is IPv4",
+            ),
+            (
+                json!({"ipRanges": [{"range": "10.1.0.0/24", "gateway": "10.3.0.1"}]}),
+                "ipam.ipRanges[0].gateway 10.3.0.1",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "routes": [{"dst": "0.0.0.0/0"}, {"dst": "0.0.0.0/0", "gw": "10.1.0.9"}]}),
+                "ipam.routes[0] {dst 0.0.0.0/0} and ipam.routes[1] {dst 0.0.0.0/0, gw 10.1.0.9}",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "routes": [{"dst": "fd00::1/64"}]}),
+                "write its network fd00::/64",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "ipRanges": [{"range": "10.2.0.0/24", "exclude": vec!["10.2.0.9"; MAX_EXCLUDES]}],
+                    "exclude": ["10.1.0.5"]}),
+                "ipam.ipRanges[0].exclude (16384 entries) with ipam.exclude (1 entries)",
+            ),
+        ];
+        for (ipam, needle) in cases {
+            let e = conf(ipam.clone()).unwrap_err();
+            assert_eq!(e.code, 7, "{ipam}");
+            assert!(e.msg.contains(needle), "{ipam}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn del_locates_the_store_without_the_ranges() {
+        let locate_of = |ipam: Value| {
+            let c =
+                json!({"cniVersion": "1.0.0", "name": "net", "type": "plumb-ipam", "ipam": ipam});
+            locate(&NetConf::parse(c.to_string().as_bytes()).unwrap())
+        };
+        let Located::At(l) = locate_of(
+            json!({"range": "banana", "gateway": "x", "network_name": "n1",
+                                               "dataDir": "/d", "lockTimeoutSeconds": "bad"}),
+        )
+        .unwrap() else {
+            panic!("a broken range does not hide the store")
+        };
+        assert_eq!(
+            (l.space.as_str(), l.data_dir.clone(), l.lock_timeout_secs),
+            ("n1", Ok(PathBuf::from("/d")), 30)
+        );
+        let Located::At(l) = locate_of(json!({"dataDir": "rel"})).unwrap() else {
+            panic!("a relative dataDir still locates the space")
+        };
+        assert_eq!(l.data_dir, Err("rel".to_string()));
+        for ipam in [
+            json!({"network_name": "../x"}),
+            json!({"store": "etcd"}),
+            json!("text"),
+        ] {
+            assert!(
+                matches!(locate_of(ipam.clone()).unwrap(), Located::Nowhere(_)),
+                "{ipam}"
+            );
+        }
+        // A Kubernetes store whose settings do not read: the cluster may hold a reservation.
+        assert_eq!(
+            locate_of(json!({"kubernetes": {"timeoutSeconds": 999}}))
+                .unwrap_err()
+                .code,
+            7
+        );
+    }
 }

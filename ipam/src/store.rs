@@ -494,3 +494,16 @@ pub fn spaces(data_dir: &Path) -> CniResult<Vec<String>> {
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_names_never_leave_the_space() {
+        assert_eq!(attachment_file("abc_1.2-3", "eth0"), "att-abc_1.2-3@eth0");
+        let n = attachment_file("../../etc/x@y", "a/b\n");
+        assert_eq!(n, "att-..%2F..%2Fetc%2Fx%40y@a%2Fb%0A");
+        assert!(!n.contains('/') && n.matches('@').count() == 1);
+    }
+}
