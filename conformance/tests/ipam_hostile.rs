@@ -218,6 +218,25 @@ fn too_many_exclusions_or_ranges_are_code_7_naming_the_field() {
     assert_eq!(claims(dir.path()), Vec::<String>::new());
 }
 
+#[test]
+fn thousands_of_static_requests_are_refused_at_once() {
+    let dir = TempDir::new("ipamstatic");
+    let c = conf(&dir, json!({"range": "10.1.0.0/16"}));
+    let list: Vec<String> = (0..8000u32)
+        .map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let t = Instant::now();
+    let out = Call::new("ADD", "c1", NETNS, "eth0", &c)
+        .env("CNI_ARGS", &format!("IP={}", list.join(",")))
+        .run(&bin());
+    assert!(t.elapsed() < GUARD, "took {:?}", t.elapsed());
+    assert_msg(
+        &out.err(7),
+        &["10.1.0.1 and 10.1.0.2", "at most one address per range"],
+    );
+    assert_eq!(claims(dir.path()), Vec::<String>::new());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Results tell the truth
 // ---------------------------------------------------------------------------------------------

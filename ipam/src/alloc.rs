@@ -240,8 +240,8 @@ fn find_free(
 pub fn place_statics(cfg: &IpamConfig, statics: &[IpAddr]) -> CniResult<Vec<Option<IpAddr>>> {
     let mut wanted = vec![None; cfg.ranges.len()];
     for ip in statics {
-        let ranges: Vec<String> = cfg.ranges.iter().map(|r| r.describe()).collect();
         let i = cfg.range_for(*ip).ok_or_else(|| {
+            let ranges: Vec<String> = cfg.ranges.iter().map(|r| r.describe()).collect();
             CniError::config(format!(
                 "requested IP {ip} is outside every range ({}); request an address inside one",
                 ranges.join(", ")

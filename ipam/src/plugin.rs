@@ -340,6 +340,8 @@ pub fn static_requests(req: &Request) -> CniResult<Vec<IpAddr>> {
             texts.push(("CNI_ARGS IP".into(), s.to_string()));
         }
     }
+    // A set, not a scan of `out`: CNI_ARGS may list many addresses (ADD then refuses all but one per range).
+    let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (source, text) in texts {
         let ip = match text.split_once('/') {
@@ -352,7 +354,7 @@ pub fn static_requests(req: &Request) -> CniResult<Vec<IpAddr>> {
             }
             None => parse_ip(&text, &source)?,
         };
-        if !out.contains(&ip) {
+        if seen.insert(ip) {
             out.push(ip);
         }
     }
