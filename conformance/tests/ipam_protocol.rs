@@ -562,10 +562,12 @@ fn hostile_network_name_is_code_7_and_creates_nothing() {
             json!({"type": "plumb-ipam", "range": "10.1.0.0/24", "dataDir": dir_str(&data),
                    "network_name": name}),
         );
-        for cmd in ["ADD", "DEL", "CHECK"] {
+        for cmd in ["ADD", "CHECK"] {
             let e = run(&call(cmd, "c1", "eth0", &conf)).err(7);
             assert_msg(&e, &["network_name"]);
         }
+        // ADD refuses such a name, so nothing of it can be stored: DEL succeeds and touches nothing.
+        assert_eq!(run(&call("DEL", "c1", "eth0", &conf)).ok(), Value::Null);
     }
     let left: Vec<_> = std::fs::read_dir(base.path())
         .unwrap()
@@ -1382,8 +1384,15 @@ fn admin_list_usage_and_release() {
     );
     add(&conf, "c3", "eth0").err(100);
 
+    // A live attachment's address is freed only with --force.
+    let (code, stdout, stderr) = admin(&["release", "--data-dir", &d, "--ip", "10.1.0.1"]);
+    assert_eq!((code, stdout.as_str()), (1, ""), "{stderr}");
+    for needle in ["10.1.0.1", "container c1, interface eth0", "--force"] {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+    assert_eq!(claims(dir.path()), ips(&["10.1.0.1", "10.1.0.2"]));
     assert_eq!(
-        admin_ok(&["release", "--data-dir", &d, "--ip", "10.1.0.1"]),
+        admin_ok(&["release", "--data-dir", &d, "--ip", "10.1.0.1", "--force"]),
         "released 10.1.0.1 (space _default, container c1, interface eth0)\n"
     );
     assert_eq!(
@@ -1406,16 +1415,23 @@ fn admin_list_usage_and_release() {
     run(&call("CHECK", "c1", "eth0", &conf)).err(102);
     del_ok(&conf, "c1", "eth0");
 
+    let by_attachment = [
+        "release",
+        "--data-dir",
+        &d,
+        "--container",
+        "c2",
+        "--ifname",
+        "net1",
+    ];
+    let (code, _, stderr) = admin(&by_attachment);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("pod ns/p") && stderr.contains("--force"),
+        "{stderr}"
+    );
     assert_eq!(
-        admin_ok(&[
-            "release",
-            "--data-dir",
-            &d,
-            "--container",
-            "c2",
-            "--ifname",
-            "net1"
-        ]),
+        admin_ok(&[&by_attachment[..], &["--force"]].concat()),
         "released 10.1.0.2 (space _default, container c2, interface net1)\n"
     );
     assert_eq!(claims(dir.path()), ips(&["10.1.0.1"]));

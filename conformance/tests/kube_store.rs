@@ -254,6 +254,36 @@ fn del_releases_and_succeeds_for_unknown_attachments_and_twice() {
 }
 
 #[test]
+fn huge_exclusions_are_jumped_and_del_needs_only_the_store_location() {
+    let k = Cluster::start();
+    let conf = net(
+        "1.0.0",
+        "net",
+        k.ipam("fd00:ad0::/64", json!({"exclude": ["fd00:ad0::/65"]})),
+    );
+    // Before, the claim search walked 65,536 excluded blocks and answered "exhausted".
+    let t = Instant::now();
+    let first = add_ok(&conf, "node-a", "c1", "eth0");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "ADD took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(address(&first, 0), "fd00:ad0:0:0:8000::/64");
+    add_ok(&conf, "node-b", "c2", "eth0");
+    // DEL with ranges ADD would refuse, and with a relative dataDir (no node lock, nothing created
+    // relative to the current directory), still releases in the cluster.
+    let mut broken = conf.clone();
+    broken["ipam"]["range"] = json!("banana");
+    del_ok(&broken, "node-a", "c1", "eth0");
+    let mut relative = conf.clone();
+    relative["ipam"]["dataDir"] = json!("relative/dir");
+    del_ok(&relative, "node-b", "c2", "eth0");
+    assert!(!std::path::Path::new("relative").exists());
+    assert!(k.records().is_empty(), "{:?}", k.records());
+}
+
+#[test]
 fn check_matches_prev_result_and_fails_with_code_102_otherwise() {
     let k = Cluster::start();
     let conf = net(

@@ -16,7 +16,8 @@ use std::time::Duration;
 const USAGE: &str = "usage:
   plumb-ipam list    [--data-dir DIR] [--network-name NAME]   reservations, one line per address
   plumb-ipam usage   [--data-dir DIR] [--network-name NAME]   used and free addresses per range
-  plumb-ipam release [--data-dir DIR] [--network-name NAME] (--ip IP | --container ID --ifname IF)
+  plumb-ipam release [--data-dir DIR] [--network-name NAME] (--ip IP | --container ID --ifname IF) [--force]
+                     frees orphan or unreadable claims; a live attachment's addresses only with --force
   plumb-ipam list    --kubeconfig PATH [--network-name NAME]   Kubernetes store: one line per reservation
   plumb-ipam usage   --kubeconfig PATH [--network-name NAME]   Kubernetes store: used and free per block
   plumb-ipam reconcile [--kubeconfig PATH] [--dry-run] [--grace SECONDS] [--interval SECONDS] [--space NAME]
@@ -35,6 +36,7 @@ struct Opts {
     container: Option<String>,
     ifname: Option<String>,
     kubeconfig: Option<String>,
+    force: bool,
 }
 
 /// Runs an admin command, any of them; returns the process exit code (plumb-ipam-kube).
@@ -68,9 +70,15 @@ fn print_or_usage(out: CniResult<String>) -> i32 {
             print!("{out}");
             0
         }
-        Err(e) => {
+        // A usage mistake (code 7) gets the usage text and exit code 2; a refusal or a failure of the
+        // store gets its message and exit code 1.
+        Err(e) if e.code == plumb_cni::code::INVALID_CONFIG => {
             eprintln!("plumb-ipam: {e}\n{USAGE}");
             2
+        }
+        Err(e) => {
+            eprintln!("plumb-ipam: {e}");
+            1
         }
     }
 }
@@ -114,6 +122,28 @@ pub fn dispatch_file(args: &[String]) -> CniResult<String> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    match std::fs::metadata(&data_dir) {
+        Ok(m) if m.is_dir() => {}
+        _ if matches!(cmd.as_str(), "help" | "--help" | "-h") => {}
+        Ok(_) => {
+            return Err(CniError::new(
+                plumb_cni::code::IO_FAILURE,
+                format!(
+                    "data dir {} is not a directory",
+                    shown(&data_dir.display().to_string())
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(CniError::io(
+                format!(
+                    "data dir {} cannot be read (give --data-dir the ipam.dataDir of the network)",
+                    shown(&data_dir.display().to_string())
+                ),
+                &e,
+            ))
+        }
+    }
     let spaces = match &opts.space {
         // The default space is named with a leading '_' so no network_name can collide with it.
         Some(s) if s == DEFAULT_SPACE => vec![s.clone()],
@@ -145,6 +175,7 @@ fn parse_opts(rest: &[String]) -> CniResult<Opts> {
             "--container" => o.container = Some(value()?),
             "--ifname" => o.ifname = Some(value()?),
             "--kubeconfig" => o.kubeconfig = Some(value()?),
+            "--force" => o.force = true,
             other => return Err(CniError::config(format!("unknown option {other:?}"))),
         }
     }
@@ -156,7 +187,20 @@ fn with_space<T>(
     space: &str,
     f: impl FnOnce(&Locked) -> CniResult<T>,
 ) -> CniResult<T> {
-    let store = FileStore::open(data_dir, space)?;
+    // The admin commands never create a store: a missing space is an error naming it.
+    let store = FileStore::open_existing(data_dir, space)?.ok_or_else(|| {
+        CniError::new(
+            plumb_cni::code::IO_FAILURE,
+            format!(
+                "there is no space {} under {} (the spaces there: {})",
+                shown(space),
+                shown(&data_dir.display().to_string()),
+                spaces(data_dir)
+                    .map(|s| s.iter().map(|n| shown(n)).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            ),
+        )
+    })?;
     let locked = store.lock(Duration::from_secs(10))?;
     f(&locked)
 }
@@ -184,7 +228,7 @@ fn list(data_dir: &std::path::Path, spaces: &[String]) -> CniResult<String> {
                     Entry::Missing => continue,
                     Entry::Unreadable => {
                         let mut row = vec![
-                            space.clone(),
+                            shown(space),
                             ip.to_string(),
                             "(unreadable; GC removes it)".into(),
                         ];
@@ -194,16 +238,16 @@ fn list(data_dir: &std::path::Path, spaces: &[String]) -> CniResult<String> {
                     }
                 };
                 let pod = match (r.pod_namespace, r.pod_name) {
-                    (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                    (Some(ns), Some(n)) => format!("{}/{}", shown(&ns), shown(&n)),
                     _ => "-".into(),
                 };
                 let cid: String = r.container_id.chars().take(12).collect();
                 rows.push(vec![
-                    space.clone(),
+                    shown(space),
                     ip.to_string(),
-                    r.network,
-                    cid,
-                    r.ifname,
+                    shown(&r.network),
+                    shown(&cid),
+                    shown(&r.ifname),
                     pod,
                     age(now.saturating_sub(r.created)),
                 ]);
@@ -242,13 +286,14 @@ fn usage(data_dir: &std::path::Path, spaces: &[String]) -> CniResult<String> {
             for (a, b) in ranges {
                 let (lo, hi) = (to_int(a), to_int(b));
                 let used = claims.iter().filter(|c| (lo..=hi).contains(*c)).count() as u128;
-                let size = hi - lo + 1;
+                // A hand-made hint name could span everything or run backwards: never overflow.
+                let size = hi.saturating_sub(lo).saturating_add(1);
                 rows.push(vec![
-                    space.clone(),
+                    shown(space),
                     format!("{a}-{b}"),
                     size.to_string(),
                     used.to_string(),
-                    (size - used).to_string(),
+                    size.saturating_sub(used).to_string(),
                 ]);
             }
             Ok(())
@@ -260,36 +305,93 @@ fn usage(data_dir: &std::path::Path, spaces: &[String]) -> CniResult<String> {
     ))
 }
 
+/// Whom a live reservation belongs to, for messages: `container C interface I[, pod ns/n]`.
+fn owner(r: &crate::store::Record) -> String {
+    let pod = match (&r.pod_namespace, &r.pod_name) {
+        (Some(ns), Some(n)) => format!(", pod {}/{}", shown(ns), shown(n)),
+        _ => String::new(),
+    };
+    format!(
+        "container {}, interface {}{pod}",
+        shown(&r.container_id),
+        shown(&r.ifname)
+    )
+}
+
+/// The refusal to free a live reservation without `--force`.
+fn refuse_live(what: &str, r: &crate::store::Record) -> CniError {
+    CniError::new(
+        plumb_cni::code::ADDRESS_TAKEN,
+        format!(
+            "{what} is held by the live attachment {} (its record names it and the claim is the record's hard link); \
+             the pod may still use it. Delete the pod, or add --force to release it anyway",
+            owner(r)
+        ),
+    )
+}
+
 fn release(data_dir: &std::path::Path, spaces: &[String], o: &Opts) -> CniResult<String> {
+    if !matches!(
+        (&o.ip, &o.container, &o.ifname),
+        (Some(_), None, None) | (None, Some(_), Some(_))
+    ) {
+        return Err(CniError::config(
+            "give either --ip IP or both --container ID and --ifname IF",
+        ));
+    }
     let mut out = String::new();
     for space in spaces {
         with_space(data_dir, space, |l| {
-            let target = match (&o.ip, &o.container, &o.ifname) {
-                (Some(ip), None, None) => match l.holder(*ip)? {
-                    Entry::Record(s) => Some((s.record.container_id, s.record.ifname)),
-                    Entry::Missing => None,
-                    Entry::Unreadable => Some(("(unreadable)".to_string(), "-".to_string())),
-                },
-                (None, Some(c), Some(i)) => Some((c.clone(), i.clone())),
-                _ => {
-                    return Err(CniError::config(
-                        "give either --ip IP or both --container ID and --ifname IF",
-                    ))
+            let line =
+                |ip: IpAddr, who: &str| format!("released {ip} (space {}, {who})\n", shown(space));
+            if let Some(ip) = o.ip {
+                match l.holder(ip)? {
+                    Entry::Missing => {}
+                    Entry::Record(claim) => {
+                        if let Some(live) = l.live_holder(ip, &claim)? {
+                            if !o.force {
+                                return Err(refuse_live(&format!("{ip}"), &live.record));
+                            }
+                            let who = owner(&live.record);
+                            for freed in
+                                l.release(&live.record.container_id, &live.record.ifname)?
+                            {
+                                out.push_str(&line(freed, &who));
+                            }
+                        } else {
+                            // An orphan claim: no record of its attachment points at it. Only the claim
+                            // goes; the attachment's own (other) reservation stays.
+                            l.unlink_claim(ip)?;
+                            out.push_str(&line(
+                                ip,
+                                &format!("orphan claim of {}", owner(&claim.record)),
+                            ));
+                        }
+                    }
+                    Entry::Unreadable => {
+                        l.unlink_claim(ip)?;
+                        out.push_str(&line(ip, "unreadable claim"));
+                    }
                 }
-            };
-            let Some((cid, ifname)) = target else {
                 return Ok(());
-            };
-            let mut freed = l.release(&cid, &ifname)?;
-            if let Some(ip) = o.ip.filter(|ip| l.is_claimed(*ip)) {
-                // An orphan claim with no record pointing at it.
-                l.unlink_claim(ip)?;
-                freed.push(ip);
             }
-            for ip in freed {
-                out.push_str(&format!(
-                    "released {ip} (space {space}, container {cid}, interface {ifname})\n"
-                ));
+            let (cid, ifname) = (
+                o.container.as_deref().unwrap_or_default(),
+                o.ifname.as_deref().unwrap_or_default(),
+            );
+            if let Some(s) = l.attachment(cid, ifname).ok().flatten() {
+                let live = s
+                    .record
+                    .addrs()
+                    .iter()
+                    .any(|ip| l.claim_ino(*ip) == Some(s.ino));
+                if live && !o.force {
+                    return Err(refuse_live("this attachment's reservation", &s.record));
+                }
+            }
+            let who = format!("container {}, interface {}", shown(cid), shown(ifname));
+            for freed in l.release(cid, ifname)? {
+                out.push_str(&line(freed, &who));
             }
             Ok(())
         })?;
@@ -349,17 +451,17 @@ fn kube_list(kubeconfig: &str, space: Option<&str>) -> CniResult<String> {
         allocs.sort_by_key(|(o, _)| *o);
         for (o, a) in allocs {
             let pod = match (&a.pod_namespace, &a.pod_name) {
-                (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                (Some(ns), Some(n)) => format!("{}/{}", shown(ns), shown(n)),
                 _ => "-".into(),
             };
             rows.push(vec![
-                b.spec.space.clone(),
+                shown(&b.spec.space),
                 addr_at(&net, o).to_string(),
-                b.spec.cidr.clone(),
-                a.node.clone(),
-                a.network.clone(),
-                a.container_id.chars().take(12).collect(),
-                a.ifname.clone(),
+                shown(&b.spec.cidr),
+                shown(&a.node),
+                shown(&a.network),
+                shown(&a.container_id.chars().take(12).collect::<String>()),
+                shown(&a.ifname),
                 pod,
                 age(now.saturating_sub(a.created)),
             ]);
@@ -373,16 +475,16 @@ fn kube_usage(kubeconfig: &str, space: Option<&str>) -> CniResult<String> {
         .map(String::from)
         .to_vec()];
     for b in kube_blocks(kubeconfig, space)? {
-        let size = subnet(&b).map_or(0, |n| 1u128 << (n.family().bits() - n.prefix));
+        let size = subnet(&b).map_or(0, |n| crate::kube::blocks::block_size(&n));
         let used = b.spec.allocations.len() as u128;
         let node = if b.spec.node.is_empty() {
             "(orphaned)".to_string()
         } else {
-            b.spec.node.clone()
+            shown(&b.spec.node)
         };
         rows.push(vec![
-            b.spec.space.clone(),
-            b.spec.cidr.clone(),
+            shown(&b.spec.space),
+            shown(&b.spec.cidr),
             node,
             used.to_string(),
             size.saturating_sub(used).to_string(),
@@ -400,6 +502,22 @@ fn split_span(span: &str) -> Option<(IpAddr, IpAddr)> {
     let (a, b): (IpAddr, IpAddr) = (a.parse().ok()?, b.parse().ok()?);
     let fam = Family::of(a);
     (Family::of(b) == fam).then_some((from_int(fam, to_int(a)), b))
+}
+
+/// A value from a record or an object as admin output shows it: printable ASCII as is, everything else
+/// (newlines, tabs, other control characters, spaces, non-ASCII such as bidi overrides) and `\` escaped
+/// as `\u{..}` / `\\`, so a stored value can never forge a row or a column. Records and objects come
+/// from the store, which an older version or a person may have written.
+pub fn shown(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii_graphic() => out.push(c),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    out
 }
 
 fn age(secs: u64) -> String {
@@ -427,4 +545,18 @@ fn table(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_escapes_everything_that_could_forge_output() {
+        assert_eq!(shown("ns/pod-1_a.b"), "ns/pod-1_a.b");
+        assert_eq!(
+            shown("a\nb c\t\\\u{202e}é"),
+            "a\\u{a}b\\u{20}c\\u{9}\\\\\\u{202e}\\u{e9}"
+        );
+    }
 }

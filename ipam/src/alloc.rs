@@ -228,7 +228,7 @@ fn find_free(
     let hint = hints.get(i)?;
     Err(CniError::new(
         code::POOL_EXHAUSTED,
-        if hint.has_bitmap() {
+        if hint.has_bitmap() || range.usable() <= crate::hint::PROBE_LIMIT as u128 {
             format!("range {} is exhausted: all {} usable addresses are reserved; widen the range or release addresses (plumb-ipam list)", range.describe(), range.usable())
         } else {
             format!("range {} has no free address among {} probed from the cursor; release addresses or use a wider range", range.describe(), crate::hint::PROBE_LIMIT)
@@ -240,8 +240,8 @@ fn find_free(
 pub fn place_statics(cfg: &IpamConfig, statics: &[IpAddr]) -> CniResult<Vec<Option<IpAddr>>> {
     let mut wanted = vec![None; cfg.ranges.len()];
     for ip in statics {
-        let ranges: Vec<String> = cfg.ranges.iter().map(|r| r.describe()).collect();
         let i = cfg.range_for(*ip).ok_or_else(|| {
+            let ranges: Vec<String> = cfg.ranges.iter().map(|r| r.describe()).collect();
             CniError::config(format!(
                 "requested IP {ip} is outside every range ({}); request an address inside one",
                 ranges.join(", ")

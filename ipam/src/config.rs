@@ -37,6 +37,75 @@ pub struct IpamConfig {
     pub store: Store,
 }
 
+/// Where an attachment's reservations live, read from only the fields DEL needs (never the ranges,
+/// gateway or routes), so DEL works on a config that ADD would refuse.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// Where reservations live.
+    pub store: Store,
+    /// The store space (`network_name`).
+    pub space: String,
+    /// `dataDir`, or the text given when it is not an absolute path (ADD refuses such a config, so
+    /// nothing of it is stored, and no command ever creates files relative to the current directory).
+    pub data_dir: Result<PathBuf, String>,
+    /// `lockTimeoutSeconds` (30 when missing or invalid).
+    pub lock_timeout_secs: u64,
+    /// `fsync` (off when missing or invalid).
+    pub fsync: bool,
+}
+
+/// What DEL can learn from a config about where its reservations are.
+#[derive(Debug, Clone)]
+pub enum Located {
+    /// The store of the config.
+    At(Location),
+    /// No reservation of this config can exist (ADD refuses it for this reason, before storing anything).
+    Nowhere(String),
+}
+
+/// Reads only what DEL needs. A field that decides where the store is but is invalid means ADD refused
+/// the config, so nothing of it is stored: `Nowhere`. The one error is a Kubernetes store whose
+/// settings cannot be read: the cluster may hold a reservation this call cannot reach.
+pub fn locate(conf: &NetConf) -> CniResult<Located> {
+    let Some(Value::Object(ipam)) = conf.raw.get("ipam") else {
+        return Ok(Located::Nowhere("the config has no \"ipam\" object".into()));
+    };
+    let store = match parse_store(ipam) {
+        Ok(s) => s,
+        Err(e) if crate::plugin::config_uses_kubernetes(&conf.raw) => return Err(e),
+        Err(e) => return Ok(Located::Nowhere(e.msg)),
+    };
+    let space = match opt_str(ipam, "network_name") {
+        Ok(None) => DEFAULT_SPACE.to_string(),
+        Ok(Some(n)) => match validate_space(&n) {
+            Ok(n) => n,
+            Err(e) => return Ok(Located::Nowhere(e.msg)),
+        },
+        Err(e) => return Ok(Located::Nowhere(named(e, "ipam.").msg)),
+    };
+    let data_dir = match opt_str(ipam, "dataDir") {
+        Ok(d) => {
+            let d = PathBuf::from(d.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+            if d.is_absolute() {
+                Ok(d)
+            } else {
+                Err(d.display().to_string())
+            }
+        }
+        Err(e) => return Ok(Located::Nowhere(named(e, "ipam.").msg)),
+    };
+    Ok(Located::At(Location {
+        store,
+        space,
+        data_dir,
+        lock_timeout_secs: opt_u64(ipam, "lockTimeoutSeconds", 3600)
+            .ok()
+            .flatten()
+            .unwrap_or(30),
+        fsync: opt_bool(ipam, "fsync").ok().flatten().unwrap_or(false),
+    }))
+}
+
 /// The store selected by `store` (and, as in whereabouts, by the presence of `kubernetes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
@@ -62,6 +131,9 @@ impl IpamConfig {
             .map(|g| parse_ip(&g, "ipam.gateway"))
             .transpose()?;
         let ranges = parse_ranges(ipam, gateway)?;
+        if let Some(g) = gateway {
+            check_gateway_in_a_range(g, &ranges)?;
+        }
         let space = match opt_str(ipam, "network_name")? {
             Some(n) => validate_space(&n)?,
             None => DEFAULT_SPACE.to_string(),
@@ -89,10 +161,51 @@ impl IpamConfig {
         })
     }
 
+    /// Where this config's reservations live.
+    pub fn location(&self) -> Location {
+        Location {
+            store: self.store.clone(),
+            space: self.space.clone(),
+            data_dir: Ok(self.data_dir.clone()),
+            lock_timeout_secs: self.lock_timeout_secs,
+            fsync: self.fsync,
+        }
+    }
+
     /// The range that may hand out `ip`, if any.
     pub fn range_for(&self, ip: IpAddr) -> Option<usize> {
         self.ranges.iter().position(|r| r.subnet.contains(ip))
     }
+}
+
+/// Most ranges (`range` plus `ipRanges`) a config may hold: one address is taken from each, so more
+/// than this is never a real network, and it bounds the per-ADD work.
+pub const MAX_RANGES: usize = 64;
+
+/// Most exclusions that apply to one range (its `ipRanges[i].exclude` plus the top-level `exclude`).
+/// Exclusions are merged spans, searched by bisection, so this bounds memory and config size, not time
+/// per address; write a CIDR instead of many single addresses.
+pub const MAX_EXCLUDES: usize = 16_384;
+
+/// The top-level `gateway` must lie in the subnet of at least one range of its family.
+fn check_gateway_in_a_range(g: IpAddr, ranges: &[Range]) -> CniResult<()> {
+    if ranges.iter().any(|r| r.subnet.contains(g)) {
+        return Ok(());
+    }
+    let same: Vec<String> = ranges
+        .iter()
+        .filter(|r| r.family() == crate::range::Family::of(g))
+        .map(|r| r.subnet.to_string())
+        .collect();
+    let family = if g.is_ipv4() { "IPv4" } else { "IPv6" };
+    Err(CniError::config(if same.is_empty() {
+        format!("ipam.gateway {g} is an {family} address but no range is {family}; remove the gateway or add an {family} range")
+    } else {
+        format!(
+            "ipam.gateway {g} is outside every {family} range ({}); set a gateway inside the range's subnet",
+            same.join(", ")
+        )
+    }))
 }
 
 /// Longest deadline `kubernetes.timeoutSeconds` may set (kubelet gives a CNI call a few minutes).
@@ -162,6 +275,15 @@ fn host_name() -> CniResult<String> {
 
 fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult<Vec<Range>> {
     let top_exclude = opt_str_list(ipam, "exclude").map_err(|e| named(e, "ipam."))?;
+    if top_exclude.len() > MAX_EXCLUDES {
+        return Err(CniError::config(format!(
+            "ipam.exclude has {} entries; at most {MAX_EXCLUDES} are allowed: merge neighbouring addresses into CIDRs",
+            top_exclude.len()
+        )));
+    }
+    // The top-level gateway belongs to every range whose subnet holds it (check_gateway_in_a_range
+    // refuses one that lies in none).
+    let shared_gateway = |text: &str| gateway.filter(|g| range_subnet_holds(text, *g));
     let mut ranges = Vec::new();
     if let Some(text) = opt_str(ipam, "range").map_err(|e| named(e, "ipam."))? {
         let start = opt_str(ipam, "range_start")?;
@@ -172,11 +294,17 @@ fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult
             start.as_deref(),
             end.as_deref(),
             &top_exclude,
-            gateway,
+            shared_gateway(&text),
         )?);
     }
     match ipam.get("ipRanges") {
         None | Some(Value::Null) => {}
+        Some(Value::Array(items)) if items.len() > MAX_RANGES => {
+            return Err(CniError::config(format!(
+                "ipam.ipRanges has {} entries; at most {MAX_RANGES} ranges are allowed",
+                items.len()
+            )))
+        }
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let field = format!("ipam.ipRanges[{i}].range");
@@ -187,17 +315,34 @@ fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult
                 })?;
                 let text = opt_str(obj, "range")?
                     .ok_or_else(|| CniError::config(format!("{field} is required")))?;
-                let mut exclude = opt_str_list(obj, "exclude")?;
+                let mut exclude = opt_str_list(obj, "exclude")
+                    .map_err(|e| named(e, &format!("ipam.ipRanges[{i}].")))?;
+                if exclude.len() + top_exclude.len() > MAX_EXCLUDES {
+                    return Err(CniError::config(format!(
+                        "ipam.ipRanges[{i}].exclude ({} entries) with ipam.exclude ({} entries) exceeds {MAX_EXCLUDES} exclusions for one range: merge neighbouring addresses into CIDRs",
+                        exclude.len(),
+                        top_exclude.len()
+                    )));
+                }
                 exclude.extend(top_exclude.iter().cloned());
                 let start = opt_str(obj, "range_start")?;
                 let end = opt_str(obj, "range_end")?;
+                let own_gateway = opt_str(obj, "gateway")
+                    .map_err(|e| named(e, &format!("ipam.ipRanges[{i}].")))?
+                    .map(|g| parse_ip(&g, &format!("ipam.ipRanges[{i}].gateway")))
+                    .transpose()?;
+                if let Some(g) = own_gateway.filter(|g| !range_subnet_holds(&text, *g)) {
+                    return Err(CniError::config(format!(
+                        "ipam.ipRanges[{i}].gateway {g} is outside its range {text:?}; put the gateway inside the range's subnet"
+                    )));
+                }
                 ranges.push(Range::build(
                     &field,
                     &text,
                     start.as_deref(),
                     end.as_deref(),
                     &exclude,
-                    gateway,
+                    own_gateway.or_else(|| shared_gateway(&text)),
                 )?);
             }
         }
@@ -226,6 +371,12 @@ fn parse_ranges(ipam: &Map<String, Value>, gateway: Option<IpAddr>) -> CniResult
     Ok(ranges)
 }
 
+/// Whether the subnet of a range text (`CIDR` or `first-last/len`) holds `ip`; false when it does not
+/// parse (building the range then reports why).
+fn range_subnet_holds(text: &str, ip: IpAddr) -> bool {
+    crate::range::parse_range_text("", text).is_ok_and(|(subnet, _, _)| subnet.contains(ip))
+}
+
 fn parse_routes_and_dns(ipam: &Map<String, Value>) -> CniResult<AddResult> {
     let mut v = json!({ "cniVersion": Version::LATEST.as_str() });
     for key in ["routes", "dns"] {
@@ -233,14 +384,45 @@ fn parse_routes_and_dns(ipam: &Map<String, Value>) -> CniResult<AddResult> {
             v[key] = x.clone();
         }
     }
-    AddResult::parse(&v, Version::LATEST).map_err(|e| {
+    let parsed = AddResult::parse(&v, Version::LATEST).map_err(|e| {
         let mut e = CniError::config(format!("ipam: {}", e.msg));
         e.details.push(
             "routes are [{\"dst\": \"CIDR\", \"gw\": \"IP\"}]; dns is {\"nameservers\": [...]}"
                 .into(),
         );
         e
-    })
+    })?;
+    check_routes(&parsed.routes)?;
+    Ok(parsed)
+}
+
+/// Each route's `dst` is a network address (no host bits set), and no two routes share a destination:
+/// the interface can hold only one route per destination, so a second one would be reported in the
+/// result but never installed.
+fn check_routes(routes: &[plumb_cni::result::Route]) -> CniResult<()> {
+    let describe = |r: &plumb_cni::result::Route| match r.gw {
+        Some(gw) => format!("{{dst {}, gw {gw}}}", r.dst),
+        None => format!("{{dst {}}}", r.dst),
+    };
+    let mut seen: std::collections::HashMap<(IpAddr, u8), usize> = Default::default();
+    for (i, r) in routes.iter().enumerate() {
+        let net = crate::range::Subnet::parse(&r.dst.to_string(), "")?;
+        if net.network != r.dst.addr {
+            return Err(CniError::config(format!(
+                "ipam.routes[{i}].dst {} has host bits set; write its network {net} (or /{} for one host)",
+                r.dst,
+                net.family().bits()
+            )));
+        }
+        if let Some(j) = seen.insert((net.network, net.prefix), i) {
+            return Err(CniError::config(format!(
+                "ipam.routes[{j}] {} and ipam.routes[{i}] {} have the same destination {net}; keep one route per destination",
+                describe(&routes[j]),
+                describe(r)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a `network_name`, which becomes a directory name: 1–63 of letters, digits, `.`, `_`, `-`,
@@ -368,5 +550,95 @@ mod tests {
         let e = conf(json!({"range": "10.1.0.0/24", "kubernetes": {"timeoutSeconds": 301}}))
             .unwrap_err();
         assert!(e.msg.contains("timeoutSeconds"), "{}", e.msg);
+    }
+
+    #[test]
+    fn gateway_routes_and_limits() {
+        let c = conf(json!({"range": "10.1.0.0/24", "gateway": "10.1.0.1",
+                            "ipRanges": [{"range": "fd00:1::/64", "gateway": "fd00:1::1"},
+                                         {"range": "10.2.0.0/24"}]}))
+        .unwrap();
+        let gws: Vec<Option<String>> = c
+            .ranges
+            .iter()
+            .map(|r| r.gateway.map(|g| g.to_string()))
+            .collect();
+        assert_eq!(
+            gws,
+            [Some("10.1.0.1".into()), Some("fd00:1::1".into()), None]
+        );
+        let cases = [
+            (
+                json!({"range": "10.1.0.0/24", "gateway": "10.3.0.1"}),
+                "outside every IPv4 range (10.1.0.0/24)",
+            ),
+            (
+                json!({"range": "fd00::/64", "gateway": "10.3.0.1"}),
+                "no range is IPv4",
+            ),
+            (
+                json!({"ipRanges": [{"range": "10.1.0.0/24", "gateway": "10.3.0.1"}]}),
+                "ipam.ipRanges[0].gateway 10.3.0.1",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "routes": [{"dst": "0.0.0.0/0"}, {"dst": "0.0.0.0/0", "gw": "10.1.0.9"}]}),
+                "ipam.routes[0] {dst 0.0.0.0/0} and ipam.routes[1] {dst 0.0.0.0/0, gw 10.1.0.9}",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "routes": [{"dst": "fd00::1/64"}]}),
+                "write its network fd00::/64",
+            ),
+            (
+                json!({"range": "10.1.0.0/24", "ipRanges": [{"range": "10.2.0.0/24", "exclude": vec!["10.2.0.9"; MAX_EXCLUDES]}],
+                    "exclude": ["10.1.0.5"]}),
+                "ipam.ipRanges[0].exclude (16384 entries) with ipam.exclude (1 entries)",
+            ),
+        ];
+        for (ipam, needle) in cases {
+            let e = conf(ipam.clone()).unwrap_err();
+            assert_eq!(e.code, 7, "{ipam}");
+            assert!(e.msg.contains(needle), "{ipam}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn del_locates_the_store_without_the_ranges() {
+        let locate_of = |ipam: Value| {
+            let c =
+                json!({"cniVersion": "1.0.0", "name": "net", "type": "plumb-ipam", "ipam": ipam});
+            locate(&NetConf::parse(c.to_string().as_bytes()).unwrap())
+        };
+        let Located::At(l) = locate_of(
+            json!({"range": "banana", "gateway": "x", "network_name": "n1",
+                                               "dataDir": "/d", "lockTimeoutSeconds": "bad"}),
+        )
+        .unwrap() else {
+            panic!("a broken range does not hide the store")
+        };
+        assert_eq!(
+            (l.space.as_str(), l.data_dir.clone(), l.lock_timeout_secs),
+            ("n1", Ok(PathBuf::from("/d")), 30)
+        );
+        let Located::At(l) = locate_of(json!({"dataDir": "rel"})).unwrap() else {
+            panic!("a relative dataDir still locates the space")
+        };
+        assert_eq!(l.data_dir, Err("rel".to_string()));
+        for ipam in [
+            json!({"network_name": "../x"}),
+            json!({"store": "etcd"}),
+            json!("text"),
+        ] {
+            assert!(
+                matches!(locate_of(ipam.clone()).unwrap(), Located::Nowhere(_)),
+                "{ipam}"
+            );
+        }
+        // A Kubernetes store whose settings do not read: the cluster may hold a reservation.
+        assert_eq!(
+            locate_of(json!({"kubernetes": {"timeoutSeconds": 999}}))
+                .unwrap_err()
+                .code,
+            7
+        );
     }
 }

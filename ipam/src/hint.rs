@@ -116,25 +116,14 @@ impl Hint {
     }
 
     /// Candidate offsets in next-fit order from the cursor: every free, unblocked bit once for bitmap
-    /// ranges; up to [`PROBE_LIMIT`] unblocked offsets for cursor-only ranges.
+    /// ranges; up to [`PROBE_LIMIT`] unblocked offsets for cursor-only ranges, each found by jumping over
+    /// blocked spans ([`Range::allowed_from`]), so an exclusion of any size costs one step.
     pub fn candidates<'a>(&'a self, range: &'a Range) -> Box<dyn Iterator<Item = u128> + 'a> {
         if self.has_bitmap() {
             Box::new(self.free_bits_from(self.cursor))
         } else {
-            let len = self.len;
-            let start = self.cursor % len.max(1);
-            Box::new(
-                (0..len)
-                    .map(move |i| {
-                        if i < len - start {
-                            start + i
-                        } else {
-                            i - (len - start)
-                        }
-                    })
-                    .filter(move |o| !range.is_blocked(*o))
-                    .take(PROBE_LIMIT as usize),
-            )
+            let start = self.cursor % self.len.max(1);
+            Box::new(range.allowed_from(start).take(PROBE_LIMIT as usize))
         }
     }
 
@@ -186,13 +175,12 @@ impl Hint {
         };
         if bytes.is_empty() {
             // Cursor-only ranges may exceed 64 bits: keep the cursor as text beside the file.
-            return std::fs::write(self.path.with_extension("cursor"), self.cursor.to_string())
-                .map_err(|e| {
-                    CniError::io(
-                        format!("cannot write cursor of {}", self.path.display()),
-                        &e,
-                    )
-                });
+            return std::fs::write(cursor_path(&self.path), self.cursor.to_string()).map_err(|e| {
+                CniError::io(
+                    format!("cannot write cursor of {}", self.path.display()),
+                    &e,
+                )
+            });
         }
         self.file
             .write_all_at(&bytes, 8)
@@ -229,32 +217,47 @@ impl Hint {
         if self.has_bitmap() {
             return;
         }
-        if let Ok(s) = std::fs::read_to_string(self.path.with_extension("cursor")) {
+        if let Ok(s) = std::fs::read_to_string(cursor_path(&self.path)) {
             self.cursor = s.trim().parse().unwrap_or(0);
         }
     }
 }
 
+/// The bitmap of blocked offsets, filled a word at a time: the cost is the words a span covers (at most
+/// `BITMAP_MAX / 64` in all, spans being disjoint) plus two edge words per span, never one step per bit.
 fn blocked_words(range: &Range, nwords: usize) -> Vec<u64> {
     let mut words = vec![0u64; nwords];
     if nwords == 0 {
         return words;
     }
+    let edge = |lo_bit: u128, hi_bit: u128| -> u64 {
+        // Bits lo_bit..=hi_bit of one word.
+        let upper = if hi_bit == 63 {
+            u64::MAX
+        } else {
+            (1u64 << (hi_bit + 1)) - 1
+        };
+        upper & (u64::MAX << lo_bit)
+    };
     for span in &range.blocked {
-        let mut o = span.lo;
-        while o <= span.hi {
-            let wi = (o / 64) as usize;
-            let bit = o % 64;
-            if bit == 0 && span.hi - o >= 63 {
-                words[wi] = u64::MAX;
-                o += 64;
-            } else {
-                words[wi] |= 1 << bit;
-                o += 1;
-            }
+        let (first, last) = ((span.lo / 64) as usize, (span.hi / 64) as usize);
+        if first == last {
+            words[first] |= edge(span.lo % 64, span.hi % 64);
+            continue;
         }
+        words[first] |= edge(span.lo % 64, 63);
+        words[first + 1..last].fill(u64::MAX);
+        words[last] |= edge(0, span.hi % 64);
     }
     words
+}
+
+/// The cursor file of a cursor-only range: the hint's name plus `.cursor` (not `with_extension`, which
+/// would cut an IPv4 key at its last dot and let two ranges share a cursor).
+fn cursor_path(hint: &Path) -> PathBuf {
+    let mut name = hint.as_os_str().to_owned();
+    name.push(".cursor");
+    PathBuf::from(name)
 }
 
 fn u64_at(buf: &[u8], at: usize) -> u64 {
@@ -315,5 +318,128 @@ mod tests {
         assert_eq!(h.candidates(&r).next(), Some(u64::MAX as u128 + 6));
         assert_eq!(h.candidates(&r).count(), PROBE_LIMIT as usize);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Runs `f` and fails if it took longer than a generous hang guard.
+    fn bounded<T>(what: &str, f: impl FnOnce() -> T) -> T {
+        let t = std::time::Instant::now();
+        let out = f();
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{what} took {:?}",
+            t.elapsed()
+        );
+        out
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("plumb-hint-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn huge_exclusions_are_jumped_not_walked() {
+        let dir = tmpdir("huge");
+        for (text, ex, first) in [
+            ("fd00::/8", vec!["fd00::/9"], "fd80::"),
+            (
+                "fd00:ad0::/64",
+                vec!["fd00:ad0::/65"],
+                "fd00:ad0:0:0:8000::",
+            ),
+            ("::/1", vec!["::/2"], "4000::"),
+        ] {
+            let r = range(text, &ex);
+            let h = Hint::open(&dir, &r, || panic!("no bitmap")).unwrap();
+            let got: Vec<u128> = bounded(text, || h.candidates(&r).collect());
+            assert_eq!(got.len(), PROBE_LIMIT as usize, "{text}");
+            assert_eq!(r.addr(got[0]).to_string(), first, "{text}");
+            assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{text}");
+        }
+        // Everything of a /64 but its last address, as 64 CIDRs halving what is left.
+        let mut ex = Vec::new();
+        let mut at: u128 = "fd00:1::".parse::<std::net::Ipv6Addr>().unwrap().into();
+        for p in 65..=128u32 {
+            ex.push(format!("{}/{p}", std::net::Ipv6Addr::from(at)));
+            at += 1u128 << (128 - p);
+        }
+        let ex: Vec<&str> = ex.iter().map(String::as_str).collect();
+        let r = range("fd00:1::/64", &ex);
+        assert_eq!(r.usable(), 1);
+        let mut h = Hint::open(&dir, &r, || panic!("no bitmap")).unwrap();
+        let got: Vec<u128> = bounded("one left", || h.candidates(&r).collect());
+        assert_eq!(got.len(), 1);
+        assert_eq!(r.addr(got[0]).to_string(), "fd00:1::ffff:ffff:ffff:ffff");
+        h.advance(got[0]).unwrap(); // the cursor wraps to 0; the search still finds it once
+        assert_eq!(
+            bounded("wrapped", || h.candidates(&r).collect::<Vec<_>>()),
+            got
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn thousands_of_exclusions_and_huge_ipv4() {
+        let dir = tmpdir("many");
+        let mut ex: Vec<String> = (0..5000u32)
+            .map(|i| format!("fd00:2::{:x}", i * 2 + 1))
+            .collect();
+        ex.extend((0..5000u32).map(|i| format!("fd00:2:0:1::{:x}:0/120", i * 2)));
+        let ex: Vec<&str> = ex.iter().map(String::as_str).collect();
+        let r = bounded("build", || range("fd00:2::/64", &ex));
+        let h = Hint::open(&dir, &r, || panic!("no bitmap")).unwrap();
+        let got: Vec<u128> = bounded("search", || h.candidates(&r).collect());
+        assert_eq!(got.len(), PROBE_LIMIT as usize);
+        assert!(got.iter().all(|o| !r.is_blocked(*o)));
+        assert_eq!(r.addr(got[0]).to_string(), "fd00:2::2");
+        // A bitmap range with the same exclusions clipped into it.
+        let r4 = bounded("v4 /12", || {
+            let ex: Vec<String> = (0..5000u32)
+                .map(|i| format!("10.0.{}.{}", i / 250, i % 250 + 1))
+                .collect();
+            Range::build("ipam.range", "10.0.0.0/12", None, None, &ex, None).unwrap()
+        });
+        let h = bounded("v4 bitmap", || {
+            Hint::open(&dir, &r4, || Ok(vec![])).unwrap()
+        });
+        assert!(h.has_bitmap());
+        assert_eq!(
+            r4.addr(h.candidates(&r4).next().unwrap()).to_string(),
+            "10.0.0.251"
+        );
+        let big = Range::build(
+            "ipam.range",
+            "0.0.0.0/1",
+            Some("0.0.0.1"),
+            Some("127.255.255.254"),
+            &["0.0.0.0/2".to_string()],
+            None,
+        )
+        .unwrap();
+        let h = Hint::open(&dir, &big, || panic!("no bitmap")).unwrap();
+        let first = bounded("0.0.0.0/1", || h.candidates(&big).next());
+        assert_eq!(big.addr(first.unwrap()).to_string(), "64.0.0.0");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn blocked_words_match_is_blocked() {
+        let r = range(
+            "10.0.0.0/22",
+            &[
+                "10.0.0.3",
+                "10.0.0.60/30",
+                "10.0.1.0/25",
+                "10.0.2.63",
+                "10.0.3.64/26",
+            ],
+        );
+        let n = (r.last_offset() + 1).div_ceil(64) as usize;
+        let w = blocked_words(&r, n);
+        for o in 0..=r.last_offset() {
+            let bit = w[(o / 64) as usize] >> (o % 64) & 1 == 1;
+            assert_eq!(bit, r.is_blocked(o), "offset {o}");
+        }
     }
 }

@@ -1,18 +1,16 @@
 //! plumb-ipam as a CNI plugin: ADD, DEL, CHECK, STATUS and GC on the file store or the Kubernetes store.
 
 use crate::alloc::{allocate, claimed_offsets, release, Attachment};
-use crate::config::{validate_space, IpamConfig, Store, DEFAULT_DATA_DIR, DEFAULT_SPACE};
+use crate::config::{locate, IpamConfig, Located, Location, Store};
 use crate::hint::Hint;
 use crate::kube::store::KubeSettings;
 use crate::range::parse_ip;
 use crate::store::FileStore;
-use plumb_cni::config::opt_str;
 use plumb_cni::result::{Cidr, IpConfig};
-use plumb_cni::{code, AddResult, CniError, CniResult, NetConf, Plugin, Request};
+use plumb_cni::{code, AddResult, CniError, CniResult, Plugin, Request};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The plumb-ipam plugin. `kube` is the Kubernetes store when the binary carries it (plumb-ipam-kube);
@@ -42,8 +40,8 @@ pub trait KubeStore: Sync {
         who: &Attachment,
         statics: &[IpAddr],
     ) -> CniResult<Vec<IpAddr>>;
-    /// DEL: every reservation of the attachment.
-    fn del(&self, k: &KubeSettings, cfg: &IpamConfig, cid: &str, ifname: &str) -> CniResult<()>;
+    /// DEL: every reservation of the attachment (from the store location alone, not the ranges).
+    fn del(&self, k: &KubeSettings, loc: &Location, cid: &str, ifname: &str) -> CniResult<()>;
     /// The addresses the attachment holds in the configured ranges.
     fn held(
         &self,
@@ -109,42 +107,34 @@ impl Plugin for Ipam {
     }
 
     fn del(&self, req: &Request) -> CniResult<()> {
-        // DEL must work even when the config was since broken: it needs only where the store is.
-        let parsed = IpamConfig::from_conf(&req.conf);
-        if let Err(e) = &parsed {
-            // A Kubernetes-store config that no longer parses must not fall back to the file store and
-            // answer success while the cluster keeps the reservation.
-            if uses_kubernetes(&req.conf) {
-                return Err(e.clone());
+        // DEL reads only where the store is: it must work on a config whose ranges, gateway or routes ADD
+        // would now refuse, and a record names its own addresses.
+        let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+        let loc = match locate(&req.conf)? {
+            Located::At(loc) => loc,
+            Located::Nowhere(why) => {
+                eprintln!("plumb-ipam: DEL of container {cid} interface {ifname}: {why}; ADD refuses such a config, so nothing of it is stored: nothing to release");
+                return Ok(());
             }
-        }
-        let cfg = parsed.ok();
-        if let Some(
-            c @ IpamConfig {
-                store: Store::Kubernetes(k),
-                ..
-            },
-        ) = &cfg
-        {
-            return self
-                .kube()?
-                .del(k, c, &req.env.container_id, &req.env.ifname);
-        }
-        let (data_dir, space) = match &cfg {
-            Some(c) => (c.data_dir.clone(), c.space.clone()),
-            None => store_location(&req.conf)?,
         };
-        let store =
-            FileStore::open(&data_dir, &space)?.with_fsync(cfg.as_ref().is_some_and(|c| c.fsync));
-        let locked = store.lock(Duration::from_secs(
-            cfg.as_ref().map_or(30, |c| c.lock_timeout_secs),
-        ))?;
-        release(
-            &locked,
-            cfg.as_ref(),
-            &req.env.container_id,
-            &req.env.ifname,
-        )?;
+        if let Store::Kubernetes(k) = &loc.store {
+            return self.kube()?.del(k, &loc, cid, ifname);
+        }
+        let data_dir = match &loc.data_dir {
+            Ok(d) => d,
+            Err(text) => {
+                eprintln!("plumb-ipam: DEL of container {cid} interface {ifname}: ipam.dataDir {text:?} is not an absolute path; ADD refuses it, so nothing is stored there: nothing to release (and nothing created relative to the current directory)");
+                return Ok(());
+            }
+        };
+        let Some(store) = FileStore::open_existing(data_dir, &loc.space)? else {
+            return Ok(()); // no store directory: nothing was ever reserved here
+        };
+        let store = store.with_fsync(loc.fsync);
+        let locked = store.lock(Duration::from_secs(loc.lock_timeout_secs))?;
+        // The full config, when it still parses, only keeps the free-address hints in step.
+        let cfg = IpamConfig::from_conf(&req.conf).ok();
+        release(&locked, cfg.as_ref(), cid, ifname)?;
         Ok(())
     }
 
@@ -194,7 +184,14 @@ impl Plugin for Ipam {
         for range in &cfg.ranges {
             let hint = Hint::open(locked.dir(), range, || claimed_offsets(&locked, range))
                 .map_err(unavailable)?;
-            if !hint.has_bitmap() || (hint.used() as u128) < range.usable() {
+            // The bitmap's count is a fast lower bound; a cursor-only range is counted from the claims
+            // (bounded by the records) only when exclusions leave it small enough to fill.
+            let may_be_full = if hint.has_bitmap() {
+                hint.used() as u128 >= range.usable()
+            } else {
+                range.usable() <= u32::MAX as u128
+            };
+            if !may_be_full {
                 continue;
             }
             let used = claimed_offsets(&locked, range)?
@@ -301,11 +298,6 @@ fn attachment(req: &Request) -> Attachment {
     }
 }
 
-/// Whether the config asks for the Kubernetes store, read without validating the rest.
-fn uses_kubernetes(conf: &NetConf) -> bool {
-    config_uses_kubernetes(&conf.raw)
-}
-
 /// Whether a raw network config (the plugin's stdin, parsed as a JSON object) asks for the
 /// Kubernetes store: `ipam.store` is `"kubernetes"`, or there is no `store` and a `kubernetes` block.
 pub fn config_uses_kubernetes(raw: &serde_json::Map<String, Value>) -> bool {
@@ -315,22 +307,6 @@ pub fn config_uses_kubernetes(raw: &serde_json::Map<String, Value>) -> bool {
     let store = ipam.get("store").and_then(Value::as_str);
     store == Some("kubernetes")
         || (store.is_none() && ipam.get("kubernetes").is_some_and(|k| !k.is_null()))
-}
-
-/// Where the store of a config lives, read without validating the ranges (for DEL).
-fn store_location(conf: &NetConf) -> CniResult<(PathBuf, String)> {
-    let Some(Value::Object(ipam)) = conf.raw.get("ipam") else {
-        return Err(CniError::config(
-            "field \"ipam\" is required and must be a JSON object",
-        ));
-    };
-    let data_dir =
-        PathBuf::from(opt_str(ipam, "dataDir")?.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
-    let space = match opt_str(ipam, "network_name")? {
-        Some(n) => validate_space(&n)?,
-        None => DEFAULT_SPACE.into(),
-    };
-    Ok((data_dir, space))
 }
 
 /// Static requests from runtimeConfig.ips, args.cni.ips and CNI_ARGS IP= (comma-separated), deduplicated.
@@ -364,6 +340,8 @@ pub fn static_requests(req: &Request) -> CniResult<Vec<IpAddr>> {
             texts.push(("CNI_ARGS IP".into(), s.to_string()));
         }
     }
+    // A set, not a scan of `out`: CNI_ARGS may list many addresses (ADD then refuses all but one per range).
+    let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (source, text) in texts {
         let ip = match text.split_once('/') {
@@ -376,7 +354,7 @@ pub fn static_requests(req: &Request) -> CniResult<Vec<IpAddr>> {
             }
             None => parse_ip(&text, &source)?,
         };
-        if !out.contains(&ip) {
+        if seen.insert(ip) {
             out.push(ip);
         }
     }

@@ -200,7 +200,11 @@ impl Range {
                 "{field} {range:?} holds no allocatable address between its start and end"
             )));
         }
-        let gateway = gateway.filter(|g| subnet.contains(*g));
+        if let Some(g) = gateway.filter(|g| !subnet.contains(*g)) {
+            return Err(CniError::config(format!(
+                "gateway {g} is outside range {subnet} ({field}); put the gateway inside the range's subnet"
+            )));
+        }
         let mut blocked = Vec::new();
         for (i, ex) in exclude.iter().enumerate() {
             let name = format!(
@@ -268,6 +272,40 @@ impl Range {
         (self.start..=self.end).contains(&n).then(|| n - self.start)
     }
 
+    /// The first offset at or after `from` that is not blocked, if the span has one. One binary search
+    /// over the merged blocked spans, whatever their size: searches never walk blocked offsets one by one.
+    pub fn next_allowed(&self, from: u128) -> Option<u128> {
+        let i = self.blocked.partition_point(|s| s.hi < from);
+        let o = match self.blocked.get(i) {
+            // Spans are merged, so the offset after a span's end is never blocked.
+            Some(s) if s.lo <= from => s.hi.checked_add(1)?,
+            _ => from,
+        };
+        (o <= self.last_offset()).then_some(o)
+    }
+
+    /// Every allowed offset once in next-fit order: from `cursor` to the end, then from 0 up to the
+    /// cursor. Each step costs one [`Range::next_allowed`], so taking `n` of them is O(n log spans).
+    pub fn allowed_from(&self, cursor: u128) -> impl Iterator<Item = u128> + '_ {
+        let cursor = cursor.min(self.last_offset());
+        let mut next = self.next_allowed(cursor);
+        let mut wrapped = false;
+        std::iter::from_fn(move || loop {
+            match next {
+                Some(o) if wrapped && o >= cursor => return None,
+                Some(o) => {
+                    next = o.checked_add(1).and_then(|n| self.next_allowed(n));
+                    return Some(o);
+                }
+                None if !wrapped && cursor > 0 => {
+                    wrapped = true;
+                    next = self.next_allowed(0);
+                }
+                None => return None,
+            }
+        })
+    }
+
     /// Whether an offset is blocked.
     pub fn is_blocked(&self, offset: u128) -> bool {
         let i = self.blocked.partition_point(|s| s.hi < offset);
@@ -296,7 +334,7 @@ impl Range {
 }
 
 /// Parses `cidr` or `first-last/len` into the subnet and the integer span it allows.
-fn parse_range_text(field: &str, text: &str) -> CniResult<(Subnet, u128, u128)> {
+pub fn parse_range_text(field: &str, text: &str) -> CniResult<(Subnet, u128, u128)> {
     let text = text.trim();
     if let Some((span, len)) = text
         .split_once('-')
@@ -445,6 +483,61 @@ mod tests {
                 .unwrap_err()
                 .code,
             7
+        );
+    }
+
+    #[test]
+    fn next_allowed_jumps_spans_and_allowed_from_wraps_once() {
+        let x = Range::build(
+            "ipam.range",
+            "10.0.0.0/24",
+            None,
+            None,
+            &[
+                "10.0.0.1/32".into(),
+                "10.0.0.10/31".into(),
+                "10.0.0.200/29".into(),
+            ],
+            None,
+        )
+        .unwrap();
+        // Offsets are from 10.0.0.1: 0 blocked, 9..=10 blocked, 199..=206 blocked, 253 is the last.
+        assert_eq!(x.next_allowed(0), Some(1));
+        assert_eq!(x.next_allowed(9), Some(11));
+        assert_eq!(x.next_allowed(200), Some(207));
+        assert_eq!(x.next_allowed(253), Some(253));
+        assert_eq!(x.next_allowed(254), None);
+        let all: Vec<u128> = x.allowed_from(250).collect();
+        assert_eq!(all.len() as u128, x.usable());
+        assert_eq!(&all[..5], &[250, 251, 252, 253, 1]);
+        assert_eq!(*all.last().unwrap(), 249);
+        let huge = Range::build("ipam.range", "::/0", None, None, &["::/1".into()], None).unwrap();
+        assert_eq!(
+            huge.next_allowed(0).map(|o| huge.addr(o).to_string()),
+            Some("8000::".into())
+        );
+        assert_eq!(
+            huge.next_allowed(huge.last_offset()),
+            Some(huge.last_offset())
+        );
+    }
+
+    #[test]
+    fn gateway_outside_the_subnet_is_refused() {
+        let e = Range::build(
+            "ipam.range",
+            "10.0.0.0/24",
+            None,
+            None,
+            &[],
+            Some("10.9.0.1".parse().unwrap()),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.msg.contains("gateway 10.9.0.1") && e.msg.contains("10.0.0.0/24"),
+            "{}",
+            e.msg
         );
     }
 }

@@ -107,6 +107,21 @@ impl FileStore {
         Ok(FileStore { dir, fsync: false })
     }
 
+    /// Opens the directory of `space` under `data_dir` only if it exists (DEL and the admin commands
+    /// never create a store): `None` when it does not.
+    pub fn open_existing(data_dir: &Path, space: &str) -> CniResult<Option<FileStore>> {
+        let dir = data_dir.join(space);
+        match fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => Ok(Some(FileStore { dir, fsync: false })),
+            Ok(_) => Err(CniError::new(
+                code::IO_FAILURE,
+                format!("{} is not a directory; move it away", dir.display()),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CniError::io(format!("cannot open {}", dir.display()), &e)),
+        }
+    }
+
     /// Also fsync each record before naming it and the directory after each change (config `fsync`).
     pub fn with_fsync(mut self, fsync: bool) -> FileStore {
         self.fsync = fsync;
@@ -137,18 +152,26 @@ pub struct Locked<'a> {
     _guard: LockGuard,
 }
 
-/// File name of an attachment record: `att-<containerID>@<ifname>`, the interface name percent-encoded
-/// outside `[A-Za-z0-9._-]` (container IDs are validated to that set and never contain `@`).
+/// File name of an attachment record: `att-<containerID>@<ifname>`, each part percent-encoded outside
+/// `[A-Za-z0-9._-]`. The runtime-facing layer already limits container IDs and interface names to the
+/// CNI charset; encoding here as well means no value (from an old record, a hand-written file or the
+/// admin command line) can name a path outside the space directory or hide the `@`.
 pub fn attachment_file(container_id: &str, ifname: &str) -> String {
-    let mut s = format!("att-{container_id}@");
-    for b in ifname.bytes() {
+    let mut s = String::from("att-");
+    encode_into(&mut s, container_id);
+    s.push('@');
+    encode_into(&mut s, ifname);
+    s
+}
+
+fn encode_into(out: &mut String, part: &str) {
+    for b in part.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            s.push(b as char);
+            out.push(b as char);
         } else {
-            s.push_str(&format!("%{b:02X}"));
+            out.push_str(&format!("%{b:02X}"));
         }
     }
-    s
 }
 
 /// File name of an address claim.
@@ -209,6 +232,20 @@ impl Locked<'_> {
     /// Who holds an address: missing, unreadable or a record.
     pub fn holder(&self, ip: IpAddr) -> CniResult<Entry> {
         self.entry(&ip_file(ip))
+    }
+
+    /// The live record holding `ip`, given its claim: the attachment record the claim names exists, is
+    /// the same inode (the claim is its hard link) and lists `ip`. A claim that fails any of these is an
+    /// orphan (left by a killed ADD or a record since replaced). Whether the container itself still
+    /// runs cannot be known from the store; see docs/ipam.md.
+    pub fn live_holder(&self, ip: IpAddr, claim: &Stored) -> CniResult<Option<Stored>> {
+        let r = &claim.record;
+        Ok(
+            match self.entry(&attachment_file(&r.container_id, &r.ifname))? {
+                Entry::Record(s) if s.ino == claim.ino && s.record.addrs().contains(&ip) => Some(s),
+                _ => None,
+            },
+        )
     }
 
     /// Whether an `ip-` file exists (one `lstat`, no read).
@@ -456,4 +493,17 @@ pub fn spaces(data_dir: &Path) -> CniResult<Vec<String>> {
         .collect();
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_names_never_leave_the_space() {
+        assert_eq!(attachment_file("abc_1.2-3", "eth0"), "att-abc_1.2-3@eth0");
+        let n = attachment_file("../../etc/x@y", "a/b\n");
+        assert_eq!(n, "att-..%2F..%2Fetc%2Fx%40y@a%2Fb%0A");
+        assert!(!n.contains('/') && n.matches('@').count() == 1);
+    }
 }

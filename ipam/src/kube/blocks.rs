@@ -14,8 +14,6 @@ use std::net::IpAddr;
 pub const V4_BLOCK_PREFIX: u8 = 26;
 /// Prefix length of IPv6 blocks (256 addresses).
 pub const V6_BLOCK_PREFIX: u8 = 120;
-/// How many block positions a search for an unclaimed block looks at before borrowing instead.
-pub const CLAIM_SEARCH_LIMIT: u32 = 65_536;
 
 /// One object write.
 #[derive(Debug, Clone)]
@@ -53,9 +51,12 @@ pub fn block_of(ip: IpAddr) -> Subnet {
     Subnet::parse(&format!("{ip}/{prefix}"), "block").expect("a block of a valid address")
 }
 
-/// Number of addresses in a block of the family of `net`.
-fn block_size(net: &Subnet) -> u128 {
-    1u128 << (net.family().bits() - net.prefix)
+/// Number of addresses in a subnet (saturating at `u128::MAX` for `::/0`, which a hand-made object
+/// could name).
+pub fn block_size(net: &Subnet) -> u128 {
+    1u128
+        .checked_shl((net.family().bits() - net.prefix) as u32)
+        .unwrap_or(u128::MAX)
 }
 
 /// An 8-hex-digit hash of a space name, used as a label value (names may hold characters labels cannot).
@@ -114,7 +115,7 @@ pub fn subnet(b: &IPBlock) -> Option<Subnet> {
 
 /// The address at an offset of a block.
 pub fn addr_at(block: &Subnet, offset: u128) -> IpAddr {
-    from_int(block.family(), block.first() + offset)
+    from_int(block.family(), block.first().wrapping_add(offset))
 }
 
 /// Every reservation in the blocks, as (address, allocation).
@@ -123,7 +124,12 @@ pub fn reservations(blocks: &[IPBlock]) -> Vec<(IpAddr, &Allocation)> {
     for b in blocks {
         let Some(net) = subnet(b) else { continue };
         for (off, a) in &b.spec.allocations {
-            if let Ok(o) = off.parse::<u128>() {
+            // An offset outside its block is no address of it (only a hand-edited object holds one).
+            if let Some(o) = off
+                .parse::<u128>()
+                .ok()
+                .filter(|o| *o <= net.last() - net.first())
+            {
                 out.push((addr_at(&net, o), a));
             }
         }
@@ -150,16 +156,33 @@ fn recount(b: &mut IPBlock) {
     b.spec.free = size.saturating_sub(b.spec.used);
 }
 
-/// The lowest free address of a block that `range` may hand out.
+/// The lowest free address of a block that `range` may hand out. Blocked spans are jumped and each
+/// step past a taken offset is one of the block's allocations, so the cost is bounded by the block's
+/// allocations, whatever the size of the block (a hand-made object may name a huge one).
 fn free_in(b: &IPBlock, net: &Subnet, range: &Range) -> Option<u128> {
-    let lo = to_int(range.addr(0)).max(net.first());
-    let hi = to_int(range.addr(range.last_offset())).min(net.last());
-    if lo > hi || net.family() != range.family() {
+    if net.family() != range.family() {
         return None;
     }
-    (lo - net.first()..=hi - net.first()).find(|o| {
-        range.allows(addr_at(net, *o)) && !b.spec.allocations.contains_key(&o.to_string())
-    })
+    let lo = range.addr(0);
+    let (lo, hi) = (
+        to_int(lo).max(net.first()),
+        to_int(range.addr(range.last_offset())).min(net.last()),
+    );
+    if lo > hi {
+        return None;
+    }
+    let mut off = range.next_allowed(lo - range.start)?;
+    loop {
+        let ip = range.start + off;
+        if ip > hi {
+            return None;
+        }
+        let in_block = ip - net.first();
+        if !b.spec.allocations.contains_key(&in_block.to_string()) {
+            return Some(in_block);
+        }
+        off = range.next_allowed(off.checked_add(1)?)?;
+    }
 }
 
 /// Plans ADD's address in `range` for `who` on `node`. `blocks` is the listed snapshot of the space.
@@ -212,18 +235,14 @@ pub fn plan_add(
             });
         }
     }
-    // 2. A block nobody has claimed yet.
+    // 2. A block nobody has claimed yet: from the range's first allowed address, jump to the next
+    // allowed address after each block that exists, so the search is bounded by the listed blocks and
+    // the exclusions, never by the number of addresses or blocks in the range.
     let taken: HashSet<u128> = in_range.iter().map(|(_, n)| n.first()).collect();
-    let first = block_of(range.addr(0));
-    let last = block_of(range.addr(range.last_offset())).first();
-    let step = block_size(&first);
-    let mut start = first.first();
-    for _ in 0..CLAIM_SEARCH_LIMIT {
-        if start > last {
-            break;
-        }
-        if !taken.contains(&start) {
-            let net = block_of(from_int(range.family(), start));
+    let mut next = range.next_allowed(0);
+    while let Some(off) = next {
+        let net = block_of(range.addr(off));
+        if !taken.contains(&net.first()) {
             let mut nb = new_block(space, &net, node);
             if let Some(off) = free_in(&nb, &net, range) {
                 nb = with_allocation(&nb, off, allocation, None);
@@ -233,10 +252,11 @@ pub fn plan_add(
                 });
             }
         }
-        match start.checked_add(step) {
-            Some(s) => start = s,
-            None => break,
-        }
+        next = net
+            .last()
+            .checked_sub(range.start)
+            .and_then(|o| o.checked_add(1))
+            .and_then(|o| range.next_allowed(o));
     }
     // 3. Borrow: unowned blocks first (adopting them), then other nodes' blocks.
     let mut others: Vec<&(&IPBlock, Subnet)> = in_range
@@ -470,5 +490,72 @@ mod tests {
         let p = plan_add(&[], "v6", "a", &r, &who("c"), None, 1).unwrap();
         assert_eq!(p.ip.to_string(), "fd00::1");
         assert_eq!(p.write.unwrap().block().spec.cidr, "fd00::/120");
+    }
+
+    #[test]
+    fn huge_exclusions_and_many_blocks_are_jumped() {
+        let bounded = |what: &str, f: &dyn Fn() -> Plan| {
+            let t = std::time::Instant::now();
+            let p = f();
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(2),
+                "{what}: {:?}",
+                t.elapsed()
+            );
+            p
+        };
+        for (text, ex, first) in [
+            ("fd00:ad0::/64", "fd00:ad0::/65", "fd00:ad0:0:0:8000::"),
+            ("fd00::/8", "fd00::/9", "fd80::"),
+        ] {
+            let r = Range::build("ipam.range", text, None, None, &[ex.into()], None).unwrap();
+            let p = bounded(text, &|| {
+                plan_add(&[], "s", "a", &r, &who("c"), None, 1).unwrap()
+            });
+            assert_eq!(p.ip.to_string(), first, "{text}");
+        }
+        // 3,000 blocks claimed by another node ahead of the free space: the search jumps them.
+        let r = range("fd00:7::/64");
+        let mut blocks = Vec::new();
+        for i in 0..3000u128 {
+            let net = block_of(r.addr(i * 256));
+            let mut b = new_block("s", &net, "other");
+            b.spec.allocations.insert("7".into(), p_alloc());
+            blocks.push(b);
+        }
+        let p = bounded("3000 blocks", &|| {
+            plan_add(&blocks, "s", "a", &r, &who("c"), None, 1).unwrap()
+        });
+        assert_eq!(p.ip.to_string(), "fd00:7::b:b800"); // block 3000 = 0xbb8, times 256
+                                                        // A hand-made block covering a whole /64 with one allocation is stepped in one jump.
+        let net = Subnet::parse("fd00:8::/64", "t").unwrap();
+        let mut b = new_block("s", &net, "a");
+        b.spec.allocations.insert("1".into(), p_alloc());
+        b.spec
+            .allocations
+            .insert("99999999999999999999999999999999999".into(), p_alloc());
+        let r = range("fd00:8::/64");
+        let p = bounded("huge block", &|| {
+            plan_add(&[b.clone()], "s", "a", &r, &who("c"), None, 1).unwrap()
+        });
+        assert_eq!(p.ip.to_string(), "fd00:8::2");
+        assert_eq!(
+            reservations(&[b]).len(),
+            1,
+            "an offset outside the block is no reservation"
+        );
+    }
+
+    fn p_alloc() -> Allocation {
+        Allocation {
+            container_id: "x".into(),
+            ifname: "eth0".into(),
+            network: "net".into(),
+            node: "other".into(),
+            pod_namespace: None,
+            pod_name: None,
+            pod_uid: None,
+            created: 1,
+        }
     }
 }

@@ -4,7 +4,7 @@
 use super::blocks::reservations;
 use super::store::{run, KubeSettings};
 use crate::alloc::{place_statics, Attachment};
-use crate::config::IpamConfig;
+use crate::config::{IpamConfig, Location};
 use crate::plugin::KubeStore;
 use crate::store::{now_secs, FileStore};
 use plumb_cni::{code, CniError, CniResult};
@@ -13,11 +13,16 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 fn node_lock(cfg: &IpamConfig) -> CniResult<plumb_cni::lock::LockGuard> {
-    let dir = FileStore::open(&cfg.data_dir, &cfg.space)?;
-    plumb_cni::lock::lock_exclusive(
-        &dir.dir().join(".lock"),
-        Duration::from_secs(cfg.lock_timeout_secs),
-    )
+    lock_in(&cfg.data_dir, &cfg.space, cfg.lock_timeout_secs)
+}
+
+fn lock_in(
+    data_dir: &std::path::Path,
+    space: &str,
+    timeout_secs: u64,
+) -> CniResult<plumb_cni::lock::LockGuard> {
+    let dir = FileStore::open(data_dir, space)?;
+    plumb_cni::lock::lock_exclusive(&dir.dir().join(".lock"), Duration::from_secs(timeout_secs))
 }
 
 /// ADD: one address per range; on failure, best-effort removal of what this call reserved.
@@ -56,8 +61,21 @@ pub fn add(
 
 /// DEL: removes every reservation of the attachment; nothing reserved is success.
 pub fn del(k: &KubeSettings, cfg: &IpamConfig, container_id: &str, ifname: &str) -> CniResult<()> {
-    let _lock = node_lock(cfg)?;
-    run(k, &cfg.space, async |s| {
+    del_at(k, &cfg.location(), container_id, ifname)
+}
+
+/// DEL from the store location alone (the ranges are not needed: every reservation of the attachment
+/// in the space goes). Without an absolute `dataDir` there is no node lock to take (it would be a file
+/// relative to the current directory); the API's resourceVersion checks still keep the writes safe.
+pub fn del_at(k: &KubeSettings, loc: &Location, container_id: &str, ifname: &str) -> CniResult<()> {
+    let _lock = match &loc.data_dir {
+        Ok(dir) => Some(lock_in(dir, &loc.space, loc.lock_timeout_secs)?),
+        Err(text) => {
+            eprintln!("plumb-ipam: DEL: ipam.dataDir {text:?} is not absolute: releasing in the cluster without the node-local lock");
+            None
+        }
+    };
+    run(k, &loc.space, async |s| {
         s.remove(|_, a| a.is_for(container_id, ifname)).await
     })
     .map(|_| ())
@@ -141,8 +159,8 @@ impl KubeStore for Backend {
         add(k, cfg, who, statics)
     }
 
-    fn del(&self, k: &KubeSettings, cfg: &IpamConfig, cid: &str, ifname: &str) -> CniResult<()> {
-        del(k, cfg, cid, ifname)
+    fn del(&self, k: &KubeSettings, loc: &Location, cid: &str, ifname: &str) -> CniResult<()> {
+        del_at(k, loc, cid, ifname)
     }
 
     fn held(

@@ -205,7 +205,7 @@ pub fn verdict(a: &Allocation, snap: &Snapshot, now: u64, grace_secs: u64) -> Ve
 
 fn block_size(b: &IPBlock) -> u32 {
     subnet(b)
-        .map(|n| 1u128 << (n.family().bits() - n.prefix))
+        .map(|n| super::blocks::block_size(&n))
         .unwrap_or(0)
         .min(u32::MAX as u128) as u32
 }
@@ -230,15 +230,20 @@ fn address(b: &IPBlock, offset: &str) -> String {
 
 /// The line printed for a freed reservation.
 pub fn freed_line(ip: &str, a: &Allocation, space: &str) -> String {
+    use crate::admin::shown;
     let pod = match (non_empty(&a.pod_namespace), non_empty(&a.pod_name)) {
-        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (Some(ns), Some(n)) => format!("{}/{}", shown(ns), shown(n)),
         _ => "-".to_string(),
     };
-    let uid = non_empty(&a.pod_uid).unwrap_or("-");
+    let uid = shown(non_empty(&a.pod_uid).unwrap_or("-"));
     let cid: String = a.container_id.chars().take(12).collect();
     format!(
-        "freed {ip} (pod {pod} uid {uid}, node {}, container {cid}, interface {}, space {space})",
-        a.node, a.ifname
+        "freed {} (pod {pod} uid {uid}, node {}, container {}, interface {}, space {})",
+        shown(ip),
+        shown(&a.node),
+        shown(&cid),
+        shown(&a.ifname),
+        shown(space)
     )
 }
 
@@ -273,16 +278,17 @@ pub fn plan(snap: &Snapshot, now: u64, grace_secs: u64) -> Plan {
         let node_gone = !owner.is_empty() && judge_nodes && !snap.nodes.contains(owner);
         let what = format!(
             "block {} ({}, space {})",
-            name_of(b),
-            b.spec.cidr,
-            b.spec.space
+            crate::admin::shown(name_of(b)),
+            crate::admin::shown(&b.spec.cidr),
+            crate::admin::shown(&b.spec.space)
         );
+        let owner_shown = crate::admin::shown(owner);
         let empty = nb.spec.allocations.is_empty();
         let change = if (node_gone || owner.is_empty()) && empty {
             lines.push(if owner.is_empty() {
                 format!("deleted {what}: orphaned and empty")
             } else {
-                format!("deleted {what}: node {owner} is gone and the block is empty")
+                format!("deleted {what}: node {owner_shown} is gone and the block is empty")
             });
             Change::Delete(b.clone())
         } else if node_gone {
@@ -290,7 +296,7 @@ pub fn plan(snap: &Snapshot, now: u64, grace_secs: u64) -> Plan {
             recount(&mut nb);
             let kept = nb.spec.allocations.len();
             lines.push(format!(
-                "orphaned {what}: node {owner} is gone; {kept} reservation{} of existing pods kept, any node may adopt it",
+                "orphaned {what}: node {owner_shown} is gone; {kept} reservation{} of existing pods kept, any node may adopt it",
                 if kept == 1 { "" } else { "s" }
             ));
             Change::Replace(nb)
