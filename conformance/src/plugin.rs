@@ -130,9 +130,20 @@ impl Call {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()))
+            .stderr(Stdio::piped());
+        // A binary a test has just copied can be busy for a moment (ETXTBSY): another test thread's
+        // fork may still hold the copy's write descriptor until its exec closes it. Try again briefly.
+        let mut tries = 0;
+        loop {
+            match cmd.spawn() {
+                Ok(child) => return child,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("spawn {}: {e}", binary.display()),
+            }
+        }
     }
 
     /// Writes stdin, waits and collects the outcome.
