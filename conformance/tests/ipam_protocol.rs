@@ -1210,12 +1210,21 @@ fn gc_with_legacy_attachments_key() {
 }
 
 #[test]
-fn gc_needs_the_attachment_list_and_honours_disable_gc() {
+fn gc_without_the_attachment_list_releases_nothing_and_honours_disable_gc() {
     let dir = data_dir();
     let conf = net("1.1.0", "net", ipam(&dir, "10.1.0.0/24"));
     add_ok(&conf, "c1", "eth0");
-    let e = run(&network_call("GC", &conf)).err(7);
-    assert_msg(&e, &["cni.dev/valid-attachments"]);
+    // libcni sends GC without the list when its caller gave none (cnitool gc): success, nothing released,
+    // and the missing key is named on stderr.
+    let out = run(&network_call("GC", &conf));
+    assert_eq!(out.ok(), Value::Null);
+    assert!(
+        out.stderr
+            .contains("without \"cni.dev/valid-attachments\": nothing released"),
+        "stderr should say the key was missing: {:?}",
+        out.stderr
+    );
+    assert_eq!(claims(dir.path()), ips(&["10.1.0.1"]));
     let bad = with(
         &conf,
         "cni.dev/valid-attachments",

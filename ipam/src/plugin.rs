@@ -217,9 +217,16 @@ impl Plugin for Ipam {
         if req.conf.bool_field("disableGC")?.unwrap_or(false) {
             return Ok(());
         }
-        let valid = req.conf.valid_attachments.as_ref().ok_or_else(|| {
-            CniError::config("GC needs \"cni.dev/valid-attachments\" in the configuration (an empty list releases every reservation of this network)")
-        })?;
+        // libcni sends GC without the list when its caller gave none (cnitool gc does, after DELing the
+        // attachments in its own cache). An absent list says nothing about which attachments are still in
+        // use, so nothing is released: only an explicit list (even an empty one) releases.
+        let Some(valid) = req.conf.valid_attachments.as_ref() else {
+            eprintln!(
+                "plumb-ipam: GC of network {:?} without \"cni.dev/valid-attachments\": nothing released (only an explicit list, even an empty one, releases reservations)",
+                req.conf.name
+            );
+            return Ok(());
+        };
         let valid: HashSet<(&str, &str)> = valid
             .iter()
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
