@@ -5,6 +5,7 @@ pub mod host;
 pub mod iproute;
 pub mod libcni;
 pub mod netns;
+pub mod peers;
 pub mod plugin;
 pub mod result;
 pub mod skip;

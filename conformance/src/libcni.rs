@@ -1,136 +1,19 @@
-//! Running plugins through libcni, the Go library real runtimes embed: builds the small
-//! `libcni-driver` program (conformance/libcni-driver) once per test process and runs network
-//! lists through it with a private config directory and result cache.
+//! Running plugins through libcni, the Go library real runtimes embed: the small `libcni-driver`
+//! program (conformance/peers/libcni-driver), built by `scripts/peers` against the same libcni module as
+//! cnitool (see [`crate::peers`]), runs network lists with a private config directory and result cache.
+//! Kept for what cnitool cannot express: a private result cache (`CNI_CACHE_DIR`), a fixed container id,
+//! and the CNI error object on stdout.
 
 use crate::plugin::Outcome;
-use crate::skip::{have_command, skip};
 use crate::TempDir;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
-/// The GOPATH root holding Debian's Go sources (apt golang-github-appc-cni-dev).
-pub const GOPATH: &str = "/usr/share/gocode";
-
-/// Where Debian's libcni source lives under [`GOPATH`].
-pub const LIBCNI_SRC: &str = "/usr/share/gocode/src/github.com/containernetworking/cni/libcni";
-
-/// The driver's package directory, relative to the workspace root.
-const DRIVER_PKG: &str = "conformance/libcni-driver";
-
-/// What building the driver came to, remembered for the whole test process.
-enum Built {
-    /// The driver binary is ready at this path.
-    Ready(PathBuf),
-    /// A prerequisite is missing: tests skip with this reason.
-    Missing(String),
-    /// The build itself failed: tests fail with this message.
-    Failed(String),
-}
-
-static DRIVER: OnceLock<Built> = OnceLock::new();
-
-/// The cargo target directory: `CARGO_TARGET_DIR`, else `<workspace>/target`.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"))
-}
-
-/// Where the driver binary is built: `<target>/libcni-driver/libcni-driver`.
-pub fn driver_path() -> PathBuf {
-    target_dir().join("libcni-driver").join("libcni-driver")
-}
-
-/// Path of the built driver, building it on first use in this process. Returns `None` after a
-/// loud skip naming `test` when `go` or the libcni source is missing; panics if the build fails.
+/// Path of the built driver (see [`crate::peers::dir`]). Returns `None` after a loud skip naming `test`
+/// when Go >= 1.26 is missing; panics if the build fails.
 pub fn driver_bin(test: &str) -> Option<PathBuf> {
-    match DRIVER.get_or_init(build) {
-        Built::Ready(p) => Some(p.clone()),
-        Built::Missing(why) => {
-            skip(test, why);
-            None
-        }
-        Built::Failed(why) => panic!("{why}"),
-    }
-}
-
-/// Newest modification time among the driver's Go sources.
-fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "go"))
-        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .max()
-}
-
-fn build() -> Built {
-    if !have_command("go") {
-        return Built::Missing(
-            "needs the Go toolchain to build the libcni driver (apt golang-go)".into(),
-        );
-    }
-    if !Path::new(LIBCNI_SRC).is_dir() {
-        return Built::Missing(format!(
-            "needs libcni source at {LIBCNI_SRC} (apt golang-github-appc-cni-dev)"
-        ));
-    }
-    let root = crate::workspace_root();
-    let out = driver_path();
-    let out_dir = out.parent().expect("driver dir").to_path_buf();
-
-    // Up to date: the binary is newer than every Go source of the driver.
-    if let (Some(src), Ok(bin)) = (
-        newest_source(&root.join(DRIVER_PKG)),
-        out.metadata().and_then(|m| m.modified()),
-    ) {
-        if bin >= src {
-            return Built::Ready(out);
-        }
-    }
-
-    if let Err(e) = std::fs::create_dir_all(&out_dir) {
-        return Built::Failed(format!("create {}: {e}", out_dir.display()));
-    }
-    // Build to a private name, then rename, so concurrent test processes never see half a file.
-    let tmp = out_dir.join(format!(".libcni-driver.{}.tmp", std::process::id()));
-    let mut cmd = Command::new("go");
-    cmd.current_dir(&root)
-        .args(["build", "-o"])
-        .arg(&tmp)
-        .arg(format!("./{DRIVER_PKG}"))
-        .env("GO111MODULE", "off")
-        .env("GOPATH", GOPATH)
-        .env("CGO_ENABLED", "0")
-        .env_remove("GOFLAGS")
-        .stdin(Stdio::null());
-    if std::env::var_os("GOCACHE").is_none() && std::env::var_os("HOME").is_none() {
-        cmd.env("GOCACHE", out_dir.join("gocache"));
-    }
-    let output = match cmd.output() {
-        Ok(o) => o,
-        Err(e) => return Built::Failed(format!("running `go build` for the libcni driver: {e}")),
-    };
-    if !output.status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        return Built::Failed(format!(
-            "building the libcni driver failed ({}): {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    if let Err(e) = std::fs::rename(&tmp, &out) {
-        let _ = std::fs::remove_file(&tmp);
-        return Built::Failed(format!(
-            "rename {} -> {}: {e}",
-            tmp.display(),
-            out.display()
-        ));
-    }
-    Built::Ready(out)
+    crate::peers::bin(test, "libcni-driver")
 }
 
 /// One network configuration driven through libcni: a private NETCONFPATH holding the config,

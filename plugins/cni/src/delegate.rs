@@ -116,6 +116,10 @@ pub fn exec(
         .wait_with_output()
         .map_err(|e| CniError::io(format!("delegated plugin {name} did not finish"), &e))?;
     if out.status.success() {
+        // The delegate's log lines go on to the caller's stderr, as the Go invoke package passes them.
+        if !out.stderr.is_empty() {
+            let _ = std::io::stderr().write_all(&out.stderr);
+        }
         return Ok(out.stdout);
     }
     let parsed = serde_json::from_slice(&out.stdout)
