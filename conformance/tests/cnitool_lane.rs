@@ -578,3 +578,204 @@ fn cnitool_tuning_portmap_1_1_0() {
 fn cnitool_tuning_portmap_0_4_0() {
     lane(Case::TuningPortmap, "0.4.0");
 }
+
+/// Issue 12's `cnitool gc`: attachments cnitool made with another cache (another runtime on the node) and
+/// in another network keep their reservations through a `cnitool gc` that carries no attachment list.
+fn gc_keeps_attachments_of_other_caches(version: &str) {
+    let test = &format!("cnitool_gc_keeps_attachments_of_other_caches_{version}");
+    if unable(test) {
+        return;
+    }
+    let node = Netns::new("ctn");
+    let data = TempDir::new("ctd");
+    let (net, other_net) = (unique_name("ctnet"), unique_name("ctoth"));
+    let bridge = unique_name("ctbr");
+    // Two networks on one bridge and one store (one space, so one address pool).
+    let mut conf = conflist(Case::PlumbBridge, version, &net, &bridge, 1, data.path());
+    let mut other = conflist(
+        Case::PlumbBridge,
+        version,
+        &other_net,
+        &bridge,
+        1,
+        data.path(),
+    );
+    for c in [&mut conf, &mut other] {
+        c["plugins"][0]["ipam"]["network_name"] = json!("shared");
+    }
+    let Some(runtime_a) = Cnitool::new(test, &[&conf, &other]) else {
+        return;
+    };
+    let runtime_a = runtime_a.on_node(&node.name);
+    let runtime_b = runtime_a.other_cache();
+
+    let kept = add_pod(&runtime_a, &net, data.path());
+    let kept_other = add_pod(&runtime_a, &other_net, data.path());
+    let own = add_pod(&runtime_b, &net, data.path());
+    let before = record_files(data.path());
+
+    // B's gc of `net`: libcni DELs B's own attachment, then sends GC without the list at 1.1.0.
+    let out = runtime_b.run("gc", &net, &own.ns.path());
+    expect_ok("gc", &out);
+    assert_eq!(
+        out.stderr.contains(GC_WITHOUT_LIST),
+        version == "1.1.0",
+        "stderr: {}",
+        out.stderr
+    );
+    assert_gone(&runtime_b, data.path(), &own);
+    // B's gc of the other network, of which its cache holds nothing.
+    expect_ok(
+        "gc of the other network",
+        &runtime_b.run("gc", &other_net, &own.ns.path()),
+    );
+
+    // A's attachments keep their reservations, interfaces and traffic.
+    let after = record_files(data.path());
+    let expect: BTreeSet<String> = before
+        .iter()
+        .filter(|f| !f.contains(&own.cid) && !f.ends_with(&own.ip))
+        .cloned()
+        .collect();
+    assert_eq!(after, expect, "only B's own attachment is released");
+    for p in [&kept, &kept_other] {
+        assert!(
+            after.contains(&format!("att-{}@{IFNAME}", p.cid)),
+            "{} kept its record",
+            p.cid
+        );
+        assert_eq!(addrs(&p.ns, IFNAME).len(), 1, "{} kept its address", p.cid);
+    }
+    assert!(
+        kept.ns
+            .try_exec(&["ping", "-c", "1", "-W", "2", &kept_other.ip]),
+        "the kept pods still reach each other"
+    );
+    expect_ok(
+        "check of a kept pod",
+        &runtime_a.run("check", &net, &kept.ns.path()),
+    );
+
+    // A's own gc then releases A's attachments (libcni DELs them from its cache).
+    expect_ok("gc by A", &runtime_a.run("gc", &net, &kept.ns.path()));
+    expect_ok(
+        "gc by A",
+        &runtime_a.run("gc", &other_net, &kept_other.ns.path()),
+    );
+    assert_gone(&runtime_a, data.path(), &kept);
+    assert_gone(&runtime_a, data.path(), &kept_other);
+    assert_eq!(
+        record_files(data.path()),
+        BTreeSet::new(),
+        "IPAM files left"
+    );
+}
+
+#[test]
+fn cnitool_gc_keeps_attachments_of_other_caches_1_1_0() {
+    gc_keeps_attachments_of_other_caches("1.1.0");
+}
+
+#[test]
+fn cnitool_gc_keeps_attachments_of_other_caches_0_4_0() {
+    gc_keeps_attachments_of_other_caches("0.4.0");
+}
+
+/// plumb-vxlan + plumb-ipam: two node namespaces joined by a carrier veth, cnitool on each node with the
+/// node's own cache, one pod per node, one shared store.
+fn vxlan(version: &str) {
+    let test = &format!("cnitool_vxlan_{version}");
+    if unable(test) {
+        return;
+    }
+    let (na, nb) = (Netns::new("ctva"), Netns::new("ctvb"));
+    conformance::netns::veth_between(&na, &nb, "car0", 1500);
+    for (n, ip, gw) in [
+        (&na, "10.78.0.1/24", "10.78.0.2"),
+        (&nb, "10.78.0.2/24", "10.78.0.1"),
+    ] {
+        n.exec(&["ip", "addr", "add", ip, "dev", "car0"]);
+        n.exec(&["ip", "link", "set", "car0", "up"]);
+        n.exec(&["ip", "route", "add", "default", "via", gw]);
+    }
+    let data = TempDir::new("ctd");
+    let net = unique_name("ctvx");
+    let config = json!({
+        "cniVersion": version,
+        "name": net,
+        "plugins": [{
+            "type": "plumb-vxlan", "bridge": "ctvx0", "vni": 4243, "group": "224.0.0.89",
+            "ipam": {"type": "plumb-ipam", "range": "192.168.78.0/24", "dataDir": data.path().display().to_string()},
+        }],
+    });
+    let Some(on_a) = Cnitool::new(test, &[&config]) else {
+        return;
+    };
+    let on_b = on_a.other_cache().on_node(&nb.name);
+    let on_a = on_a.on_node(&na.name);
+    let a = add_pod(&on_a, &net, data.path());
+    let b = add_pod(&on_b, &net, data.path());
+    assert_ne!(a.ip, b.ip, "one store: distinct addresses");
+    for n in [&na, &nb] {
+        let d = n.exec(&["ip", "-d", "link", "show", "ctvx0-vx"]);
+        assert!(
+            d.contains("vxlan id 4243") && d.contains("mtu 1450"),
+            "VTEP on {}: {d}",
+            n.name
+        );
+    }
+    assert!(
+        a.ns.try_exec(&["ping", "-c", "2", "-W", "2", &b.ip]),
+        "pod A ({}) cannot reach pod B ({}) over the VXLAN",
+        a.ip,
+        b.ip
+    );
+    expect_ok("check on A", &on_a.run("check", &net, &a.ns.path()));
+    expect_ok("check on B", &on_b.run("check", &net, &b.ns.path()));
+    assert_status(&on_a, version, &net, &a.ns.path());
+
+    expect_ok("del on A", &on_a.run("del", &net, &a.ns.path()));
+    assert_gone(&on_a, data.path(), &a);
+    assert!(
+        record_files(data.path()).contains(&format!("att-{}@{IFNAME}", b.cid)),
+        "B kept"
+    );
+    let out = on_b.run("gc", &net, &b.ns.path());
+    expect_ok("gc on B", &out);
+    assert_eq!(
+        out.stderr.contains(GC_WITHOUT_LIST),
+        version == "1.1.0",
+        "stderr: {}",
+        out.stderr
+    );
+    assert_gone(&on_b, data.path(), &b);
+    expect_ok("second del on A", &on_a.run("del", &net, &a.ns.path()));
+    assert_eq!(
+        record_files(data.path()),
+        BTreeSet::new(),
+        "IPAM files left"
+    );
+    for n in [&na, &nb] {
+        let l = links(n);
+        assert!(
+            !l.iter().any(|x| x.starts_with("plb")),
+            "host veth left on {}: {l:?}",
+            n.name
+        );
+        assert!(
+            l.contains("ctvx0") && l.contains("ctvx0-vx"),
+            "shared bridge and VTEP stay on {}",
+            n.name
+        );
+    }
+}
+
+#[test]
+fn cnitool_vxlan_1_1_0() {
+    vxlan("1.1.0");
+}
+
+#[test]
+fn cnitool_vxlan_0_4_0() {
+    vxlan("0.4.0");
+}
