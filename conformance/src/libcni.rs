@@ -17,9 +17,11 @@ pub fn driver_bin(test: &str) -> Option<PathBuf> {
 }
 
 /// One network configuration driven through libcni: a private NETCONFPATH holding the config,
-/// a private result cache, `CNI_PATH` = [`crate::cni_path`], and optional CNI_ARGS/CAP_ARGS.
+/// a private result cache, `CNI_PATH` = [`crate::peers::cni_path`] (plumb's binaries, then the reference
+/// plugins v1.10 built with the driver), and optional CNI_ARGS/CAP_ARGS.
 pub struct Driver {
     bin: PathBuf,
+    cni_path: String,
     network: String,
     conf_dir: TempDir,
     cache_dir: TempDir,
@@ -37,6 +39,7 @@ impl Driver {
     /// cannot be built on this machine. Panics if `config` has no string `name`.
     pub fn new(test: &str, config: &Value) -> Option<Driver> {
         let bin = driver_bin(test)?;
+        let cni_path = crate::peers::cni_path(test)?;
         let network = config["name"]
             .as_str()
             .expect("network config needs a string \"name\"")
@@ -55,6 +58,7 @@ impl Driver {
         .unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
         Some(Driver {
             bin,
+            cni_path,
             network,
             conf_dir,
             cache_dir: TempDir::new("lcch"),
@@ -150,7 +154,7 @@ impl Driver {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(std::env::vars().filter(|(k, _)| k.starts_with("PLUMB_")))
             .env("NETCONFPATH", self.conf_dir.path())
-            .env("CNI_PATH", crate::cni_path())
+            .env("CNI_PATH", &self.cni_path)
             .env("CNI_IFNAME", &self.ifname)
             .env("CNI_CACHE_DIR", self.cache_dir.path());
         if let Some(a) = &self.cni_args {

@@ -1,4 +1,4 @@
-//! The libcni lane: Debian's reference `bridge` plugin with plumb-ipam as its IPAM, driven
+//! The libcni lane: the reference `bridge` plugin (v1.10) with plumb-ipam as its IPAM, driven
 //! through libcni (the library real runtimes embed) for each spec version a runtime still sends.
 //! Two throw-away namespaces join one bridge, get distinct addresses, ping each other, pass CHECK
 //! (refused by libcni below 0.4.0), and leave again with an idempotent DEL.
@@ -21,7 +21,7 @@ use conformance::host::{ForwardingRestore, HostLink};
 enum Ipam {
     /// plumb-ipam, the plugin under test.
     Plumb,
-    /// Debian's reference host-local, the control.
+    /// The reference host-local (v1.10), the control.
     HostLocal,
 }
 
