@@ -1,0 +1,823 @@
+//! plumb-ipam's Kubernetes store against a REAL kube-apiserver (kube-real lane): the etcd and
+//! kube-apiserver `scripts/control-plane` builds from the Go module proxy, on loopback, with client
+//! certificates, service-account token signing and `--authorization-mode=RBAC` (see
+//! `conformance::control_plane`).
+//!
+//! `deploy/crds` and `deploy/rbac.yaml` are applied as they are; the plugin and `plumb-ipam reconcile`
+//! run with tokens of exactly deploy/rbac.yaml's service accounts, from the TokenRequest API, in
+//! kubeconfigs written by the installer script of deploy/installer-daemonset.yaml itself. Requests are
+//! counted from the server's audit log, per user.
+//!
+//! One control plane serves every test; IPBlocks are cluster-scoped, so each test works in its own
+//! space (`network_name`). Tests that count requests or judge every request of a service account hold
+//! [`serial`], so no other test's requests land in their window.
+
+use conformance::control_plane::{self, Auth, ControlPlane};
+use conformance::plugin::{Call, Outcome};
+use conformance::{plumb_bin, unique_name, TempDir};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// IPAM never enters the namespace, so any path will do.
+const NETNS: &str = "/run/netns/none";
+/// The audit log's name for the plugin's service account.
+const PLUGIN_USER: &str = "system:serviceaccount:kube-system:plumb";
+/// The audit log's name for reconcile's service account.
+const RECONCILE_USER: &str = "system:serviceaccount:kube-system:plumb-reconcile";
+const IPBLOCKS: &str = "/apis/plumb.dev/v1alpha1/ipblocks";
+
+// ---------------------------------------------------------------------------------------------
+// Setup: the control plane with deploy/ applied, and the installer-written kubeconfigs
+// ---------------------------------------------------------------------------------------------
+
+/// The shared control plane with deploy/crds and deploy/rbac.yaml applied.
+struct Real {
+    cp: &'static ControlPlane,
+    /// The plugin's kubeconfig, written by the installer from a `plumb` token.
+    plugin_kubeconfig: PathBuf,
+    /// Reconcile's kubeconfig, written by the installer from a `plumb-reconcile` token.
+    reconcile_kubeconfig: PathBuf,
+    /// The `plumb` token in the plugin's kubeconfig.
+    plugin_token: String,
+}
+
+/// Serialises the tests that read every request of a service account from the audit log.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn real() -> &'static Real {
+    static REAL: OnceLock<Real> = OnceLock::new();
+    REAL.get_or_init(|| {
+        let cp = control_plane::shared();
+        apply_yaml(cp, &workspace_file("deploy/crds/ipblocks.plumb.dev.yaml"));
+        wait_established(cp, "ipblocks.plumb.dev");
+        apply_yaml(cp, &workspace_file("deploy/rbac.yaml"));
+        // Under the control plane's directory, which goes with it at exit.
+        let dir = cp.scratch("deploy");
+        let plugin_token = cp.token("kube-system", "plumb", 3600);
+        let plugin_kubeconfig = installer_kubeconfig(cp, &dir, "plugin", &plugin_token);
+        let reconcile_token = cp.token("kube-system", "plumb-reconcile", 3600);
+        let reconcile_kubeconfig =
+            installer_kubeconfig(cp, &dir, "reconcile", &reconcile_token);
+        Real {
+            cp,
+            plugin_kubeconfig,
+            reconcile_kubeconfig,
+            plugin_token,
+        }
+    })
+}
+
+fn workspace_file(rel: &str) -> String {
+    let p = conformance::workspace_root().join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The documents of a multi-document YAML file, as JSON.
+fn yaml_docs(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The collection path of an object of deploy/ (only the kinds deploy/ applies; another kind fails
+/// the test, so a new kind in deploy/ gets a path here).
+fn collection(obj: &Value) -> String {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    match obj["kind"].as_str().unwrap_or_default() {
+        "CustomResourceDefinition" => {
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions".into()
+        }
+        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+        "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
+        "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
+        other => panic!("no collection path for kind {other:?}"),
+    }
+}
+
+/// Applies every document of a deploy/ file, as it is, as the admin.
+fn apply_yaml(cp: &ControlPlane, text: &str) {
+    for doc in yaml_docs(text) {
+        cp.apply(&collection(&doc), &doc);
+    }
+}
+
+/// Waits until a CRD is Established (at most 30 s).
+fn wait_established(cp: &ControlPlane, name: &str) {
+    let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let crd = cp.admin("GET", &path, None, 200);
+        let established = crd["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Established" && c["status"] == "True");
+        if established {
+            return;
+        }
+        assert!(Instant::now() < deadline, "CRD {name} not established: {crd}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The installer script, exactly as deploy/installer-daemonset.yaml's ConfigMap carries it.
+fn installer_script() -> String {
+    let docs = yaml_docs(&workspace_file("deploy/installer-daemonset.yaml"));
+    docs.iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["install.sh"].is_string())
+        .and_then(|d| d["data"]["install.sh"].as_str())
+        .expect("a ConfigMap with data.install.sh in deploy/installer-daemonset.yaml")
+        .to_string()
+}
+
+/// The installer running against the real server, from a token directory the test writes the way
+/// the kubelet projects the service-account token (`token`, `ca.crt`); killed on drop.
+struct Installer {
+    child: Child,
+    token_dir: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Installer {
+    fn start(cp: &ControlPlane, dir: &Path, token: &str) -> Installer {
+        let token_dir = dir.join("token");
+        let conf_dir = dir.join("conf");
+        let bin_src = dir.join("bin-src");
+        for d in [&token_dir, &bin_src] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::fs::write(token_dir.join("ca.crt"), cp.ca_pem()).expect("write ca.crt");
+        std::fs::write(token_dir.join("token"), token).expect("write token");
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(installer_script())
+            .env("PLUMB_BIN_SRC", &bin_src)
+            .env("PLUMB_CNI_BIN_DIR", dir.join("cni-bin"))
+            .env("PLUMB_CONF_DIR", &conf_dir)
+            .env("PLUMB_TOKEN_DIR", &token_dir)
+            .env("PLUMB_API_SERVER", cp.url())
+            .env("PLUMB_REFRESH_SECONDS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run the installer script");
+        Installer {
+            child,
+            token_dir,
+            kubeconfig: conf_dir.join("plumb.kubeconfig"),
+        }
+    }
+
+    /// Waits until the kubeconfig carries `token` (at most 20 s).
+    fn wait_for_token(&self, token: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.kubeconfig).unwrap_or_default();
+            if text.contains(&format!("token: \"{token}\"")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the installer did not write the token into {}: {text}",
+                self.kubeconfig.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Installer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the installer once for `token` in `dir/<name>` and returns the kubeconfig it wrote.
+fn installer_kubeconfig(cp: &ControlPlane, dir: &Path, name: &str, token: &str) -> PathBuf {
+    let inst = Installer::start(cp, &dir.join(name), token);
+    inst.wait_for_token(token);
+    inst.kubeconfig.clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running plumb-ipam
+// ---------------------------------------------------------------------------------------------
+
+/// A network configuration with plumb-ipam on `range`, in its own space, with `kubeconfig`.
+fn net(space: &str, range: &str, data: &Path, kubeconfig: &Path, extra: Value) -> Value {
+    let mut ipam = json!({
+        "type": "plumb-ipam",
+        "range": range,
+        "network_name": space,
+        "dataDir": data.to_str().expect("UTF-8 temp dir"),
+        "kubernetes": {"kubeconfig": kubeconfig.to_str().expect("UTF-8 temp dir")},
+    });
+    for (k, x) in extra.as_object().expect("extra is an object") {
+        ipam[k] = x.clone();
+    }
+    json!({"cniVersion": "1.0.0", "name": space, "type": "plumb-ipam", "ipam": ipam})
+}
+
+fn cni(cmd: &str, conf: &Value, node: &str, cid: &str) -> Outcome {
+    Call::new(cmd, cid, NETNS, "eth0", conf)
+        .env("PLUMB_NODE_NAME", node)
+        .run(&plumb_bin("plumb-ipam"))
+}
+
+fn add_ok(conf: &Value, node: &str, cid: &str) -> Value {
+    cni("ADD", conf, node, cid).ok()
+}
+
+fn del_ok(conf: &Value, node: &str, cid: &str) {
+    assert_eq!(cni("DEL", conf, node, cid).ok(), Value::Null);
+}
+
+/// `ips[i].address` of a result.
+fn address(result: &Value, i: usize) -> String {
+    result["ips"][i]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ips[{i}].address in {result}"))
+        .to_string()
+}
+
+/// The IPBlocks of `space`, read by the admin.
+fn blocks(cp: &ControlPlane, space: &str) -> Vec<Value> {
+    let list = cp.admin("GET", IPBLOCKS, None, 200);
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|b| b["spec"]["space"] == space)
+        .cloned()
+        .collect()
+}
+
+/// (cidr, used) of each block of `space`, sorted.
+fn usage(cp: &ControlPlane, space: &str) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = blocks(cp, space)
+        .iter()
+        .map(|b| {
+            (
+                b["spec"]["cidr"].as_str().unwrap_or_default().to_string(),
+                b["spec"]["used"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The container IDs holding reservations in `space`'s blocks.
+fn holders(cp: &ControlPlane, space: &str) -> BTreeSet<String> {
+    blocks(cp, space)
+        .iter()
+        .flat_map(|b| {
+            b["spec"]["allocations"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_values()
+        })
+        .map(|a| a["containerID"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Requests of `user` in audit events, as (verb, resource, HTTP code), in order.
+fn requests_of(events: &[Value], user: &str) -> Vec<(String, String, u64)> {
+    events
+        .iter()
+        .filter(|e| e["user"]["username"] == user)
+        .map(|e| {
+            (
+                e["verb"].as_str().unwrap_or_default().to_string(),
+                e["objectRef"]["resource"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                e["responseStatus"]["code"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Runs `f` and returns the plugin's requests it cost, as verb -> count (all asserted to be IPBlock
+/// requests that succeeded).
+fn plugin_cost(cp: &ControlPlane, f: impl FnOnce()) -> BTreeMap<String, u64> {
+    let mark = cp.audit_mark();
+    f();
+    let mut out = BTreeMap::new();
+    for (verb, resource, code) in requests_of(&cp.audit_events(mark), PLUGIN_USER) {
+        assert_eq!(resource, "ipblocks", "{verb} {resource} {code}");
+        assert!(code < 300, "{verb} {resource} answered {code}");
+        *out.entry(verb).or_insert(0) += 1;
+    }
+    out
+}
+
+fn cost(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(v, n)| (v.to_string(), *n)).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// The server's schema (deploy/crds as is) accepts the blocks plumb writes (create, update, both
+/// families), rejects malformed ones with 422 naming the field, and shows the printer columns.
+#[test]
+fn crd_schema_accepts_plumbs_blocks_rejects_malformed_ones_and_shows_columns() {
+    let r = real();
+    let cp = r.cp;
+    let space = unique_name("crd");
+    let data = TempDir::new("kreal-data");
+    let conf = net(
+        &space,
+        "10.61.0.0/24",
+        data.path(),
+        &r.plugin_kubeconfig,
+        json!({"ipRanges": [{"range": "fd00:61::/64"}]}),
+    );
+    // Creates (one block per family), then an update of each.
+    let a = add_ok(&conf, "node-a", "c1");
+    assert_eq!(address(&a, 0), "10.61.0.1/24");
+    assert_eq!(address(&a, 1), "fd00:61::1/64");
+    add_ok(&conf, "node-a", "c2");
+    let stored = blocks(cp, &space);
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for b in &stored {
+        assert_eq!(b["spec"]["node"], "node-a");
+        assert_eq!(b["spec"]["used"], 2);
+        let allocs = b["spec"]["allocations"].as_object().expect("allocations");
+        assert_eq!(allocs.len(), 2);
+        for a in allocs.values() {
+            assert_eq!(a["ifname"], "eth0");
+            assert_eq!(a["network"], space.as_str());
+        }
+    }
+
+    // Malformed blocks: 422 from the server's own validation, naming the field.
+    let good = stored[0].clone();
+    let malformed = |edit: &dyn Fn(&mut Value), field: &str, detail: &str| {
+        let mut b = json!({"apiVersion": "plumb.dev/v1alpha1", "kind": "IPBlock",
+                           "metadata": {"name": unique_name("bad")}, "spec": good["spec"].clone()});
+        edit(&mut b);
+        let ans = cp
+            .request("POST", IPBLOCKS, Some(&b), Auth::Admin)
+            .expect("POST");
+        assert_eq!(ans.status, 422, "{field}: {}", ans.body);
+        assert_eq!(ans.body["reason"], "Invalid", "{}", ans.body);
+        let msg = ans.body["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(field) && msg.contains(detail),
+            "{field}/{detail}: {msg}"
+        );
+    };
+    malformed(&|b| b["spec"]["used"] = json!("two"), "spec.used", "must be of type integer");
+    malformed(&|b| b["spec"]["free"] = json!(-1), "spec.free", "greater than or equal to 0");
+    malformed(
+        &|b| {
+            b["spec"].as_object_mut().unwrap().remove("cidr");
+        },
+        "spec.cidr",
+        "Required value",
+    );
+    malformed(
+        &|b| {
+            let allocs = b["spec"]["allocations"].as_object_mut().unwrap();
+            let first = allocs.values_mut().next().unwrap();
+            first.as_object_mut().unwrap().remove("containerID");
+        },
+        "containerID",
+        "Required value",
+    );
+    malformed(&|b| b["spec"] = json!(null), "spec", "Required value");
+
+    // Printer columns: a Table from the server carries deploy/crds' columns and plumb's values.
+    let table = cp
+        .request_accept(
+            "GET",
+            IPBLOCKS,
+            None,
+            Auth::Admin,
+            "application/json;as=Table;v=v1;g=meta.k8s.io",
+        )
+        .expect("GET table");
+    assert_eq!(table.status, 200, "{}", table.body);
+    let columns: Vec<&str> = table.body["columnDefinitions"]
+        .as_array()
+        .expect("columnDefinitions")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Name", "Space", "Range", "Node", "Used", "Free", "Age"]
+    );
+    let rows: Vec<&Value> = table.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|row| row["cells"][1] == space.as_str())
+        .collect();
+    let mut cells: Vec<(String, String, i64, i64)> = rows
+        .iter()
+        .map(|row| {
+            let c = &row["cells"];
+            (
+                c[2].as_str().unwrap_or_default().to_string(),
+                c[3].as_str().unwrap_or_default().to_string(),
+                c[4].as_i64().unwrap_or(-1),
+                c[5].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    cells.sort();
+    assert_eq!(
+        cells,
+        [
+            ("10.61.0.0/26".to_string(), "node-a".to_string(), 2, 62),
+            ("fd00:61::/120".to_string(), "node-a".to_string(), 2, 254),
+        ]
+    );
+
+    del_ok(&conf, "node-a", "c1");
+    del_ok(&conf, "node-a", "c2");
+    assert_eq!(
+        usage(cp, &space),
+        [("10.61.0.0/26".into(), 0), ("fd00:61::/120".into(), 0)]
+    );
+}
+
+/// Least privilege both ways with deploy/rbac.yaml as is: every request the plugin (ADD, CHECK, DEL,
+/// `nodes`) and reconcile make is allowed by the real authorizer, and representative requests
+/// outside their roles are denied with 403.
+#[test]
+fn rbac_allows_every_request_plumb_makes_and_denies_others() {
+    let r = real();
+    let cp = r.cp;
+    let _serial = serial();
+    let space = unique_name("rbac");
+    let data = TempDir::new("kreal-data");
+    let conf = net(
+        &space,
+        "10.62.0.0/24",
+        data.path(),
+        &r.plugin_kubeconfig,
+        json!({}),
+    );
+
+    // The plugin: ADD (create, then update), CHECK, DEL, and `nodes` (peers.fromNodes).
+    let mark = cp.audit_mark();
+    let first = add_ok(&conf, "gone-node-1", "c1");
+    add_ok(&conf, "gone-node-1", "c2");
+    let mut check = conf.clone();
+    check["prevResult"] = first.clone();
+    assert_eq!(cni("CHECK", &check, "gone-node-1", "c1").ok(), Value::Null);
+    del_ok(&conf, "gone-node-1", "c1");
+    add_ok(&conf, "gone-node-2", "c3");
+    del_ok(&conf, "gone-node-1", "c2");
+    let nodes = Command::new(plumb_bin("plumb-ipam"))
+        .args(["nodes", "--json", "--kubeconfig"])
+        .arg(&r.plugin_kubeconfig)
+        .output()
+        .expect("run plumb-ipam nodes");
+    assert!(
+        nodes.status.success(),
+        "plumb-ipam nodes: {}",
+        String::from_utf8_lossy(&nodes.stderr)
+    );
+    let plugin = requests_of(&cp.audit_events(mark), PLUGIN_USER);
+    let made: BTreeSet<(String, String)> = plugin
+        .iter()
+        .map(|(v, res, _)| (v.clone(), res.clone()))
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("list", "ipblocks"),
+        ("create", "ipblocks"),
+        ("update", "ipblocks"),
+        ("list", "nodes"),
+    ]
+    .iter()
+    .map(|(v, r)| (v.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(made, expected, "{plugin:?}");
+    assert!(
+        plugin.iter().all(|(_, _, code)| *code < 300),
+        "a plugin request was refused: {plugin:?}"
+    );
+
+    // Reconcile over this space: node gone-node-1's empty block is deleted, gone-node-2's non-empty
+    // one orphaned (no Node objects exist): list, update, delete of IPBlocks; list of Pods and Nodes.
+    let mark = cp.audit_mark();
+    let out = Command::new(plumb_bin("plumb-ipam"))
+        .args(["reconcile", "--grace", "0", "--space", &space, "--kubeconfig"])
+        .arg(&r.reconcile_kubeconfig)
+        .output()
+        .expect("run plumb-ipam reconcile");
+    assert!(
+        out.status.success(),
+        "reconcile: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = requests_of(&cp.audit_events(mark), RECONCILE_USER);
+    let made: BTreeSet<(String, String)> = rec
+        .iter()
+        .map(|(v, res, _)| (v.clone(), res.clone()))
+        .collect();
+    for want in [
+        ("list", "ipblocks"),
+        ("update", "ipblocks"),
+        ("delete", "ipblocks"),
+        ("list", "pods"),
+        ("list", "nodes"),
+    ] {
+        assert!(
+            made.contains(&(want.0.to_string(), want.1.to_string())),
+            "reconcile made no {want:?}: {rec:?}"
+        );
+    }
+    assert!(
+        rec.iter().all(|(_, _, code)| *code < 300),
+        "a reconcile request was refused: {rec:?}"
+    );
+    let left = blocks(cp, &space);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["spec"]["node"], "", "orphaned: {}", left[0]);
+    assert_eq!(holders(cp, &space), ["c3".to_string()].into());
+
+    // Denied by the real authorizer: 403 Forbidden naming the user, verb and resource.
+    let reconcile_token = std::fs::read_to_string(&r.reconcile_kubeconfig)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.trim().strip_prefix("token: \"").map(str::to_string))
+        })
+        .map(|t| t.trim_end_matches('"').to_string())
+        .expect("a token in reconcile's kubeconfig");
+    let block = format!("{IPBLOCKS}/{}", left[0]["metadata"]["name"].as_str().unwrap());
+    let new_block = json!({"apiVersion": "plumb.dev/v1alpha1", "kind": "IPBlock",
+        "metadata": {"name": unique_name("deny")},
+        "spec": {"space": space, "cidr": "10.62.0.128/26", "node": "x", "used": 0, "free": 64}});
+    let denied: [(&str, &str, &str, Option<&Value>, &str); 9] = [
+        (r.plugin_token.as_str(), "DELETE", &block, None, "cannot delete resource \"ipblocks\""),
+        (r.plugin_token.as_str(), "GET", &block, None, "cannot get resource \"ipblocks\""),
+        (r.plugin_token.as_str(), "GET", "/apis/plumb.dev/v1alpha1/ipblocks?watch=true", None, "cannot watch resource \"ipblocks\""),
+        (r.plugin_token.as_str(), "GET", "/api/v1/pods", None, "cannot list resource \"pods\""),
+        (r.plugin_token.as_str(), "GET", "/api/v1/namespaces/kube-system/secrets", None, "cannot list resource \"secrets\""),
+        (r.plugin_token.as_str(), "DELETE", "/api/v1/nodes/node-a", None, "cannot delete resource \"nodes\""),
+        (&reconcile_token, "POST", IPBLOCKS, Some(&new_block), "cannot create resource \"ipblocks\""),
+        (&reconcile_token, "GET", "/api/v1/namespaces/kube-system/secrets", None, "cannot list resource \"secrets\""),
+        (&reconcile_token, "DELETE", "/api/v1/namespaces/default/pods/p", None, "cannot delete resource \"pods\""),
+    ];
+    for (token, method, path, body, needle) in denied {
+        let ans = cp
+            .request(method, path, body, Auth::Token(token))
+            .expect("request");
+        assert_eq!(ans.status, 403, "{method} {path}: {}", ans.body);
+        assert_eq!(ans.body["reason"], "Forbidden", "{}", ans.body);
+        let msg = ans.body["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(needle) && msg.contains("system:serviceaccount:kube-system:plumb"),
+            "{method} {path}: {msg}"
+        );
+    }
+    // And without credentials at all: 401 (anonymous access is off).
+    let ans = cp
+        .request("GET", IPBLOCKS, None, Auth::Anonymous)
+        .expect("request");
+    assert_eq!(ans.status, 401, "{}", ans.body);
+}
+
+/// The kube lane's exact request counts, measured from the real server's audit log: an uncontended
+/// ADD or DEL costs one list and at most one write per range.
+#[test]
+fn uncontended_add_and_del_cost_at_most_two_requests_on_the_real_server() {
+    let r = real();
+    let cp = r.cp;
+    let _serial = serial();
+    let space = unique_name("cost");
+    let data = TempDir::new("kreal-data");
+    let conf = net(&space, "10.63.0.0/16", data.path(), &r.plugin_kubeconfig, json!({}));
+
+    let c = plugin_cost(cp, || {
+        add_ok(&conf, "node-a", "c1");
+    });
+    eprintln!("first ADD on a fresh node: {c:?}");
+    assert_eq!(c, cost(&[("list", 1), ("create", 1)]));
+    let c = plugin_cost(cp, || {
+        add_ok(&conf, "node-a", "c2");
+    });
+    eprintln!("ADD on a node with a block with room: {c:?}");
+    assert_eq!(c, cost(&[("list", 1), ("update", 1)]));
+    let c = plugin_cost(cp, || {
+        add_ok(&conf, "node-a", "c2");
+    });
+    eprintln!("re-ADD of a held attachment: {c:?}");
+    assert_eq!(c, cost(&[("list", 1)]));
+    let c = plugin_cost(cp, || del_ok(&conf, "node-a", "c1"));
+    eprintln!("DEL: {c:?}");
+    assert_eq!(c, cost(&[("list", 1), ("update", 1)]));
+    let c = plugin_cost(cp, || del_ok(&conf, "node-a", "c1"));
+    eprintln!("DEL of nothing: {c:?}");
+    assert_eq!(c, cost(&[("list", 1)]));
+
+    let dspace = unique_name("dual");
+    let dual = net(
+        &dspace,
+        "10.64.0.0/16",
+        data.path(),
+        &r.plugin_kubeconfig,
+        json!({"ipRanges": [{"range": "fd00:64::/64"}]}),
+    );
+    let c = plugin_cost(cp, || {
+        let a = add_ok(&dual, "node-a", "d1");
+        assert_eq!(address(&a, 0), "10.64.0.1/16");
+        assert_eq!(address(&a, 1), "fd00:64::1/64");
+    });
+    eprintln!("first dual-stack ADD on a fresh node: {c:?}");
+    assert_eq!(c, cost(&[("list", 1), ("create", 2)]));
+    let c = plugin_cost(cp, || {
+        add_ok(&dual, "node-a", "d2");
+    });
+    eprintln!("dual-stack ADD on a node with blocks with room: {c:?}");
+    assert_eq!(c, cost(&[("list", 1), ("update", 2)]));
+    del_ok(&conf, "node-a", "c2");
+    del_ok(&dual, "node-a", "d1");
+    del_ok(&dual, "node-a", "d2");
+    assert!(holders(cp, &space).is_empty());
+    assert!(holders(cp, &dspace).is_empty());
+}
+
+/// An exhausted range is code 100 naming it, on the real server, and reserves nothing; a dual-stack
+/// ADD whose one range is full keeps no address of the other.
+#[test]
+fn exhausted_pool_is_code_100_and_reserves_nothing_on_the_real_server() {
+    let r = real();
+    let cp = r.cp;
+    let space = unique_name("full");
+    let data = TempDir::new("kreal-data");
+    let conf = net(&space, "10.65.0.0/30", data.path(), &r.plugin_kubeconfig, json!({}));
+    assert_eq!(address(&add_ok(&conf, "node-a", "c1"), 0), "10.65.0.1/30");
+    // node-b finds the only block claimed by node-a and borrows from it.
+    assert_eq!(address(&add_ok(&conf, "node-b", "c2"), 0), "10.65.0.2/30");
+    let e = cni("ADD", &conf, "node-c", "c3").err(100);
+    let msg = e["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("10.65.0.0/30") && msg.contains("exhausted"), "{e}");
+    let dual = net(
+        &space,
+        "10.65.0.0/30",
+        data.path(),
+        &r.plugin_kubeconfig,
+        json!({"ipRanges": [{"range": "fd00:65::/64"}]}),
+    );
+    let e = cni("ADD", &dual, "node-a", "c4").err(100);
+    assert!(e["msg"].as_str().unwrap_or_default().contains("10.65.0.0/30"), "{e}");
+    assert_eq!(
+        holders(cp, &space),
+        ["c1".to_string(), "c2".to_string()].into()
+    );
+    del_ok(&conf, "node-a", "c1");
+    del_ok(&conf, "node-b", "c2");
+    assert!(holders(cp, &space).is_empty());
+}
+
+/// Concurrent ADDs from several nodes on one small range: the real server's optimistic concurrency
+/// (409 on a stale resourceVersion) is what keeps addresses unique; every address is handed out
+/// once, and every block is empty after the DELs.
+#[test]
+fn concurrent_adds_from_many_nodes_get_distinct_addresses_on_the_real_server() {
+    let r = real();
+    let cp = r.cp;
+    let _serial = serial();
+    let space = unique_name("race");
+    let data = TempDir::new("kreal-data");
+    // 10.66.0.0/26: 62 usable addresses, one /26 block: every node contends for the same block.
+    let conf = net(&space, "10.66.0.0/26", data.path(), &r.plugin_kubeconfig, json!({}));
+    let (nodes, per_node) = (6, 8);
+    let mark = cp.audit_mark();
+    let started = Instant::now();
+    let handles: Vec<_> = (0..nodes)
+        .map(|n| {
+            let conf = conf.clone();
+            std::thread::spawn(move || {
+                let node = format!("node-{n}");
+                let data = format!("{}/{node}", conf["ipam"]["dataDir"].as_str().unwrap());
+                let mut conf = conf;
+                conf["ipam"]["dataDir"] = json!(data);
+                (0..per_node)
+                    .map(|i| {
+                        let cid = format!("{node}-c{i}");
+                        let out = add_ok(&conf, &node, &cid);
+                        (node.clone(), cid, address(&out, 0), conf.clone())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let got: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("an ADD thread"))
+        .collect();
+    let elapsed = started.elapsed();
+    let addrs: BTreeSet<&String> = got.iter().map(|g| &g.2).collect();
+    assert_eq!(addrs.len(), nodes * per_node, "duplicate addresses: {got:?}");
+    let reqs = requests_of(&cp.audit_events(mark), PLUGIN_USER);
+    let conflicts = reqs.iter().filter(|(_, _, code)| *code == 409).count();
+    eprintln!(
+        "{} concurrent ADDs from {nodes} nodes in {:.2}s: {} requests, {conflicts} conflicts (409)",
+        nodes * per_node,
+        elapsed.as_secs_f64(),
+        reqs.len()
+    );
+    assert!(
+        reqs.iter().all(|(_, _, code)| *code < 300 || *code == 409),
+        "{reqs:?}"
+    );
+    for (node, cid, _, conf) in &got {
+        del_ok(conf, node, cid);
+    }
+    assert!(holders(cp, &space).is_empty());
+    assert!(usage(cp, &space).iter().all(|(_, used)| *used == 0));
+}
+
+/// The installer's kubeconfig rewrite on token rotation, with the real TokenRequest API: the old
+/// token is bound to a Secret and dies with it; the installer writes the new token into the
+/// kubeconfig, and plumb-ipam works with the rewritten file while the old one is refused (401).
+#[test]
+fn installer_rewrites_the_kubeconfig_when_the_token_rotates() {
+    let r = real();
+    let cp = r.cp;
+    let secret = unique_name("tok");
+    cp.admin(
+        "POST",
+        "/api/v1/namespaces/kube-system/secrets",
+        Some(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}})),
+        201,
+    );
+    let bound = |seconds: u64| {
+        let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": seconds,
+                     "boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": secret}}});
+        let a = cp.admin(
+            "POST",
+            "/api/v1/namespaces/kube-system/serviceaccounts/plumb/token",
+            Some(&req),
+            201,
+        );
+        a["status"]["token"].as_str().expect("status.token").to_string()
+    };
+    let old = bound(600);
+    let dir = TempDir::new("kreal-inst");
+    let inst = Installer::start(cp, dir.path(), &old);
+    inst.wait_for_token(&old);
+    let old_copy = dir.path().join("old.kubeconfig");
+    std::fs::copy(&inst.kubeconfig, &old_copy).expect("copy the first kubeconfig");
+
+    let space = unique_name("rot");
+    let data = TempDir::new("kreal-data");
+    let conf = net(&space, "10.67.0.0/24", data.path(), &inst.kubeconfig, json!({}));
+    add_ok(&conf, "node-a", "c1");
+
+    // The kubelet rotates the projected token: the installer rewrites the kubeconfig.
+    let new = cp.token("kube-system", "plumb", 600);
+    std::fs::write(inst.token_dir.join("token.tmp"), &new).expect("write token");
+    std::fs::rename(inst.token_dir.join("token.tmp"), inst.token_dir.join("token"))
+        .expect("rotate token");
+    inst.wait_for_token(&new);
+    // The old token dies with the Secret it is bound to.
+    cp.admin(
+        "DELETE",
+        &format!("/api/v1/namespaces/kube-system/secrets/{secret}"),
+        None,
+        200,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ans = cp
+            .request("GET", IPBLOCKS, None, Auth::Token(&old))
+            .expect("request");
+        if ans.status == 401 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old token still works: {}", ans.status);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stale = net(&space, "10.67.0.0/24", data.path(), &old_copy, json!({}));
+    let e = cni("ADD", &stale, "node-a", "c2");
+    assert_ne!(e.exit, 0, "ADD with the old token: {}", e.stdout);
+    add_ok(&conf, "node-a", "c2");
+    del_ok(&conf, "node-a", "c1");
+    del_ok(&conf, "node-a", "c2");
+    assert!(holders(cp, &space).is_empty());
+}
