@@ -119,12 +119,27 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 /// 127.0.0.1 and localhost), the admin's client certificate and the service-account signing key.
 fn make_pki(dir: &Path) -> Result<(), String> {
     let ossl = |args: &[&str]| run(Command::new("openssl").current_dir(dir).args(args));
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     ossl(
         &[
             &["req", "-x509"][..],
             &ec,
-            &["-keyout", "ca.key", "-out", "ca.crt", "-days", "3", "-subj", "/CN=plumb-test-ca"],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "3",
+                "-subj",
+                "/CN=plumb-test-ca",
+            ],
         ]
         .concat(),
     )?;
@@ -136,10 +151,30 @@ fn make_pki(dir: &Path) -> Result<(), String> {
             format!("{name}.crt"),
             format!("{name}.ext"),
         );
-        ossl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", subj]].concat())?;
+        ossl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", subj],
+            ]
+            .concat(),
+        )?;
         ossl(&[
-            "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "3", "-out", &crt, "-extfile", &extf,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3",
+            "-out",
+            &crt,
+            "-extfile",
+            &extf,
         ])
     };
     leaf(
@@ -153,7 +188,15 @@ fn make_pki(dir: &Path) -> Result<(), String> {
         &format!("/O=system:masters/CN={ADMIN_USER}"),
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
     )?;
-    ossl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-out", "sa.key"])?;
+    ossl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-out",
+        "sa.key",
+    ])?;
     ossl(&["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
 }
 
@@ -168,7 +211,8 @@ fn spawn(bin: &Path, args: Vec<String>, log: &Path) -> Result<Child, String> {
         .name("control-plane".into())
         .spawn(move || {
             let r = (|| {
-                let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+                let out =
+                    std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
                 let err = out.try_clone().map_err(|e| e.to_string())?;
                 let mut cmd = Command::new(&bin);
                 cmd.args(&args)
@@ -224,7 +268,13 @@ extern "C" fn stop_at_exit() {
 /// Whether `pid` has exited and waits only to be reaped (a zombie still answers kill(pid, 0)).
 fn zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(true)
 }
 
@@ -259,7 +309,11 @@ impl ControlPlane {
             ],
             &dir.join("etcd.log"),
         )?;
-        RUNNING.lock().map_err(|e| e.to_string())?.0.push(etcd.id() as i32);
+        RUNNING
+            .lock()
+            .map_err(|e| e.to_string())?
+            .0
+            .push(etcd.id() as i32);
         let d = |f: &str| dir.join(f).display().to_string();
         let apiserver = spawn(
             &bins.join("kube-apiserver"),
@@ -286,7 +340,11 @@ impl ControlPlane {
             ],
             &dir.join("kube-apiserver.log"),
         )?;
-        RUNNING.lock().map_err(|e| e.to_string())?.0.push(apiserver.id() as i32);
+        RUNNING
+            .lock()
+            .map_err(|e| e.to_string())?
+            .0
+            .push(apiserver.id() as i32);
 
         let mut cp = ControlPlane {
             dir,
@@ -347,7 +405,8 @@ impl ControlPlane {
 
     /// The last 40 lines of `etcd` or `kube-apiserver`'s log.
     pub fn log_tail(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
@@ -394,10 +453,17 @@ impl ControlPlane {
             "application/json"
         };
         if body.is_some() {
-            cmd.args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", "@-"]);
+            cmd.args([
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "--data-binary",
+                "@-",
+            ]);
         }
         cmd.arg(format!("{}{path}", self.url));
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("curl: {e}"))?;
         let mut stdin = child.stdin.take().expect("piped stdin");
         if let Some(b) = body {
@@ -415,7 +481,10 @@ impl ControlPlane {
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        let status = code.trim().parse().map_err(|_| format!("curl: no status in {text:?}"))?;
+        let status = code
+            .trim()
+            .parse()
+            .map_err(|_| format!("curl: no status in {text:?}"))?;
         let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
         Ok(Answer { status, body })
     }

@@ -63,8 +63,7 @@ fn real() -> &'static Real {
         let plugin_token = cp.token("kube-system", "plumb", 3600);
         let plugin_kubeconfig = installer_kubeconfig(cp, &dir, "plugin", &plugin_token);
         let reconcile_token = cp.token("kube-system", "plumb-reconcile", 3600);
-        let reconcile_kubeconfig =
-            installer_kubeconfig(cp, &dir, "reconcile", &reconcile_token);
+        let reconcile_kubeconfig = installer_kubeconfig(cp, &dir, "reconcile", &reconcile_token);
         Real {
             cp,
             plugin_kubeconfig,
@@ -124,7 +123,10 @@ fn wait_established(cp: &ControlPlane, name: &str) {
         if established {
             return;
         }
-        assert!(Instant::now() < deadline, "CRD {name} not established: {crd}");
+        assert!(
+            Instant::now() < deadline,
+            "CRD {name} not established: {crd}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -382,8 +384,16 @@ fn crd_schema_accepts_plumbs_blocks_rejects_malformed_ones_and_shows_columns() {
             "{field}/{detail}: {msg}"
         );
     };
-    malformed(&|b| b["spec"]["used"] = json!("two"), "spec.used", "must be of type integer");
-    malformed(&|b| b["spec"]["free"] = json!(-1), "spec.free", "greater than or equal to 0");
+    malformed(
+        &|b| b["spec"]["used"] = json!("two"),
+        "spec.used",
+        "must be of type integer",
+    );
+    malformed(
+        &|b| b["spec"]["free"] = json!(-1),
+        "spec.free",
+        "greater than or equal to 0",
+    );
     malformed(
         &|b| {
             b["spec"].as_object_mut().unwrap().remove("cidr");
@@ -429,26 +439,28 @@ fn crd_schema_accepts_plumbs_blocks_rejects_malformed_ones_and_shows_columns() {
         .iter()
         .filter(|row| row["cells"][1] == space.as_str())
         .collect();
-    let mut cells: Vec<(String, String, i64, i64)> = rows
+    // Name, Space, Range, Node, Used, Free of each row: the stored object's name and spec values.
+    let row = |c: &Value| json!([c[0], c[1], c[2], c[3], c[4], c[5]]);
+    let mut cells: Vec<Value> = rows.iter().map(|r| row(&r["cells"])).collect();
+    let mut want: Vec<Value> = stored
         .iter()
-        .map(|row| {
-            let c = &row["cells"];
-            (
-                c[2].as_str().unwrap_or_default().to_string(),
-                c[3].as_str().unwrap_or_default().to_string(),
-                c[4].as_i64().unwrap_or(-1),
-                c[5].as_i64().unwrap_or(-1),
-            )
+        .map(|b| {
+            let s = &b["spec"];
+            json!([
+                b["metadata"]["name"],
+                s["space"],
+                s["cidr"],
+                s["node"],
+                s["used"],
+                s["free"]
+            ])
         })
         .collect();
-    cells.sort();
-    assert_eq!(
-        cells,
-        [
-            ("10.61.0.0/26".to_string(), "node-a".to_string(), 2, 62),
-            ("fd00:61::/120".to_string(), "node-a".to_string(), 2, 254),
-        ]
-    );
+    cells.sort_by_key(|v| v.to_string());
+    want.sort_by_key(|v| v.to_string());
+    assert_eq!(cells, want);
+    let ranges: BTreeSet<&str> = cells.iter().filter_map(|c| c[2].as_str()).collect();
+    assert_eq!(ranges, ["10.61.0.0/26", "fd00:61::/120"].into());
 
     del_ok(&conf, "node-a", "c1");
     del_ok(&conf, "node-a", "c2");
@@ -520,7 +532,14 @@ fn rbac_allows_every_request_plumb_makes_and_denies_others() {
     // one orphaned (no Node objects exist): list, update, delete of IPBlocks; list of Pods and Nodes.
     let mark = cp.audit_mark();
     let out = Command::new(plumb_bin("plumb-ipam"))
-        .args(["reconcile", "--grace", "0", "--space", &space, "--kubeconfig"])
+        .args([
+            "reconcile",
+            "--grace",
+            "0",
+            "--space",
+            &space,
+            "--kubeconfig",
+        ])
         .arg(&r.reconcile_kubeconfig)
         .output()
         .expect("run plumb-ipam reconcile");
@@ -565,20 +584,77 @@ fn rbac_allows_every_request_plumb_makes_and_denies_others() {
         })
         .map(|t| t.trim_end_matches('"').to_string())
         .expect("a token in reconcile's kubeconfig");
-    let block = format!("{IPBLOCKS}/{}", left[0]["metadata"]["name"].as_str().unwrap());
+    let block = format!(
+        "{IPBLOCKS}/{}",
+        left[0]["metadata"]["name"].as_str().unwrap()
+    );
     let new_block = json!({"apiVersion": "plumb.dev/v1alpha1", "kind": "IPBlock",
         "metadata": {"name": unique_name("deny")},
         "spec": {"space": space, "cidr": "10.62.0.128/26", "node": "x", "used": 0, "free": 64}});
     let denied: [(&str, &str, &str, Option<&Value>, &str); 9] = [
-        (r.plugin_token.as_str(), "DELETE", &block, None, "cannot delete resource \"ipblocks\""),
-        (r.plugin_token.as_str(), "GET", &block, None, "cannot get resource \"ipblocks\""),
-        (r.plugin_token.as_str(), "GET", "/apis/plumb.dev/v1alpha1/ipblocks?watch=true", None, "cannot watch resource \"ipblocks\""),
-        (r.plugin_token.as_str(), "GET", "/api/v1/pods", None, "cannot list resource \"pods\""),
-        (r.plugin_token.as_str(), "GET", "/api/v1/namespaces/kube-system/secrets", None, "cannot list resource \"secrets\""),
-        (r.plugin_token.as_str(), "DELETE", "/api/v1/nodes/node-a", None, "cannot delete resource \"nodes\""),
-        (&reconcile_token, "POST", IPBLOCKS, Some(&new_block), "cannot create resource \"ipblocks\""),
-        (&reconcile_token, "GET", "/api/v1/namespaces/kube-system/secrets", None, "cannot list resource \"secrets\""),
-        (&reconcile_token, "DELETE", "/api/v1/namespaces/default/pods/p", None, "cannot delete resource \"pods\""),
+        (
+            r.plugin_token.as_str(),
+            "DELETE",
+            &block,
+            None,
+            "cannot delete resource \"ipblocks\"",
+        ),
+        (
+            r.plugin_token.as_str(),
+            "GET",
+            &block,
+            None,
+            "cannot get resource \"ipblocks\"",
+        ),
+        (
+            r.plugin_token.as_str(),
+            "GET",
+            "/apis/plumb.dev/v1alpha1/ipblocks?watch=true",
+            None,
+            "cannot watch resource \"ipblocks\"",
+        ),
+        (
+            r.plugin_token.as_str(),
+            "GET",
+            "/api/v1/pods",
+            None,
+            "cannot list resource \"pods\"",
+        ),
+        (
+            r.plugin_token.as_str(),
+            "GET",
+            "/api/v1/namespaces/kube-system/secrets",
+            None,
+            "cannot list resource \"secrets\"",
+        ),
+        (
+            r.plugin_token.as_str(),
+            "DELETE",
+            "/api/v1/nodes/node-a",
+            None,
+            "cannot delete resource \"nodes\"",
+        ),
+        (
+            &reconcile_token,
+            "POST",
+            IPBLOCKS,
+            Some(&new_block),
+            "cannot create resource \"ipblocks\"",
+        ),
+        (
+            &reconcile_token,
+            "GET",
+            "/api/v1/namespaces/kube-system/secrets",
+            None,
+            "cannot list resource \"secrets\"",
+        ),
+        (
+            &reconcile_token,
+            "DELETE",
+            "/api/v1/namespaces/default/pods/p",
+            None,
+            "cannot delete resource \"pods\"",
+        ),
     ];
     for (token, method, path, body, needle) in denied {
         let ans = cp
@@ -608,7 +684,13 @@ fn uncontended_add_and_del_cost_at_most_two_requests_on_the_real_server() {
     let _serial = serial();
     let space = unique_name("cost");
     let data = TempDir::new("kreal-data");
-    let conf = net(&space, "10.63.0.0/16", data.path(), &r.plugin_kubeconfig, json!({}));
+    let conf = net(
+        &space,
+        "10.63.0.0/16",
+        data.path(),
+        &r.plugin_kubeconfig,
+        json!({}),
+    );
 
     let c = plugin_cost(cp, || {
         add_ok(&conf, "node-a", "c1");
@@ -667,13 +749,22 @@ fn exhausted_pool_is_code_100_and_reserves_nothing_on_the_real_server() {
     let cp = r.cp;
     let space = unique_name("full");
     let data = TempDir::new("kreal-data");
-    let conf = net(&space, "10.65.0.0/30", data.path(), &r.plugin_kubeconfig, json!({}));
+    let conf = net(
+        &space,
+        "10.65.0.0/30",
+        data.path(),
+        &r.plugin_kubeconfig,
+        json!({}),
+    );
     assert_eq!(address(&add_ok(&conf, "node-a", "c1"), 0), "10.65.0.1/30");
     // node-b finds the only block claimed by node-a and borrows from it.
     assert_eq!(address(&add_ok(&conf, "node-b", "c2"), 0), "10.65.0.2/30");
     let e = cni("ADD", &conf, "node-c", "c3").err(100);
     let msg = e["msg"].as_str().unwrap_or_default();
-    assert!(msg.contains("10.65.0.0/30") && msg.contains("exhausted"), "{e}");
+    assert!(
+        msg.contains("10.65.0.0/30") && msg.contains("exhausted"),
+        "{e}"
+    );
     let dual = net(
         &space,
         "10.65.0.0/30",
@@ -682,7 +773,13 @@ fn exhausted_pool_is_code_100_and_reserves_nothing_on_the_real_server() {
         json!({"ipRanges": [{"range": "fd00:65::/64"}]}),
     );
     let e = cni("ADD", &dual, "node-a", "c4").err(100);
-    assert!(e["msg"].as_str().unwrap_or_default().contains("10.65.0.0/30"), "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("10.65.0.0/30"),
+        "{e}"
+    );
     assert_eq!(
         holders(cp, &space),
         ["c1".to_string(), "c2".to_string()].into()
@@ -703,7 +800,13 @@ fn concurrent_adds_from_many_nodes_get_distinct_addresses_on_the_real_server() {
     let space = unique_name("race");
     let data = TempDir::new("kreal-data");
     // 10.66.0.0/26: 62 usable addresses, one /26 block: every node contends for the same block.
-    let conf = net(&space, "10.66.0.0/26", data.path(), &r.plugin_kubeconfig, json!({}));
+    let conf = net(
+        &space,
+        "10.66.0.0/26",
+        data.path(),
+        &r.plugin_kubeconfig,
+        json!({}),
+    );
     let (nodes, per_node) = (6, 8);
     let mark = cp.audit_mark();
     let started = Instant::now();
@@ -731,7 +834,11 @@ fn concurrent_adds_from_many_nodes_get_distinct_addresses_on_the_real_server() {
         .collect();
     let elapsed = started.elapsed();
     let addrs: BTreeSet<&String> = got.iter().map(|g| &g.2).collect();
-    assert_eq!(addrs.len(), nodes * per_node, "duplicate addresses: {got:?}");
+    assert_eq!(
+        addrs.len(),
+        nodes * per_node,
+        "duplicate addresses: {got:?}"
+    );
     let reqs = requests_of(&cp.audit_events(mark), PLUGIN_USER);
     let conflicts = reqs.iter().filter(|(_, _, code)| *code == 409).count();
     eprintln!(
@@ -775,7 +882,10 @@ fn installer_rewrites_the_kubeconfig_when_the_token_rotates() {
             Some(&req),
             201,
         );
-        a["status"]["token"].as_str().expect("status.token").to_string()
+        a["status"]["token"]
+            .as_str()
+            .expect("status.token")
+            .to_string()
     };
     let old = bound(600);
     let dir = TempDir::new("kreal-inst");
@@ -786,14 +896,23 @@ fn installer_rewrites_the_kubeconfig_when_the_token_rotates() {
 
     let space = unique_name("rot");
     let data = TempDir::new("kreal-data");
-    let conf = net(&space, "10.67.0.0/24", data.path(), &inst.kubeconfig, json!({}));
+    let conf = net(
+        &space,
+        "10.67.0.0/24",
+        data.path(),
+        &inst.kubeconfig,
+        json!({}),
+    );
     add_ok(&conf, "node-a", "c1");
 
     // The kubelet rotates the projected token: the installer rewrites the kubeconfig.
     let new = cp.token("kube-system", "plumb", 600);
     std::fs::write(inst.token_dir.join("token.tmp"), &new).expect("write token");
-    std::fs::rename(inst.token_dir.join("token.tmp"), inst.token_dir.join("token"))
-        .expect("rotate token");
+    std::fs::rename(
+        inst.token_dir.join("token.tmp"),
+        inst.token_dir.join("token"),
+    )
+    .expect("rotate token");
     inst.wait_for_token(&new);
     // The old token dies with the Secret it is bound to.
     cp.admin(
@@ -810,7 +929,11 @@ fn installer_rewrites_the_kubeconfig_when_the_token_rotates() {
         if ans.status == 401 {
             break;
         }
-        assert!(Instant::now() < deadline, "the old token still works: {}", ans.status);
+        assert!(
+            Instant::now() < deadline,
+            "the old token still works: {}",
+            ans.status
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let stale = net(&space, "10.67.0.0/24", data.path(), &old_copy, json!({}));
