@@ -321,6 +321,8 @@ impl ControlPlane {
                 format!("--etcd-servers=http://127.0.0.1:{client}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
+                // The `kubernetes` Service's endpoints may not be on loopback, and nothing here needs them.
+                "--endpoint-reconciler-type=none".into(),
                 format!("--secure-port={secure}"),
                 format!("--cert-dir={}", d("certs")),
                 format!("--tls-cert-file={}", d("server.crt")),

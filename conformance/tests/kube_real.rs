@@ -529,7 +529,15 @@ fn rbac_allows_every_request_plumb_makes_and_denies_others() {
     );
 
     // Reconcile over this space: node gone-node-1's empty block is deleted, gone-node-2's non-empty
-    // one orphaned (no Node objects exist): list, update, delete of IPBlocks; list of Pods and Nodes.
+    // one orphaned (only a live Node object exists; with no Node at all reconcile judges no node):
+    // list, update, delete of IPBlocks; list of Pods and Nodes.
+    let live = unique_name("live");
+    cp.admin(
+        "POST",
+        "/api/v1/nodes",
+        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": live}})),
+        201,
+    );
     let mark = cp.audit_mark();
     let out = Command::new(plumb_bin("plumb-ipam"))
         .args([
@@ -570,6 +578,7 @@ fn rbac_allows_every_request_plumb_makes_and_denies_others() {
         rec.iter().all(|(_, _, code)| *code < 300),
         "a reconcile request was refused: {rec:?}"
     );
+    cp.admin("DELETE", &format!("/api/v1/nodes/{live}"), None, 200);
     let left = blocks(cp, &space);
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["spec"]["node"], "", "orphaned: {}", left[0]);
