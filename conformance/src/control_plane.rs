@@ -52,23 +52,30 @@ pub struct Answer {
     pub body: Value,
 }
 
-/// The pids of the running servers (process-group leaders) and the directory, for the exit hook.
-static RUNNING: Mutex<(Vec<i32>, Option<PathBuf>)> = Mutex::new((Vec::new(), None));
+/// The pids of the running servers (process-group leaders) and their directories, for the exit hook.
+static RUNNING: Mutex<(Vec<i32>, Vec<PathBuf>)> = Mutex::new((Vec::new(), Vec::new()));
 
 /// The control plane shared by every test of this binary, started on first use (panics, saying why,
-/// when it cannot start: the kube-real lane must not pass without a real server).
+/// when it cannot start: the kube-real lane must not pass without a real server). A failed start is
+/// not retried by the next test: each panics with the first one's reason.
 pub fn shared() -> &'static ControlPlane {
-    static CP: OnceLock<ControlPlane> = OnceLock::new();
-    CP.get_or_init(|| match ControlPlane::start() {
-        Ok(cp) => {
-            eprintln!(
+    static CP: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+    let cp = CP.get_or_init(|| {
+        let r = ControlPlane::start();
+        match &r {
+            Ok(cp) => eprintln!(
                 "control plane: kube-apiserver {} ready in {:.1}s at {}",
                 cp.version, cp.start_seconds, cp.url
-            );
-            cp
+            ),
+            // Nothing of a failed start is left running or on disk.
+            Err(_) => stop_at_exit(),
         }
+        r
+    });
+    match cp {
+        Ok(cp) => cp,
         Err(e) => panic!("cannot start the real control plane: {e}"),
-    })
+    }
 }
 
 /// The directory holding `kube-apiserver` and `etcd`: `PLUMB_CONTROL_PLANE_BIN`, else what
@@ -241,7 +248,7 @@ fn spawn(bin: &Path, args: Vec<String>, log: &Path) -> Result<Child, String> {
     rx.recv().map_err(|e| e.to_string())?
 }
 
-/// Stops the servers (SIGTERM to each process group, SIGKILL after 10 s) and removes the directory.
+/// Stops the servers (SIGTERM to each process group, SIGKILL after 10 s) and removes their directories.
 extern "C" fn stop_at_exit() {
     let Ok(mut running) = RUNNING.lock() else {
         return;
@@ -260,7 +267,7 @@ extern "C" fn stop_at_exit() {
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
     running.0.clear();
-    if let Some(dir) = running.1.take() {
+    for dir in running.1.drain(..) {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -287,9 +294,12 @@ impl ControlPlane {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         {
             let mut running = RUNNING.lock().map_err(|e| e.to_string())?;
-            running.1 = Some(dir.clone());
+            running.1.push(dir.clone());
+            static HOOK: std::sync::Once = std::sync::Once::new();
             // SAFETY: registers a plain extern "C" function with no arguments, as atexit requires.
-            unsafe { libc::atexit(stop_at_exit) };
+            HOOK.call_once(|| unsafe {
+                libc::atexit(stop_at_exit);
+            });
         }
         make_pki(&dir)?;
         std::fs::write(

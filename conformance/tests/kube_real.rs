@@ -946,8 +946,12 @@ fn installer_rewrites_the_kubeconfig_when_the_token_rotates() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let stale = net(&space, "10.67.0.0/24", data.path(), &old_copy, json!({}));
-    let e = cni("ADD", &stale, "node-a", "c2");
-    assert_ne!(e.exit, 0, "ADD with the old token: {}", e.stdout);
+    let e = cni("ADD", &stale, "node-a", "c2").err(5);
+    let msg = e["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("the API refused plumb-ipam's credentials (401)"),
+        "{e}"
+    );
     add_ok(&conf, "node-a", "c2");
     del_ok(&conf, "node-a", "c1");
     del_ok(&conf, "node-a", "c2");
