@@ -259,30 +259,32 @@ extern "C" fn stop_at_exit() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     for &pid in &running.0 {
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        while unsafe { libc::kill(pid, 0) } == 0 && !zombie(pid) && Instant::now() < deadline {
+        // Reap it (it is this process's child): a server left unreaped would stay a zombie, as the
+        // machine's pid 1 may not reap orphans.
+        // SAFETY: waitpid on our own child with a valid status pointer; WNOHANG never blocks.
+        let reaped = || unsafe {
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, libc::WNOHANG) != 0
+        };
+        let mut gone = reaped();
+        while !gone && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
+            gone = reaped();
         }
-        // SAFETY: as above; the group is gone or must go now.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        if !gone {
+            // SAFETY: kill has no memory preconditions; -pid is the group the server still leads.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            // SAFETY: waitpid on our own child with a valid status pointer; it has been killed.
+            unsafe {
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+            }
+        }
     }
     running.0.clear();
     for dir in running.1.drain(..) {
         let _ = std::fs::remove_dir_all(dir);
     }
-}
-
-/// Whether `pid` has exited and waits only to be reaped (a zombie still answers kill(pid, 0)).
-fn zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
 }
 
 impl ControlPlane {

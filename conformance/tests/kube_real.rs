@@ -9,8 +9,8 @@
 //! counted from the server's audit log, per user.
 //!
 //! One control plane serves every test; IPBlocks are cluster-scoped, so each test works in its own
-//! space (`network_name`). Tests that count requests or judge every request of a service account hold
-//! [`serial`], so no other test's requests land in their window.
+//! space (`network_name`). The tests count requests per service account in audit-log windows, so each
+//! holds [`serial`]: no other test's requests land in its window.
 
 use conformance::control_plane::{self, Auth, ControlPlane};
 use conformance::plugin::{Call, Outcome};
@@ -45,7 +45,7 @@ struct Real {
     plugin_token: String,
 }
 
-/// Serialises the tests that read every request of a service account from the audit log.
+/// Serialises the tests: each reads every request of a service account in its audit-log window.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
@@ -340,6 +340,7 @@ fn cost(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 fn crd_schema_accepts_plumbs_blocks_rejects_malformed_ones_and_shows_columns() {
     let r = real();
     let cp = r.cp;
+    let _serial = serial();
     let space = unique_name("crd");
     let data = TempDir::new("kreal-data");
     let conf = net(
@@ -756,6 +757,7 @@ fn uncontended_add_and_del_cost_at_most_two_requests_on_the_real_server() {
 fn exhausted_pool_is_code_100_and_reserves_nothing_on_the_real_server() {
     let r = real();
     let cp = r.cp;
+    let _serial = serial();
     let space = unique_name("full");
     let data = TempDir::new("kreal-data");
     let conf = net(
@@ -874,6 +876,7 @@ fn concurrent_adds_from_many_nodes_get_distinct_addresses_on_the_real_server() {
 fn installer_rewrites_the_kubeconfig_when_the_token_rotates() {
     let r = real();
     let cp = r.cp;
+    let _serial = serial();
     let secret = unique_name("tok");
     cp.admin(
         "POST",
@@ -956,4 +959,243 @@ fn installer_rewrites_the_kubeconfig_when_the_token_rotates() {
     del_ok(&conf, "node-a", "c1");
     del_ok(&conf, "node-a", "c2");
     assert!(holders(cp, &space).is_empty());
+}
+
+/// A Pod created through the API (Pending: no kubelet runs): namespace, name, the UID the server gave.
+struct Pod {
+    ns: String,
+    name: String,
+    uid: String,
+}
+
+/// Creates pod `ns/name` on `node` as the admin; the server assigns its UID.
+fn create_pod(cp: &ControlPlane, ns: &str, name: &str, node: &str) -> Pod {
+    let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}]}});
+    let p = cp.admin(
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/pods"),
+        Some(&body),
+        201,
+    );
+    Pod {
+        ns: ns.to_string(),
+        name: name.to_string(),
+        uid: p["metadata"]["uid"]
+            .as_str()
+            .expect("metadata.uid")
+            .to_string(),
+    }
+}
+
+/// Deletes a pod at once (grace period 0: no kubelet would ever confirm a graceful deletion).
+fn delete_pod(cp: &ControlPlane, p: &Pod) {
+    cp.admin(
+        "DELETE",
+        &format!("/api/v1/namespaces/{}/pods/{}", p.ns, p.name),
+        Some(&json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0})),
+        200,
+    );
+}
+
+fn create_node(cp: &ControlPlane, name: &str, labels: Value, addresses: Value) {
+    let body = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels}, "status": {"addresses": addresses}});
+    cp.admin("POST", "/api/v1/nodes", Some(&body), 201);
+}
+
+fn delete_node(cp: &ControlPlane, name: &str) {
+    cp.admin("DELETE", &format!("/api/v1/nodes/{name}"), None, 200);
+}
+
+/// ADD for pod `p` (its namespace, name and UID in CNI_ARGS, as the kubelet passes them).
+fn add_for_pod(conf: &Value, node: &str, cid: &str, p: &Pod) -> Value {
+    Call::new("ADD", cid, NETNS, "eth0", conf)
+        .env("PLUMB_NODE_NAME", node)
+        .env(
+            "CNI_ARGS",
+            &format!(
+                "K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_UID={}",
+                p.ns, p.name, p.uid
+            ),
+        )
+        .run(&plumb_bin("plumb-ipam"))
+        .ok()
+}
+
+/// `plumb-ipam reconcile --space SPACE ARGS` with reconcile's installer-written kubeconfig; stdout.
+fn reconcile(r: &Real, space: &str, args: &[&str]) -> String {
+    let out = Command::new(plumb_bin("plumb-ipam"))
+        .args(["reconcile", "--space", space, "--kubeconfig"])
+        .arg(&r.reconcile_kubeconfig)
+        .args(args)
+        .output()
+        .expect("run plumb-ipam reconcile");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "reconcile: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Reconcile with real Pod and Node objects created and deleted through the API: a reservation is
+/// freed by pod UID (a deleted pod, a re-created pod of the same name), a Pending pod's is kept, a
+/// young one is kept within the grace period; a deleted node's empty block is deleted and its
+/// non-empty one orphaned.
+#[test]
+fn reconcile_frees_by_pod_uid_and_retires_deleted_nodes_blocks_on_the_real_server() {
+    let r = real();
+    let cp = r.cp;
+    let _serial = serial();
+    let space = unique_name("rec");
+    let ns = unique_name("ns");
+    cp.admin(
+        "POST",
+        "/api/v1/namespaces",
+        Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
+        201,
+    );
+    // No controller manager runs: the ServiceAccount admission plugin needs the default account.
+    cp.admin(
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+        Some(
+            &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+        ),
+        201,
+    );
+    let (n1, n2, n3) = (unique_name("n1-"), unique_name("n2-"), unique_name("n3-"));
+    for n in [&n1, &n2, &n3] {
+        create_node(cp, n, json!({}), json!([]));
+    }
+    let data = TempDir::new("kreal-data");
+    let conf = net(
+        &space,
+        "10.68.0.0/24",
+        data.path(),
+        &r.plugin_kubeconfig,
+        json!({}),
+    );
+    let p1 = create_pod(cp, &ns, "p1", &n1);
+    let p2 = create_pod(cp, &ns, "p2", &n1);
+    let p3 = create_pod(cp, &ns, "p3", &n2);
+    add_for_pod(&conf, &n1, "c1", &p1);
+    add_for_pod(&conf, &n1, "c2", &p2);
+    add_for_pod(&conf, &n2, "c3", &p3);
+    // n3 claims a block and empties it again.
+    let p4 = create_pod(cp, &ns, "p4", &n3);
+    add_for_pod(&conf, &n3, "c4", &p4);
+    del_ok(&conf, &n3, "c4");
+    delete_pod(cp, &p4);
+    let all: BTreeSet<String> = ["c1", "c2", "c3"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(holders(cp, &space), all);
+
+    // p1 deleted; p2 deleted and re-created under the same name (a new UID).
+    delete_pod(cp, &p1);
+    delete_pod(cp, &p2);
+    let p2b = create_pod(cp, &ns, "p2", &n1);
+    assert_ne!(p2b.uid, p2.uid);
+
+    // Within the default grace period nothing is freed: the reservations are young.
+    let out = reconcile(r, &space, &[]);
+    assert!(out.contains("freed 0"), "{out}");
+    assert_eq!(holders(cp, &space), all);
+
+    // Grace 0: c1 (pod gone) and c2 (its pod's UID is gone) are freed; c3's Pending pod keeps it.
+    let out = reconcile(r, &space, &["--grace", "0"]);
+    assert!(out.contains("freed 2"), "{out}");
+    assert_eq!(holders(cp, &space), ["c3".to_string()].into());
+
+    // n2 and n3 deleted: n3's empty block is deleted, n2's (holding c3) orphaned; n1's stays.
+    delete_node(cp, &n2);
+    delete_node(cp, &n3);
+    let out = reconcile(r, &space, &["--grace", "0"]);
+    assert!(
+        out.contains("deleted 1") && out.contains("orphaned 1"),
+        "{out}"
+    );
+    let mut owners: Vec<(String, u64)> = blocks(cp, &space)
+        .iter()
+        .map(|b| {
+            (
+                b["spec"]["node"].as_str().unwrap_or("?").to_string(),
+                b["spec"]["used"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    owners.sort();
+    assert_eq!(owners, [(String::new(), 1), (n1.clone(), 0)]);
+    assert_eq!(holders(cp, &space), ["c3".to_string()].into());
+
+    // Clean up what this test made on the shared server.
+    delete_pod(cp, &p3);
+    delete_pod(cp, &p2b);
+    delete_node(cp, &n1);
+    cp.admin("DELETE", &format!("/api/v1/namespaces/{ns}"), None, 200);
+}
+
+/// `peers.fromNodes`' source, `plumb-ipam nodes`, with the plugin's token: the Nodes' InternalIP
+/// addresses as the real server stores them, following Nodes added and removed.
+#[test]
+fn nodes_lists_the_real_servers_nodes_as_they_come_and_go() {
+    let r = real();
+    let cp = r.cp;
+    let _serial = serial();
+    let run = unique_name("run");
+    let selector = format!("plumb.test/run={run}");
+    let nodes = || -> Value {
+        let out = Command::new(plumb_bin("plumb-ipam"))
+            .args(["nodes", "--json", "--selector", &selector, "--kubeconfig"])
+            .arg(&r.plugin_kubeconfig)
+            .output()
+            .expect("run plumb-ipam nodes");
+        assert!(
+            out.status.success(),
+            "plumb-ipam nodes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON from plumb-ipam nodes")
+    };
+    let labels = json!({"plumb.test/run": run});
+    let (a, b, c) = (unique_name("va-"), unique_name("vb-"), unique_name("vc-"));
+    // Documentation addresses (RFC 5737/3849): only stored, never contacted.
+    create_node(
+        cp,
+        &a,
+        labels.clone(),
+        json!([{"type": "InternalIP", "address": "192.0.2.10"},
+               {"type": "InternalIP", "address": "2001:db8::10"},
+               {"type": "Hostname", "address": a}]),
+    );
+    create_node(
+        cp,
+        &b,
+        labels.clone(),
+        json!([{"type": "InternalIP", "address": "192.0.2.11"}]),
+    );
+    let mut want = vec![
+        json!({"name": a, "addresses": ["192.0.2.10", "2001:db8::10"]}),
+        json!({"name": b, "addresses": ["192.0.2.11"]}),
+    ];
+    want.sort_by_key(|v| v["name"].as_str().unwrap().to_string());
+    assert_eq!(nodes(), json!({"nodes": want}));
+
+    delete_node(cp, &a);
+    create_node(
+        cp,
+        &c,
+        labels,
+        json!([{"type": "InternalIP", "address": "192.0.2.12"}]),
+    );
+    let mut want = vec![
+        json!({"name": b, "addresses": ["192.0.2.11"]}),
+        json!({"name": c, "addresses": ["192.0.2.12"]}),
+    ];
+    want.sort_by_key(|v| v["name"].as_str().unwrap().to_string());
+    assert_eq!(nodes(), json!({"nodes": want}));
+    delete_node(cp, &b);
+    delete_node(cp, &c);
+    assert_eq!(nodes(), json!({"nodes": []}));
 }
