@@ -1199,3 +1199,183 @@ fn nodes_lists_the_real_servers_nodes_as_they_come_and_go() {
     delete_node(cp, &c);
     assert_eq!(nodes(), json!({"nodes": []}));
 }
+
+/// The kube lane's scale run on the real server: 50 simulated nodes × 20 concurrent ADDs on one /16
+/// through the library path the binary takes (`plumb_ipam::kube::ops`, each call on its own thread
+/// with its own client, each node with its own `dataDir` and so its own node lock), with the plugin's
+/// token; 0 duplicates, each attachment holding exactly its address, then every block empty after
+/// the DELs. Prints allocations/s, requests per ADD and the server's 409s and 429s (audit log).
+#[test]
+fn fifty_nodes_twenty_concurrent_adds_each_then_dels_on_the_real_server() {
+    use plumb_cni::args::PodRef;
+    use plumb_cni::NetConf;
+    use plumb_ipam::alloc::Attachment;
+    use plumb_ipam::config::{IpamConfig, Store};
+    use plumb_ipam::kube::ops;
+    use std::net::IpAddr;
+    use std::sync::Barrier;
+    const NODES: usize = 50;
+    const PER_NODE: usize = 20;
+
+    let r = real();
+    let cp = r.cp;
+    let _serial = serial();
+    let space = unique_name("scale");
+    let data = TempDir::new("kreal-scale");
+    let nodes: Vec<_> = (0..NODES)
+        .map(|n| {
+            let name = format!("node-{n:02}");
+            let mut conf = net(
+                &space,
+                "10.70.0.0/16",
+                &data.path().join(&name),
+                &r.plugin_kubeconfig,
+                // A node's 20 ADDs wait for each other on its lock: on a busy 2-CPU machine the last
+                // one may wait longer than the defaults, which would measure the machine.
+                json!({"lockTimeoutSeconds": 300}),
+            );
+            conf["ipam"]["kubernetes"]["timeoutSeconds"] = json!(300);
+            let conf = NetConf::parse(conf.to_string().as_bytes()).expect("network config");
+            let cfg = IpamConfig::from_conf(&conf).expect("ipam config");
+            let Store::Kubernetes(mut k) = cfg.store.clone() else {
+                panic!("the kubernetes section selects the kubernetes store")
+            };
+            k.node = name;
+            (k, cfg)
+        })
+        .collect();
+    let attachment = |cid: &str| Attachment {
+        container_id: cid.to_string(),
+        ifname: "eth0".to_string(),
+        network: space.clone(),
+        pod: PodRef::default(),
+    };
+    let cid = |n: usize, i: usize| format!("pod-{n:02}-{i:02}");
+
+    let mark = cp.audit_mark();
+    let go = Barrier::new(NODES * PER_NODE);
+    let started = Instant::now();
+    let added: Vec<(String, Result<Vec<IpAddr>, String>, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..NODES)
+            .flat_map(|n| (0..PER_NODE).map(move |i| (n, i)))
+            .map(|(n, i)| {
+                let (go, nodes, attachment, cid) = (&go, &nodes, &attachment, &cid);
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || {
+                        let c = cid(n, i);
+                        go.wait();
+                        let t = Instant::now();
+                        let res = ops::add(&nodes[n].0, &nodes[n].1, &attachment(&c), &[])
+                            .map_err(|e| format!("{e} (code {})", e.code));
+                        (c, res, t.elapsed())
+                    })
+                    .expect("spawn")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    let took = started.elapsed();
+    let reqs = requests_of(&cp.audit_events(mark), PLUGIN_USER);
+    let code_count = |c: u64| reqs.iter().filter(|(_, _, code)| *code == c).count();
+    let mut times: Vec<Duration> = added.iter().map(|a| a.2).collect();
+    times.sort();
+    let at = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)].as_secs_f64() * 1e3;
+    eprintln!(
+        "{NODES}x{PER_NODE} ADD: {} in {:.2} s = {:.0} allocations/s; {} requests = {:.2} per ADD; {} conflicts (409), {} throttled (429); ADD time median {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+        added.len(),
+        took.as_secs_f64(),
+        added.len() as f64 / took.as_secs_f64(),
+        reqs.len(),
+        reqs.len() as f64 / added.len() as f64,
+        code_count(409),
+        code_count(429),
+        at(50),
+        at(90),
+        at(100)
+    );
+    let failed: Vec<_> = added.iter().filter(|a| a.1.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} ADDs failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let mut handed: BTreeMap<IpAddr, String> = BTreeMap::new();
+    for (c, res, _) in &added {
+        let ips = res.as_ref().expect("checked above");
+        assert_eq!(ips.len(), 1, "{c}: one range, one address");
+        if let Some(other) = handed.insert(ips[0], c.clone()) {
+            panic!("{} handed to both {other} and {c}", ips[0]);
+        }
+    }
+    // The blocks hold exactly the handed-out addresses, each for its attachment.
+    let mut held: BTreeMap<IpAddr, String> = BTreeMap::new();
+    for b in blocks(cp, &space) {
+        let cidr = b["spec"]["cidr"].as_str().expect("spec.cidr");
+        let base: std::net::Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+        let allocs = b["spec"]["allocations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            b["spec"]["used"].as_u64(),
+            Some(allocs.len() as u64),
+            "{cidr}"
+        );
+        for (off, a) in allocs {
+            let ip = IpAddr::V4((u32::from(base) + off.parse::<u32>().unwrap()).into());
+            let who = a["containerID"].as_str().unwrap().to_string();
+            assert!(held.insert(ip, who).is_none(), "{ip} twice in the blocks");
+        }
+    }
+    assert_eq!(held, handed);
+
+    let mark = cp.audit_mark();
+    let started = Instant::now();
+    let deleted: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..NODES)
+            .flat_map(|n| (0..PER_NODE).map(move |i| (n, i)))
+            .map(|(n, i)| {
+                let (nodes, cid) = (&nodes, &cid);
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || {
+                        ops::del(&nodes[n].0, &nodes[n].1, &cid(n, i), "eth0")
+                            .map_err(|e| format!("{e} (code {})", e.code))
+                    })
+                    .expect("spawn")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    let took = started.elapsed();
+    let reqs = requests_of(&cp.audit_events(mark), PLUGIN_USER);
+    eprintln!(
+        "{NODES}x{PER_NODE} DEL: {} in {:.2} s; {} requests = {:.2} per DEL; {} conflicts (409)",
+        deleted.len(),
+        took.as_secs_f64(),
+        reqs.len(),
+        reqs.len() as f64 / deleted.len() as f64,
+        reqs.iter().filter(|(_, _, code)| *code == 409).count()
+    );
+    let failed: Vec<_> = deleted.iter().filter(|d| d.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} DELs failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let left = usage(cp, &space);
+    assert!(
+        left.len() >= NODES,
+        "every node claimed a block: {}",
+        left.len()
+    );
+    assert!(left.iter().all(|(_, used)| *used == 0), "{left:?}");
+    assert!(holders(cp, &space).is_empty());
+}
