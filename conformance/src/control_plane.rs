@@ -97,12 +97,20 @@ pub fn binaries() -> Result<PathBuf, String> {
     ))
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released: the servers bind it right after).
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-    l.local_addr()
-        .map(|a: SocketAddr| a.port())
-        .map_err(|e| e.to_string())
+/// `N` distinct free TCP ports on 127.0.0.1 (all bound at once, then released: the servers bind them
+/// right after).
+fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0; N];
+    for (p, l) in ports.iter_mut().zip(&listeners) {
+        *p = l
+            .local_addr()
+            .map(|a: SocketAddr| a.port())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(ports)
 }
 
 /// Runs a command to completion, failing with its stderr.
@@ -311,7 +319,7 @@ impl ControlPlane {
         .map_err(|e| e.to_string())?;
 
         let started = Instant::now();
-        let (client, peer, secure) = (free_port()?, free_port()?, free_port()?);
+        let [client, peer, secure] = free_ports::<3>()?;
         let etcd = spawn(
             &bins.join("etcd"),
             vec![
