@@ -1,6 +1,7 @@
 //! Shared pieces of the black-box tests and the bench: where the built binaries are, how to run a
 //! plugin the way a runtime does, throw-away network namespaces and data directories, and loud skips.
 
+pub mod control_plane;
 pub mod host;
 pub mod iproute;
 pub mod libcni;
