@@ -14,12 +14,16 @@ fn is_ifname(n: &str) -> bool {
     (1..=15).contains(&n.len())
         && n != "."
         && n != ".."
-        && !n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        && !n
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
 fuzz_target!(|data: &[u8]| {
     let (args_line, conf) = split_args_line(data);
-    let args = args_line.and_then(|a| CniArgs::parse(a).ok()).unwrap_or_default();
+    let args = args_line
+        .and_then(|a| CniArgs::parse(a).ok())
+        .unwrap_or_default();
     let Ok(net) = NetConf::parse(conf) else {
         return;
     };
@@ -33,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(1 <= *lo && lo <= hi && *hi <= MAX_VLAN);
     }
     assert!(cfg.mtu.is_none_or(|m| (68..=65535).contains(&m)));
-    assert!(cfg.mac.is_none_or(|m| m[0] & 1 == 0), "multicast MAC accepted");
+    assert!(
+        cfg.mac.is_none_or(|m| m[0] & 1 == 0),
+        "multicast MAC accepted"
+    );
     assert!(!cfg.is_default_gateway || cfg.is_gateway);
     if cfg.vlan != 0 && cfg.is_gateway {
         assert!(is_ifname(&cfg.vlan_gateway_name()));

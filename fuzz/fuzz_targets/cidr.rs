@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use plumb_cni::Cidr;
-use plumb_ipam::range::Subnet;
 use plumb_fuzz::check_error;
+use plumb_ipam::range::Subnet;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     match text.parse::<Cidr>() {
         Ok(c) => {
             let printed = c.to_string();
-            assert_eq!(printed.parse::<Cidr>(), Ok(c), "{text:?} printed as {printed}");
+            assert_eq!(
+                printed.parse::<Cidr>(),
+                Ok(c),
+                "{text:?} printed as {printed}"
+            );
             assert!(c.network().contains(c.addr));
             assert!(c.contains(c.network().addr));
             assert_eq!(c.network().network(), c.network());

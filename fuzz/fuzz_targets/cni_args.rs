@@ -35,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
         .get("IgnoreUnknown")
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     assert_eq!(args.ignore_unknown(), ignore);
-    let all_known = pairs.iter().all(|(k, _)| COMMON_KEYS.contains(k) || *k == "X");
+    let all_known = pairs
+        .iter()
+        .all(|(k, _)| COMMON_KEYS.contains(k) || *k == "X");
     match args.check_known("plumb-fuzz", &["X"]) {
         Ok(()) => assert!(ignore || all_known),
         Err(e) => {

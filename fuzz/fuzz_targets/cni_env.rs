@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use plumb_cni::args::CniArgs;
-use plumb_cni::env::{Command, Env};
 use plumb_cni::code;
+use plumb_cni::env::{Command, Env};
 use plumb_fuzz::check_error;
 use std::collections::HashMap;
 
@@ -38,7 +38,13 @@ fuzz_target!(|data: &[u8]| {
     if matches!(env.command, Command::Add | Command::Check) {
         assert!(env.netns.is_some());
     }
-    assert_eq!(env.netns.as_deref(), vars.get("CNI_NETNS").copied().filter(|s| !s.is_empty()));
-    assert_eq!(Ok(env.args), CniArgs::parse(vars.get("CNI_ARGS").copied().unwrap_or("")));
+    assert_eq!(
+        env.netns.as_deref(),
+        vars.get("CNI_NETNS").copied().filter(|s| !s.is_empty())
+    );
+    assert_eq!(
+        Ok(env.args),
+        CniArgs::parse(vars.get("CNI_ARGS").copied().unwrap_or(""))
+    );
     assert!(env.path.iter().all(|p| !p.as_os_str().is_empty()));
 });

@@ -13,8 +13,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let version = version_from(first);
-    let mut conf = format!(r#"{{"cniVersion":"{version}","name":"n","type":"t","prevResult":"#)
-        .into_bytes();
+    let mut conf =
+        format!(r#"{{"cniVersion":"{version}","name":"n","type":"t","prevResult":"#).into_bytes();
     conf.extend_from_slice(prev);
     conf.push(b'}');
     let conf = match NetConf::parse(&conf) {

@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
     }
     match AddResult::parse_any(&value) {
         Ok(r) => {
-            let named = value.get("cniVersion").and_then(|v| v.as_str()).unwrap_or("");
+            let named = value
+                .get("cniVersion")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
             let v = plumb_cni::Version::parse(named).unwrap();
             check_result_round_trips(&r, v);
         }

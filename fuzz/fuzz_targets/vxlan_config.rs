@@ -13,12 +13,16 @@ fn is_ifname(n: &str) -> bool {
     (1..=15).contains(&n.len())
         && n != "."
         && n != ".."
-        && !n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        && !n
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
 fuzz_target!(|data: &[u8]| {
     let (args_line, conf) = split_args_line(data);
-    let args = args_line.and_then(|a| CniArgs::parse(a).ok()).unwrap_or_default();
+    let args = args_line
+        .and_then(|a| CniArgs::parse(a).ok())
+        .unwrap_or_default();
     let Ok(net) = NetConf::parse(conf) else {
         return;
     };
@@ -50,9 +54,15 @@ fuzz_target!(|data: &[u8]| {
     if let Mtu::Fixed(m) = cfg.mtu {
         assert!((68..=65535).contains(&m));
     }
-    if let Role::Router { masquerade_out: Some(out) } = &cfg.role {
+    if let Role::Router {
+        masquerade_out: Some(out),
+    } = &cfg.role
+    {
         assert!(is_ifname(out));
     }
-    assert!(cfg.mac.is_none_or(|m| m[0] & 1 == 0), "multicast MAC accepted");
+    assert!(
+        cfg.mac.is_none_or(|m| m[0] & 1 == 0),
+        "multicast MAC accepted"
+    );
     assert!(cfg.overhead() == 50 || cfg.overhead() == 70);
 });

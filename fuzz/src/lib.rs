@@ -35,7 +35,10 @@ pub fn check_error(e: &CniError, allowed: &[u32], reader: &str) {
         e.code,
         e.msg
     );
-    assert!(!e.msg.trim().is_empty(), "{reader}: error without a message");
+    assert!(
+        !e.msg.trim().is_empty(),
+        "{reader}: error without a message"
+    );
     assert!(
         !e.msg.chars().any(|c| c < ' '),
         "{reader}: control character in the message {:?}",
@@ -117,6 +120,10 @@ pub fn check_result_round_trips(r: &AddResult, read_in: Version) {
             let routes: Vec<_> = x.routes.iter().map(|r| (r.dst, r.gw)).collect();
             (ips, routes, x.dns.clone())
         };
-        assert_eq!(key(&back), key(&want), "{read_in} -> {to} changed the result: {w}");
+        assert_eq!(
+            key(&back),
+            key(&want),
+            "{read_in} -> {to} changed the result: {w}"
+        );
     }
 }
