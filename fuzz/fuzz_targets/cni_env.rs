@@ -25,6 +25,13 @@ fuzz_target!(|data: &[u8]| {
     if matches!(env.command, Command::Add | Command::Del | Command::Check) {
         assert!(!env.container_id.is_empty() && !env.ifname.is_empty());
     }
+    // A DEL whose identity ADD would refuse is accepted so that it can succeed doing nothing; the
+    // refusal is kept for the skeleton. Every other command refuses such an identity.
+    if let Some(e) = &env.refused_identity {
+        assert_eq!(env.command, Command::Del, "only DEL carries a refused identity");
+        check_error(e, &[code::INVALID_ENV], "Env::refused_identity");
+        return;
+    }
     if !env.container_id.is_empty() {
         let mut chars = env.container_id.chars();
         assert!(chars.next().unwrap().is_ascii_alphanumeric());
