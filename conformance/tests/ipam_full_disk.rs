@@ -149,15 +149,20 @@ fn full_disk(test: &str, options: &str) {
 
     // The failing ADD: a clear CNI error naming the data dir and the lack of space.
     let err = failure.err(5);
-    let text = format!("{} {}", err["msg"], err["details"]);
+    let msg = err["msg"].as_str().expect("msg");
     assert!(
-        text.contains(&*data_dir.to_string_lossy()),
-        "the error does not name the data dir {}: {err}",
-        data_dir.display()
+        msg.contains(&format!("store directory {} is full", space_dir.display())),
+        "the error message does not say the store directory is full: {err}"
     );
     assert!(
-        text.contains("No space left on device") || text.to_lowercase().contains("full"),
-        "the error does not say the filesystem is full: {err}"
+        msg.contains("ipam.dataDir"),
+        "the error message does not name the field to change: {err}"
+    );
+    assert!(
+        err["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("No space left on device")),
+        "the error details do not carry the OS error: {err}"
     );
 
     // Nothing of the failed ADD is left: no temporary file, no record, no claim without a record.

@@ -269,7 +269,7 @@ impl Locked<'_> {
                         ),
                     )
                 } else {
-                    CniError::io(format!("cannot claim {}", target.display()), &e)
+                    self.write_error(format!("cannot claim {}", target.display()), &e)
                 });
             }
             if !ours {
@@ -278,7 +278,7 @@ impl Locked<'_> {
         }
         let att = self.path(&attachment_file(&record.container_id, &record.ifname));
         fs::rename(tmp, &att)
-            .map_err(|e| CniError::io(format!("cannot write {}", att.display()), &e))?;
+            .map_err(|e| self.write_error(format!("cannot write {}", att.display()), &e))?;
         if let Some(o) = old {
             let keep = record.addrs();
             for ip in o.record.addrs().into_iter().filter(|ip| !keep.contains(ip)) {
@@ -357,7 +357,7 @@ impl Locked<'_> {
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(|e| CniError::io(format!("cannot create {}", tmp.display()), &e))?;
+            .map_err(|e| self.write_error(format!("cannot create {}", tmp.display()), &e))?;
         let mut bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         bytes.push(b'\n');
         let fsync = self.store.fsync;
@@ -366,9 +366,26 @@ impl Locked<'_> {
             .and_then(|_| if fsync { f.sync_all() } else { Ok(()) });
         if let Err(e) = r {
             let _ = fs::remove_file(&tmp);
-            return Err(CniError::io(format!("cannot write {}", tmp.display()), &e));
+            return Err(self.write_error(format!("cannot write {}", tmp.display()), &e));
         }
         Ok(tmp)
+    }
+
+    /// The I/O error (code 5) of a write into the store; a full filesystem (no space, no inodes, or the
+    /// quota) is said in words with the directory, since that is what the operator must fix.
+    fn write_error(&self, what: String, e: &std::io::Error) -> CniError {
+        use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+        if !matches!(e.kind(), StorageFull | QuotaExceeded) {
+            return CniError::io(what, e);
+        }
+        CniError::io(
+            format!(
+                "the filesystem of the store directory {} is full (no space or no inodes left): {what}; \
+                 free room there or move ipam.dataDir",
+                self.dir().display()
+            ),
+            e,
+        )
     }
 
     /// Removes an `att-` file whose content is not a record.
