@@ -8,7 +8,9 @@
 //! ```
 //!
 //! A record is written once to a temporary file; each address is then claimed with `link()`, which never
-//! overwrites, and the record is renamed into place. Nothing is fsynced unless the config asks (`fsync`):
+//! overwrites, and the record is renamed into place. The temporary file's name is fixed per attachment
+//! (`.tmp-att-<containerID>@<ifname>`), so DEL also finds what an ADD killed between the claims and the
+//! rename left (the temporary record and the claims linked to it) without scanning the directory. Nothing is fsynced unless the config asks (`fsync`):
 //! a reservation the disk had not yet written when power was lost belonged to a pod that died with the
 //! node; a name left with empty content reads as `Entry::Unreadable`, which allocation steps over and
 //! GC removes (docs/design.md has the reasoning and the measured cost).
@@ -151,6 +153,18 @@ pub fn attachment_file(container_id: &str, ifname: &str) -> String {
     s
 }
 
+/// File name of the temporary record of an attachment's commit (see the module doc).
+pub fn temp_file(container_id: &str, ifname: &str) -> String {
+    format!(".tmp-{}", attachment_file(container_id, ifname))
+}
+
+/// The side name [`Locked::commit`] links a temporary record to before renaming it over a claim.
+fn side_file(temp: &Path) -> PathBuf {
+    let mut side = temp.as_os_str().to_owned();
+    side.push(".link");
+    PathBuf::from(side)
+}
+
 /// File name of an address claim.
 pub fn ip_file(ip: IpAddr) -> String {
     format!("ip-{ip}")
@@ -289,22 +303,23 @@ impl Locked<'_> {
     }
 
     fn replace_link(&self, tmp: &Path, target: &Path) -> std::io::Result<()> {
-        let side = tmp.with_extension("link");
+        let side = side_file(tmp);
         let _ = fs::remove_file(&side);
         fs::hard_link(tmp, &side)?;
         fs::rename(&side, target)
     }
 
-    /// Removes an attachment's reservation; returns the addresses freed. Nothing to remove is success.
+    /// Removes an attachment's reservation, and what a killed commit of it left; returns the addresses
+    /// freed. Nothing to remove is success.
     pub fn release(&self, container_id: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
+        let mut freed = self.release_temporary(container_id, ifname)?;
         let att = self.path(&attachment_file(container_id, ifname));
         let stored = match self.entry(&attachment_file(container_id, ifname))? {
             Entry::Record(s) => s,
-            Entry::Missing => return Ok(Vec::new()),
+            Entry::Missing => return Ok(freed),
             // Its addresses are unknown: GC removes their unreadable or unreferenced claims.
-            Entry::Unreadable => return remove(&att).map(|_| Vec::new()),
+            Entry::Unreadable => return remove(&att).map(|_| freed),
         };
-        let mut freed = Vec::new();
         for ip in stored.record.addrs() {
             if self.unlink_if(ip, stored.ino)? {
                 freed.push(ip);
@@ -312,6 +327,24 @@ impl Locked<'_> {
         }
         remove(&att)?;
         self.sync_dir_if_asked()?;
+        Ok(freed)
+    }
+
+    /// Removes the temporary record of an attachment left by a commit killed midway, with the claims
+    /// linked to it and its side link; returns the addresses freed.
+    fn release_temporary(&self, container_id: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
+        let name = temp_file(container_id, ifname);
+        let mut freed = Vec::new();
+        if let Entry::Record(s) = self.entry(&name)? {
+            for ip in s.record.addrs() {
+                if self.unlink_if(ip, s.ino)? {
+                    freed.push(ip);
+                }
+            }
+        }
+        let tmp = self.path(&name);
+        remove(&side_file(&tmp))?;
+        remove(&tmp)?;
         Ok(freed)
     }
 
@@ -352,7 +385,10 @@ impl Locked<'_> {
     }
 
     fn write_temp(&self, record: &Record) -> CniResult<PathBuf> {
-        let tmp = self.path(&format!(".tmp-{}-{}", std::process::id(), nanos()));
+        let tmp = self.path(&temp_file(&record.container_id, &record.ifname));
+        // Left by a killed commit of this attachment: its claims name the attachment, so allocation
+        // reuses them and GC removes the rest.
+        remove(&tmp)?;
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -436,13 +472,6 @@ fn remove(p: &Path) -> CniResult<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(CniError::io(format!("cannot remove {}", p.display()), &e)),
     }
-}
-
-fn nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 /// Unix time now, in seconds.
