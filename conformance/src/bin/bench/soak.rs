@@ -508,7 +508,12 @@ impl Phase<'_> {
         );
         let mut slots: Vec<Option<Live>> = vec![None; self.slots];
         let mut n = 0usize;
-        while !self.stopping() && self.started.fetch_add(1, Ordering::SeqCst) < self.ops {
+        while !self.stopping() {
+            let k = self.started.fetch_add(1, Ordering::SeqCst);
+            if k >= self.ops {
+                break;
+            }
+            self.progress(k);
             let s = n % self.slots;
             let slot = w * self.slots + s;
             if let Some(old) = slots[s].take() {
@@ -520,6 +525,22 @@ impl Phase<'_> {
             slots[s] = self.add(&mut killer, &cid, slot);
         }
         slots.into_iter().flatten().collect()
+    }
+
+    /// Prints a line each time another tenth of the pairs has started.
+    fn progress(&self, k: usize) {
+        let tenth = (self.ops / 10).max(1);
+        if k > 0 && k % tenth == 0 {
+            let t = self.tally.lock().expect("tally");
+            println!(
+                "{}: {k} of {} pairs started, {} calls, {} killed, {} errors",
+                self.name,
+                self.ops,
+                t.calls,
+                t.kills,
+                t.unexpected()
+            );
+        }
     }
 
     /// One call, counted; `None` when the call could not even be run (the phase then stops).
