@@ -530,7 +530,7 @@ impl Phase<'_> {
     /// Prints a line each time another tenth of the pairs has started.
     fn progress(&self, k: usize) {
         let tenth = (self.ops / 10).max(1);
-        if k > 0 && k % tenth == 0 {
+        if k > 0 && k.is_multiple_of(tenth) {
             let t = self.tally.lock().expect("tally");
             println!(
                 "{}: {k} of {} pairs started, {} calls, {} killed, {} errors",
