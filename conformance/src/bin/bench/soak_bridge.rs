@@ -52,6 +52,7 @@ pub(super) fn bridge_phase(
         containers: Vec::new(),
         bridge: unique_name("psb"),
         data_dir: tmp.join("bridge-ipam"),
+        torn_down: false,
     };
     let orphans = Orphans::start();
     let result = lab
@@ -218,6 +219,18 @@ struct Lab {
     bridge: String,
     /// plumb-ipam's data dir.
     data_dir: PathBuf,
+    /// Whether [`Lab::teardown`] ran (else dropping the lab runs it, e.g. after a panic).
+    torn_down: bool,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.torn_down {
+            if let Err(e) = self.teardown() {
+                println!("phase 2 cleanup problem: {e}");
+            }
+        }
+    }
 }
 
 /// Links and chains of the node and the container namespaces compared with the live attachments.
@@ -362,6 +375,7 @@ impl Lab {
     /// Deletes every namespace the lab made (the bridge and veths go with the node) and the bridge's
     /// plumb lock file; an error naming what is left.
     fn teardown(&mut self) -> Result<(), String> {
+        self.torn_down = true;
         self.node_fd = None;
         let all: Vec<&String> = std::iter::once(&self.node)
             .chain(&self.containers)
