@@ -38,7 +38,7 @@ use conformance::XorShift;
 use plumb_ipam::store::{spaces, Entry, FileStore};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -157,16 +157,37 @@ fn run_call(
     let _ = pipe.write_all(stdin);
     drop(pipe);
     let mut sent = false;
+    let mut frozen = Vec::new();
     if let Some(k) = kill {
         if !k.in_child || await_child(&mut child) {
             std::thread::sleep(k.delay);
-            note_running_children(child.id());
+            frozen = freeze_children(child.id());
             sent = child.kill().is_ok();
         }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("cannot wait: {e}"))?;
+    let out = match frozen.is_empty() {
+        true => child.wait_with_output(),
+        // A stopped child may hold the plugin's stdout (forked, not yet exec'd): reap the plugin and
+        // continue its children before reading its output, else both wait for each other.
+        false => child.wait().and_then(|status| {
+            for f in &frozen {
+                f.signal(libc::SIGCONT);
+            }
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            if let Some(mut p) = child.stdout.take() {
+                p.read_to_end(&mut stdout)?;
+            }
+            if let Some(mut p) = child.stderr.take() {
+                p.read_to_end(&mut stderr)?;
+            }
+            Ok(std::process::Output {
+                status,
+                stdout,
+                stderr,
+            })
+        }),
+    };
+    let out = out.map_err(|e| format!("cannot wait: {e}"))?;
     let took = start.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
@@ -187,33 +208,100 @@ fn run_call(
     Ok((Ended::Failed(code, what), sent, took))
 }
 
-/// Children (pids) that were running (not zombies) when the bench SIGKILLed their parent plugin.
+/// Children (pids) of a plugin that had not begun to exit when the bench SIGKILLed the plugin: if one of
+/// them later exits by itself, it went on working without its caller.
 static RUNNING_AT_KILL: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
-/// Notes the running children of plugin `pid`, which is about to be killed (see [`RUNNING_AT_KILL`]).
-fn note_running_children(pid: u32) {
+/// `PF_EXITING` in the flags of /proc/<pid>/stat: the process has begun to exit.
+const PF_EXITING: u64 = 0x4;
+
+/// A child of a plugin held stopped (SIGSTOP) while the plugin is killed, through a pidfd so that no
+/// signal can reach a reused pid.
+struct Frozen {
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl Frozen {
+    /// Sends `sig` through the pidfd.
+    fn signal(&self, sig: libc::c_int) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal with a pidfd we own, a valid signal, no siginfo and no flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+}
+
+/// Stops every child of plugin `pid` (about to be killed) so that none moves on while its parent dies,
+/// and notes in [`RUNNING_AT_KILL`] those that had not begun to exit. The caller continues them (SIGCONT)
+/// once the plugin is reaped: a child whose caller's death does not kill it then runs on.
+fn freeze_children(pid: u32) -> Vec<Frozen> {
+    use std::os::fd::FromRawFd;
     let Ok(kids) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) else {
-        return;
+        return Vec::new();
     };
+    let mut frozen = Vec::new();
     for kid in kids
         .split_whitespace()
         .filter_map(|k| k.parse::<i32>().ok())
     {
-        if proc_stat(kid).is_some_and(|(_, state, _)| state != "Z") {
-            RUNNING_AT_KILL.lock().expect("running").insert(kid);
+        // SAFETY: pidfd_open takes a pid and flags; the pid is a child of the live plugin, so it is not
+        // reused before the returned descriptor pins it.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, kid, 0) };
+        if fd < 0 {
+            continue;
         }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let f = Frozen {
+            pidfd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) },
+        };
+        f.signal(libc::SIGSTOP);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(200) {
+            let Some(st) = proc_stat(kid) else { break };
+            if st.flags & PF_EXITING != 0 || matches!(st.state.as_str(), "Z" | "X") {
+                break;
+            }
+            if matches!(st.state.as_str(), "T" | "t") {
+                RUNNING_AT_KILL.lock().expect("running").insert(kid);
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        frozen.push(f);
     }
+    frozen
 }
 
-/// `(comm, state, ppid)` of process `pid` from /proc/<pid>/stat.
-fn proc_stat(pid: i32) -> Option<(String, String, i32)> {
+/// Fields of /proc/<pid>/stat the soak reads.
+#[derive(Debug)]
+struct ProcStat {
+    comm: String,
+    state: String,
+    ppid: i32,
+    /// The kernel's task flags (see [`PF_EXITING`]).
+    flags: u64,
+}
+
+/// What /proc/<pid>/stat says of process `pid`.
+fn proc_stat(pid: i32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so split at the last ')'.
+    // `pid (comm) state ppid pgrp session tty_nr tpgid flags ...`; comm may hold spaces and
+    // parentheses, so split at the last ')'.
     let (open, close) = (stat.find('(')?, stat.rfind(')')?);
-    let mut rest = stat[close + 1..].split_whitespace();
-    let state = rest.next()?.to_string();
-    let ppid = rest.next()?.parse().ok()?;
-    Some((stat[open + 1..close].to_string(), state, ppid))
+    let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    Some(ProcStat {
+        comm: stat[open + 1..close].to_string(),
+        state: rest.first()?.to_string(),
+        ppid: rest.get(1)?.parse().ok()?,
+        flags: rest.get(6)?.parse().ok()?,
+    })
 }
 
 /// Polls until `child` has a child process of its own (true) or has ended (false), for at most 10 s.

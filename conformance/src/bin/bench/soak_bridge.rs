@@ -500,8 +500,8 @@ fn scan_orphans(counts: &Mutex<OrphanCounts>) {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| Some((pid, proc_stat(pid)?)))
-        .filter(|(_, (comm, _, ppid))| *ppid == me && comm == "plumb-ipam")
-        .map(|(pid, (_, state, _))| (pid, state != "Z"))
+        .filter(|(_, st)| st.ppid == me && st.comm == "plumb-ipam")
+        .map(|(pid, st)| (pid, st.state != "Z"))
         .collect();
     let mut c = counts.lock().expect("orphans");
     for (pid, alive) in found {
