@@ -143,7 +143,7 @@ struct Claim {
 struct Snapshot {
     atts: BTreeMap<String, Att>,
     claims: BTreeMap<Ipv4Addr, Claim>,
-    /// `.tmp-<pid>-<nanos>` files: records being written, or never renamed into place.
+    /// `.tmp-` files: records being written, or never renamed into place.
     tmps: BTreeSet<String>,
 }
 
@@ -389,7 +389,8 @@ enum Trace {
     Complete(Ipv4Addr),
     /// An `ip-` link naming the attachment with no `att-` file: killed between claim and rename.
     Orphan(Ipv4Addr),
-    /// Only its `.tmp-<pid>-*` record (complete or partly written): killed before claiming an address.
+    /// Only its `.tmp-att-<cid>@<ifname>` record (complete or partly written): killed before claiming
+    /// an address.
     TmpOnly,
     /// Nothing: killed before it took the lock (or before writing anything).
     Nothing,
@@ -443,10 +444,9 @@ fn sigkill_mid_add_then_readd_gc_and_exhaustion() {
         }
         let mut round_killed = Vec::new();
         for (cid, child, _) in running {
-            let pid = child.id();
             let (status, out) = finish(child);
             if status.signal() == Some(libc::SIGKILL) {
-                round_killed.push((cid, pid));
+                round_killed.push(cid);
             } else {
                 let ip = ip_of(&out.ok(), 22);
                 succeeded.insert(cid, ip);
@@ -454,18 +454,18 @@ fn sigkill_mid_add_then_readd_gc_and_exhaustion() {
         }
         let snap = snapshot(&dir);
         let orphans = check_store(&dir, &snap, &format!("after kill round {round}"));
-        // Temporary records are named `.tmp-<pid>-<nanos>`: new ones are this round's.
+        // Temporary records are named `.tmp-att-<cid>@<ifname>`: new ones are this round's.
         let new_tmps: Vec<&String> = snap
             .tmps
             .iter()
             .filter(|n| !tmps_seen.contains(*n))
             .collect();
-        for (cid, pid) in round_killed {
+        for cid in round_killed {
             let att = snap.atts.get(&format!("att-{cid}@{IFNAME}"));
             let orphan = orphans.iter().find(|o| o.cid == cid && o.ifname == IFNAME);
             let tmp = new_tmps
                 .iter()
-                .any(|n| n.starts_with(&format!(".tmp-{pid}-")));
+                .any(|n| **n == format!(".tmp-att-{cid}@{IFNAME}"));
             let trace = match (att, orphan) {
                 (Some(a), _) => Trace::Complete(a.ips[0]),
                 (None, Some(o)) => Trace::Orphan(o.ip),
@@ -788,4 +788,43 @@ fn orphan_claim_is_reused_by_its_owner_and_removed_by_gc() {
     assert_eq!(claims, ["10.20.0.1", "10.20.0.2", "10.20.0.4"]);
     assert!(snap.claims.values().all(|c| c.nlink == 2));
     assert!(snap.tmps.is_empty());
+}
+
+/// What an ADD SIGKILLed between its claims and its rename leaves (its temporary record, named after the
+/// attachment, hard-linked as `ip-<addr>`, maybe its side link, no `att-` file) is removed by the DEL a
+/// runtime sends after the failed ADD, without GC: the soak bench found such claims and temporary
+/// files piling up (one claim and eleven `.tmp-` files in 100,000 pairs at 2 % kills).
+#[test]
+fn del_after_an_add_killed_mid_commit_removes_its_temporary_record_and_claims() {
+    let bin = plumb_bin("plumb-ipam");
+    let tmp = TempDir::new("ipcmid");
+    let cfg = conf(tmp.path(), "10.20.0.0/24");
+    let dir = space(tmp.path());
+    assert_eq!(
+        ip_of(&add_call(&cfg, "a").run(&bin).ok(), 24).to_string(),
+        "10.20.0.1"
+    );
+    let rec = json!({"containerID": "k", "ifname": IFNAME, "network": "net",
+                     "ips": ["10.20.0.2/24"], "created": 0});
+    let t = dir.join(format!(".tmp-att-k@{IFNAME}"));
+    fs::write(&t, serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
+    fs::hard_link(&t, dir.join("ip-10.20.0.2")).unwrap();
+    fs::hard_link(&t, dir.join(format!(".tmp-att-k@{IFNAME}.link"))).unwrap();
+    del_call(&cfg, "k").run(&bin).ok();
+    let mut left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ip-") || n.starts_with("att-") || n.starts_with(".tmp-"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["att-a@eth0", "ip-10.20.0.1"], "DEL of k left files");
+    // The address is free again: the next ADD gets it.
+    assert_eq!(
+        ip_of(&add_call(&cfg, "b").run(&bin).ok(), 24).to_string(),
+        "10.20.0.2"
+    );
+    // A DEL of a's attachment is unaffected by the temporary-file step.
+    del_call(&cfg, "a").run(&bin).ok();
+    assert!(!dir.join("ip-10.20.0.1").exists());
 }

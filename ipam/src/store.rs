@@ -8,7 +8,9 @@
 //! ```
 //!
 //! A record is written once to a temporary file; each address is then claimed with `link()`, which never
-//! overwrites, and the record is renamed into place. Nothing is fsynced unless the config asks (`fsync`):
+//! overwrites, and the record is renamed into place. The temporary file's name is fixed per attachment
+//! (`.tmp-att-<containerID>@<ifname>`), so DEL also finds what an ADD killed between the claims and the
+//! rename left (the temporary record and the claims linked to it) without scanning the directory. Nothing is fsynced unless the config asks (`fsync`):
 //! a reservation the disk had not yet written when power was lost belonged to a pod that died with the
 //! node; a name left with empty content reads as `Entry::Unreadable`, which allocation steps over and
 //! GC removes (docs/design.md has the reasoning and the measured cost).
@@ -174,6 +176,18 @@ fn encode_into(out: &mut String, part: &str) {
     }
 }
 
+/// File name of the temporary record of an attachment's commit (see the module doc).
+pub fn temp_file(container_id: &str, ifname: &str) -> String {
+    format!(".tmp-{}", attachment_file(container_id, ifname))
+}
+
+/// The side name [`Locked::commit`] links a temporary record to before renaming it over a claim.
+fn side_file(temp: &Path) -> PathBuf {
+    let mut side = temp.as_os_str().to_owned();
+    side.push(".link");
+    PathBuf::from(side)
+}
+
 /// File name of an address claim.
 pub fn ip_file(ip: IpAddr) -> String {
     format!("ip-{ip}")
@@ -306,7 +320,7 @@ impl Locked<'_> {
                         ),
                     )
                 } else {
-                    CniError::io(format!("cannot claim {}", target.display()), &e)
+                    self.write_error(format!("cannot claim {}", target.display()), &e)
                 });
             }
             if !ours {
@@ -315,7 +329,7 @@ impl Locked<'_> {
         }
         let att = self.path(&attachment_file(&record.container_id, &record.ifname));
         fs::rename(tmp, &att)
-            .map_err(|e| CniError::io(format!("cannot write {}", att.display()), &e))?;
+            .map_err(|e| self.write_error(format!("cannot write {}", att.display()), &e))?;
         if let Some(o) = old {
             let keep = record.addrs();
             for ip in o.record.addrs().into_iter().filter(|ip| !keep.contains(ip)) {
@@ -326,22 +340,23 @@ impl Locked<'_> {
     }
 
     fn replace_link(&self, tmp: &Path, target: &Path) -> std::io::Result<()> {
-        let side = tmp.with_extension("link");
+        let side = side_file(tmp);
         let _ = fs::remove_file(&side);
         fs::hard_link(tmp, &side)?;
         fs::rename(&side, target)
     }
 
-    /// Removes an attachment's reservation; returns the addresses freed. Nothing to remove is success.
+    /// Removes an attachment's reservation, and what a killed commit of it left; returns the addresses
+    /// freed. Nothing to remove is success.
     pub fn release(&self, container_id: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
+        let mut freed = self.release_temporary(container_id, ifname)?;
         let att = self.path(&attachment_file(container_id, ifname));
         let stored = match self.entry(&attachment_file(container_id, ifname))? {
             Entry::Record(s) => s,
-            Entry::Missing => return Ok(Vec::new()),
+            Entry::Missing => return Ok(freed),
             // Its addresses are unknown: GC removes their unreadable or unreferenced claims.
-            Entry::Unreadable => return remove(&att).map(|_| Vec::new()),
+            Entry::Unreadable => return remove(&att).map(|_| freed),
         };
-        let mut freed = Vec::new();
         for ip in stored.record.addrs() {
             if self.unlink_if(ip, stored.ino)? {
                 freed.push(ip);
@@ -349,6 +364,24 @@ impl Locked<'_> {
         }
         remove(&att)?;
         self.sync_dir_if_asked()?;
+        Ok(freed)
+    }
+
+    /// Removes the temporary record of an attachment left by a commit killed midway, with the claims
+    /// linked to it and its side link; returns the addresses freed.
+    fn release_temporary(&self, container_id: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
+        let name = temp_file(container_id, ifname);
+        let mut freed = Vec::new();
+        if let Entry::Record(s) = self.entry(&name)? {
+            for ip in s.record.addrs() {
+                if self.unlink_if(ip, s.ino)? {
+                    freed.push(ip);
+                }
+            }
+        }
+        let tmp = self.path(&name);
+        remove(&side_file(&tmp))?;
+        remove(&tmp)?;
         Ok(freed)
     }
 
@@ -389,12 +422,15 @@ impl Locked<'_> {
     }
 
     fn write_temp(&self, record: &Record) -> CniResult<PathBuf> {
-        let tmp = self.path(&format!(".tmp-{}-{}", std::process::id(), nanos()));
+        let tmp = self.path(&temp_file(&record.container_id, &record.ifname));
+        // Left by a killed commit of this attachment: its claims name the attachment, so allocation
+        // reuses them and GC removes the rest.
+        remove(&tmp)?;
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(|e| CniError::io(format!("cannot create {}", tmp.display()), &e))?;
+            .map_err(|e| self.write_error(format!("cannot create {}", tmp.display()), &e))?;
         let mut bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         bytes.push(b'\n');
         let fsync = self.store.fsync;
@@ -403,9 +439,26 @@ impl Locked<'_> {
             .and_then(|_| if fsync { f.sync_all() } else { Ok(()) });
         if let Err(e) = r {
             let _ = fs::remove_file(&tmp);
-            return Err(CniError::io(format!("cannot write {}", tmp.display()), &e));
+            return Err(self.write_error(format!("cannot write {}", tmp.display()), &e));
         }
         Ok(tmp)
+    }
+
+    /// The I/O error (code 5) of a write into the store; a full filesystem (no space, no inodes, or the
+    /// quota) is said in words with the directory, since that is what the operator must fix.
+    fn write_error(&self, what: String, e: &std::io::Error) -> CniError {
+        use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+        if !matches!(e.kind(), StorageFull | QuotaExceeded) {
+            return CniError::io(what, e);
+        }
+        CniError::io(
+            format!(
+                "the filesystem of the store directory {} is full (no space or no inodes left): {what}; \
+                 free room there or move ipam.dataDir",
+                self.dir().display()
+            ),
+            e,
+        )
     }
 
     /// Removes an `att-` file whose content is not a record.
@@ -456,13 +509,6 @@ fn remove(p: &Path) -> CniResult<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(CniError::io(format!("cannot remove {}", p.display()), &e)),
     }
-}
-
-fn nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 /// Unix time now, in seconds.

@@ -5,6 +5,7 @@
 //! cargo run -p conformance --release --bin bench -- ipam [--iterations N] [--block B] [--cycles K]
 //! cargo run -p conformance --release --bin bench -- bridge [--iterations N] [--block B] [--existing N] [--extra K]
 //! cargo run -p conformance --release --bin bench -- kube
+//! cargo run -p conformance --release --bin bench -- soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]
 //! ```
 //!
 //! Mode `ipam` measures, in one run:
@@ -32,6 +33,16 @@
 //! 20 concurrent ADDs on one /16 with 2 ms latency per request (allocations/s, requests per ADD, 409s;
 //! targets: no failed ADD, 0 duplicate addresses, reservations exactly as returned, none left after DEL).
 //!
+//! Mode `soak` (root; see `bench/soak.rs`) is a correctness run, not a timing: `--ops` ADD/DEL pairs
+//! (default 100,000) through the release `plumb-ipam`, one process per call, from `--workers` threads
+//! (default 16) on one /22 file store, then `--bridge-ops` pairs (default 2,000) through `plumb-bridge`
+//! with `plumb-ipam` and `macspoofchk: true` in namespaces it creates; `--kill-rate` percent of the calls
+//! (default 2) are SIGKILLed at a random point and followed by DEL until it succeeds, as a runtime does.
+//! It prints the rate, the kills and every error code seen; its targets are 0 duplicate addresses, 0
+//! lost reservations, 0 leaked records, links, chains or container interfaces, 0 orphaned plumb-ipam
+//! children running on after their plumb-bridge was killed. `--deadline` (seconds, default 3600) bounds
+//! the ADD/DEL loops; verification and cleanup always run.
+//!
 //! The run ends with one `target …: PASS|FAIL (value)` line per
 //! target. Exit code: 0 all targets pass, 1 a target failed, 2 the bench could not run.
 
@@ -51,6 +62,8 @@ use std::time::{Duration, Instant, SystemTime};
 mod bridge;
 #[path = "bench/kube.rs"]
 mod kube;
+#[path = "bench/soak.rs"]
+mod soak;
 
 /// The /16 both plugins allocate from.
 const SUBNET: &str = "10.30.0.0/16";
@@ -73,7 +86,7 @@ const CYCLE_BLOCK: usize = 100;
 /// Command-line options.
 #[derive(Debug, Clone)]
 struct Options {
-    /// What to measure: `ipam`, `bridge` or `kube`.
+    /// What to measure: `ipam`, `bridge`, `kube` or `soak`.
     mode: String,
     /// Whole-process ADD+DEL pairs per plugin.
     iterations: usize,
@@ -85,6 +98,18 @@ struct Options {
     existing: usize,
     /// Mode `bridge`: timed ADDs per plugin at each number of existing attachments.
     extra: usize,
+    /// Mode `soak`: ADD/DEL pairs through plumb-ipam.
+    ops: usize,
+    /// Mode `soak`: concurrent workers.
+    workers: usize,
+    /// Mode `soak`: percent of plugin calls SIGKILLed (0 to 100).
+    kill_rate: f64,
+    /// Mode `soak`: ADD/DEL pairs through plumb-bridge + plumb-ipam.
+    bridge_ops: usize,
+    /// Mode `soak`: seconds after which no new ADD/DEL starts.
+    deadline: usize,
+    /// Mode `soak`: seed of the kill and delay choices (default: from the clock; printed).
+    seed: Option<u64>,
 }
 
 /// Why the bench stopped early.
@@ -163,12 +188,19 @@ fn main() -> ExitCode {
 fn usage() -> String {
     format!(
         "usage: bench <mode> [--iterations N] [--block B] [--cycles K] [--existing N] [--extra K]\n\
-         modes: ipam, bridge, kube\n\
+         \x20      bench soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]\n\
+         modes: ipam, bridge, kube, soak\n\
          \x20 --iterations N  whole-process ADD+DEL pairs per plugin (and per config in mode bridge; default 300)\n\
          \x20 --block B       samples of one plugin before switching to the other (default 20)\n\
          \x20 --cycles K      ipam: in-process alloc+release cycles per occupancy level (default 2000)\n\
          \x20 --existing N    bridge: attachments on the node for the second ADD latency (default 1000, at most {})\n\
          \x20 --extra K       bridge: timed ADDs per plugin at 0 and at N existing (default 50)\n\
+         \x20 --ops N         soak: ADD/DEL pairs through plumb-ipam (default 100000)\n\
+         \x20 --workers W     soak: concurrent workers (default 16)\n\
+         \x20 --kill-rate P   soak: percent of plugin calls SIGKILLed at a random point (default 2, 0 to 100)\n\
+         \x20 --bridge-ops M  soak: ADD/DEL pairs through plumb-bridge + plumb-ipam (default 2000)\n\
+         \x20 --deadline S    soak: no new ADD/DEL after S seconds (default 3600); checks and cleanup still run\n\
+         \x20 --seed X        soak: seed of the random kills (default from the clock)\n\
          env: PLUMB_BIN_DIR (default <workspace>/target/release), PLUMB_BENCH_TMP (default {DEFAULT_TMP})",
         bridge::MAX_EXISTING
     )
@@ -183,6 +215,12 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
         cycles: 2000,
         existing: 1000,
         extra: 50,
+        ops: 100_000,
+        workers: 16,
+        kill_rate: 2.0,
+        bridge_ops: 2000,
+        deadline: 3600,
+        seed: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -193,6 +231,18 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
             "--cycles" => &mut opts.cycles,
             "--existing" => &mut opts.existing,
             "--extra" => &mut opts.extra,
+            "--ops" => &mut opts.ops,
+            "--workers" => &mut opts.workers,
+            "--bridge-ops" => &mut opts.bridge_ops,
+            "--deadline" => &mut opts.deadline,
+            "--kill-rate" => {
+                opts.kill_rate = percent(arg, it.next())?;
+                continue;
+            }
+            "--seed" => {
+                opts.seed = Some(positive(arg, it.next())? as u64);
+                continue;
+            }
             flag if flag.starts_with('-') => {
                 return Err(Stop::Usage(
                     format!("unknown option {flag}\n{}", usage()),
@@ -229,15 +279,27 @@ fn positive(flag: &str, value: Option<&String>) -> Result<usize, Stop> {
     }
 }
 
+/// The value of option `flag` as a percentage from 0 to 100.
+fn percent(flag: &str, value: Option<&String>) -> Result<f64, Stop> {
+    match value.map(|v| v.parse::<f64>()) {
+        Some(Ok(p)) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(Stop::Usage(
+            format!("{flag} needs a percentage from 0 to 100\n{}", usage()),
+            2,
+        )),
+    }
+}
+
 /// Runs the chosen mode and returns its targets.
 fn run_mode(opts: &Options) -> Result<Vec<Target>, Stop> {
     match opts.mode.as_str() {
         "ipam" => run_ipam(opts),
         "bridge" => bridge::run_bridge(opts),
         "kube" => kube::run_kube(opts),
+        "soak" => soak::run_soak(opts),
         other => Err(Stop::Usage(
             format!(
-                "unknown mode {other} (modes: ipam, bridge, kube)\n{}",
+                "unknown mode {other} (modes: ipam, bridge, kube, soak)\n{}",
                 usage()
             ),
             2,

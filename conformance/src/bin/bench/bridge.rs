@@ -64,7 +64,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Makes SIGINT and SIGTERM stop the measurements instead of the process, so teardown still runs.
-fn catch_interrupts() {
+pub(super) fn catch_interrupts() {
     let handler: extern "C" fn(libc::c_int) = on_signal;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -73,7 +73,7 @@ fn catch_interrupts() {
 }
 
 /// An error once SIGINT or SIGTERM arrived.
-fn check_interrupt() -> Result<(), String> {
+pub(super) fn check_interrupt() -> Result<(), String> {
     match INTERRUPTED.load(Ordering::SeqCst) {
         true => Err("interrupted".to_string()),
         false => Ok(()),
@@ -264,7 +264,7 @@ impl Node {
 }
 
 /// The stdout of a finished tool, or an error naming it with its stderr.
-fn checked(what: &str, out: std::io::Result<Output>) -> Result<String, String> {
+pub(super) fn checked(what: &str, out: std::io::Result<Output>) -> Result<String, String> {
     let out = out.map_err(|e| format!("{what}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
@@ -464,7 +464,7 @@ impl Lab {
 }
 
 /// Feeds `script` to `ip -batch -` (with `-force`: go on after a failing line).
-fn ip_batch(script: &str, force: bool) -> Result<(), String> {
+pub(super) fn ip_batch(script: &str, force: bool) -> Result<(), String> {
     let mut cmd = Command::new("ip");
     if force {
         cmd.arg("-force");
@@ -484,7 +484,7 @@ fn ip_batch(script: &str, force: bool) -> Result<(), String> {
 }
 
 /// Whether namespace `name` exists under /run/netns.
-fn netns_exists(name: &str) -> bool {
+pub(super) fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
 }
 
