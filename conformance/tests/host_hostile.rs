@@ -610,6 +610,62 @@ fn bridge_failed_add_keeps_a_bridge_that_was_there() {
     assert_eq!(node.snapshot(), before, "a bridge that existed must stay");
 }
 
+/// The bridge's addresses other than link-local ones (the kernel adds an fe80:: address when a port
+/// brings the bridge's carrier up), as "ip/len".
+fn bridge_addresses(node: &Node) -> BTreeSet<String> {
+    parse_json(&node.sh(&["ip", "-j", "addr", "show", "dev", &node.bridge]))[0]["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["scope"] != "link")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+#[test]
+fn bridge_failed_add_takes_back_only_the_gateway_address_it_added() {
+    if unavailable(
+        "bridge_failed_add_takes_back_only_the_gateway_address_it_added",
+        &["nft"],
+    ) {
+        return;
+    }
+    let node = Node::new(13);
+    node.sh(&["ip", "link", "add", &node.bridge, "type", "bridge"]);
+    // An address of the operator's own, on another subnet (and IPv6, so not in the gateway's way).
+    node.sh(&["ip", "addr", "add", "fd00:4d::1/64", "dev", &node.bridge]);
+    let conf = node.conf(json!({"isGateway": true, "ipMasq": true, "macspoofchk": true}));
+    let gw = format!("{}/24", node.gw());
+    for (pre_existing, step) in [
+        (false, "gateway"),
+        (false, "spoofcheck"),
+        (true, "gateway"),
+        (true, "spoofcheck"),
+    ] {
+        let what = format!("gateway address there before: {pre_existing}, failing after {step}");
+        if pre_existing && !bridge_addresses(&node).contains(&gw) {
+            node.sh(&["ip", "addr", "add", &gw, "dev", &node.bridge]);
+        }
+        let before = node.snapshot();
+        let addrs = bridge_addresses(&node);
+        assert_eq!(addrs.contains(&gw), pre_existing, "{what}");
+        let pod = Pod::new();
+        let out = node.bridge(&pod.call("ADD", IFNAME, &conf).env("PLUMB_FAILPOINT", step));
+        assert_err(&out, 199, &[step]);
+        assert!(node.has_link(&node.bridge), "{what}: the bridge went");
+        assert_eq!(bridge_addresses(&node), addrs, "{what}");
+        assert_eq!(node.snapshot(), before, "{what}: something is left");
+        assert_eq!(pod.links(), lo_only(), "{what}");
+    }
+    // The successful ADD adds it (when missing) and keeps it after DEL, as the reference does.
+    node.sh(&["ip", "addr", "del", &gw, "dev", &node.bridge]);
+    let pod = Pod::new();
+    node.bridge(&pod.call("ADD", IFNAME, &conf)).ok();
+    assert!(bridge_addresses(&node).contains(&gw));
+    node.bridge(&pod.call("DEL", IFNAME, &conf)).ok();
+    assert!(bridge_addresses(&node).contains(&gw));
+}
+
 // ---------------------------------------------------------------------------------------------------
 // plumb-bridge: results tell the truth
 

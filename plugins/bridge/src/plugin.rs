@@ -145,6 +145,16 @@ pub enum Undo {
     Masquerade,
     /// The VLAN gateway interface, if no other port uses its VLAN.
     VlanGateway,
+    /// A gateway address this ADD added to the bridge (or VLAN gateway interface) at `index`; only
+    /// this exact address is removed, never one that was there before.
+    GatewayAddress {
+        /// The interface the address was added to.
+        index: u32,
+        /// The address.
+        ip: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+    },
 }
 
 impl Plugin for Bridge {
@@ -297,10 +307,7 @@ pub fn add_attachment(
     let container = configure_container(ns, cfg, ifname, &ipam_result)?;
     failpoint::check("container")?;
     if cfg.is_gateway && !ipam_result.ips.is_empty() {
-        let created = gateway::ensure(host, cfg, &bridge, &ipam_result.ips)?;
-        if created {
-            undo.push(Undo::VlanGateway);
-        }
+        gateway::ensure(host, cfg, &bridge, &ipam_result.ips, undo)?;
         failpoint::check("gateway")?;
     }
     let network = &req.conf.name;
@@ -366,6 +373,9 @@ pub fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<U
             Undo::VlanGateway => {
                 gateway::remove_vlan_gateway_if_unused(host, &cfg.bridge, cfg.vlan)
                     .map_err(|e| e.to_string())
+            }
+            Undo::GatewayAddress { index, ip, prefix } => {
+                plumb_net::addr::del_address(host, index, ip, prefix).map_err(|e| e.to_string())
             }
         };
         if let Err(e) = outcome {
