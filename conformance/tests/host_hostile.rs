@@ -810,6 +810,64 @@ fn macspoofchk_refuses_gone_and_host_netns_and_deletes_after_umount() {
     assert!(!node.has_link(&host_veth(&r)));
 }
 
+#[test]
+fn macspoofchk_refuses_a_prev_result_naming_another_pods_veth() {
+    if unavailable(
+        "macspoofchk_refuses_a_prev_result_naming_another_pods_veth",
+        &["nft", "ping"],
+    ) {
+        return;
+    }
+    let node = Node::new(14);
+    let conf = node.conf(json!({}));
+    let (a, b) = (Pod::new(), Pod::new());
+    let ra = node.bridge(&a.call("ADD", IFNAME, &conf)).ok();
+    let rb = node.bridge(&b.call("ADD", IFNAME, &conf)).ok();
+    let (ha, hb) = (host_veth(&ra), host_veth(&rb));
+    let chained = |prev: &Value| {
+        json!({"cniVersion": "1.0.0", "name": node.net, "type": "plumb-macspoofchk",
+               "prevResult": prev})
+    };
+    // Pod A's result with pod B's host veth in place of A's; and B's whole result given for pod A.
+    let mut forged = ra.clone();
+    for i in forged["interfaces"].as_array_mut().unwrap() {
+        if i["name"] == ha.as_str() {
+            i["name"] = json!(hb);
+        }
+    }
+    assert!(forged.to_string().contains(&hb));
+    for prev in [&forged, &rb] {
+        let out = node.run("plumb-macspoofchk", &a.call("ADD", IFNAME, &chained(prev)));
+        assert_err(
+            &out,
+            7,
+            &[&format!(
+                "host veth {hb} is not the peer of the container interface {IFNAME}"
+            )],
+        );
+        assert_eq!(node.chains(), BTreeSet::new(), "a chain was installed");
+    }
+    // B's traffic is untouched: A reaches B.
+    let ip_b = first_address(&rb);
+    assert!(
+        a.ns.try_exec(&["ping", "-c", "1", "-W", "2", &ip_b]),
+        "pod A cannot reach pod B"
+    );
+    // The right prevResult still works, and puts the chain on A's veth.
+    node.run("plumb-macspoofchk", &a.call("ADD", IFNAME, &chained(&ra)))
+        .ok();
+    let chains = node.chains();
+    assert_eq!(chains.len(), 1);
+    let rules = node.sh(&["nft", "list", "table", "netdev", SPOOF_TABLE]);
+    assert!(rules.contains(&ha), "{rules}");
+    assert!(!rules.contains(&hb), "{rules}");
+    node.run("plumb-macspoofchk", &a.call("DEL", IFNAME, &chained(&ra)))
+        .ok();
+    for p in [&a, &b] {
+        node.bridge(&p.call("DEL", IFNAME, &conf)).ok();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // plumb-vxlan
 
