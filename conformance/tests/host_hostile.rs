@@ -666,6 +666,63 @@ fn bridge_failed_add_takes_back_only_the_gateway_address_it_added() {
     assert!(bridge_addresses(&node).contains(&gw));
 }
 
+/// The lock file plumb-bridge and plumb-vxlan share for bridge `name`.
+fn bridge_lock(name: &str) -> PathBuf {
+    std::path::Path::new("/run/plumb/locks").join(format!("bridge-{name}"))
+}
+
+/// A GC call (cniVersion 1.1.0) with `valid` as the attachments to keep.
+fn gc_call(conf: &Value, valid: Value) -> Call {
+    let mut conf = conf.clone();
+    conf["cniVersion"] = json!("1.1.0");
+    conf["cni.dev/valid-attachments"] = valid;
+    Call::new("GC", "", "", "", &conf)
+        .without("CNI_CONTAINERID")
+        .without("CNI_NETNS")
+        .without("CNI_IFNAME")
+}
+
+#[test]
+fn bridge_gc_sweeps_lock_files_of_bridges_deleted_behind_its_back() {
+    if unavailable(
+        "bridge_gc_sweeps_lock_files_of_bridges_deleted_behind_its_back",
+        &["nft"],
+    ) {
+        return;
+    }
+    let node = Node::new(15);
+    let gone = unique_name("hg");
+    let (pa, pb) = (Pod::new(), Pod::new());
+    let kept_conf = node.conf(json!({}));
+    let mut gone_conf = node.conf(json!({"ipam": {"range": format!("{}.0/25", node.prefix),
+                                                  "gateway": null}}));
+    gone_conf["bridge"] = json!(gone);
+    let ra = node.bridge(&pa.call("ADD", IFNAME, &kept_conf)).ok();
+    node.bridge(&pb.call("ADD", IFNAME, &gone_conf)).ok();
+    assert!(bridge_lock(&node.bridge).exists() && bridge_lock(&gone).exists());
+    // The operator deletes a bridge (its pod's veth goes with it); no DEL follows.
+    node.sh(&["ip", "link", "del", &gone]);
+    let valid = json!([{"containerID": pa.cid, "ifname": IFNAME}]);
+    let out = node.bridge(&gc_call(&kept_conf, valid));
+    out.ok();
+    assert!(
+        !bridge_lock(&gone).exists(),
+        "GC left the lock file of a deleted bridge"
+    );
+    assert!(
+        bridge_lock(&node.bridge).exists(),
+        "GC removed the lock file of a bridge that exists"
+    );
+    assert!(out.stderr.contains("lock file(s) of bridges that are gone"), "{}", out.stderr);
+    // The bridge that stays still works under its (kept) lock.
+    let mut check = kept_conf.clone();
+    check["prevResult"] = ra;
+    node.bridge(&pa.call("CHECK", IFNAME, &check)).ok();
+    node.bridge(&pa.call("DEL", IFNAME, &kept_conf)).ok();
+    node.sh(&["ip", "link", "del", &node.bridge]);
+    let _ = std::fs::remove_file(bridge_lock(&node.bridge));
+}
+
 // ---------------------------------------------------------------------------------------------------
 // plumb-bridge: results tell the truth
 
@@ -1020,4 +1077,25 @@ fn vxlan_del_spares_foreign_interfaces_and_runs_every_step() {
     vxlan(&node, &pod.call("DEL", VX_IFNAME, &conf)).ok();
     assert_eq!(node.chains(), BTreeSet::new());
     assert_eq!(pod.links(), lo_only());
+}
+
+#[test]
+fn vxlan_gc_sweeps_lock_files_of_bridges_that_are_gone() {
+    if unavailable("vxlan_gc_sweeps_lock_files_of_bridges_that_are_gone", &["nft"]) {
+        return;
+    }
+    let node = vx_node(22);
+    let conf = vx_conf(&node, json!({}));
+    let pod = Pod::new();
+    node.run("plumb-vxlan", &pod.call("ADD", VX_IFNAME, &conf)).ok();
+    assert!(bridge_lock(&node.bridge).exists());
+    // A lock file of a bridge that was never there any more (its namespace went, say).
+    let gone = unique_name("hv");
+    std::fs::write(bridge_lock(&gone), b"").unwrap();
+    let valid = json!([{"containerID": pod.cid, "ifname": VX_IFNAME}]);
+    vxlan(&node, &gc_call(&conf, valid)).ok();
+    assert!(!bridge_lock(&gone).exists(), "GC left a gone bridge's lock file");
+    assert!(bridge_lock(&node.bridge).exists());
+    vxlan(&node, &pod.call("DEL", VX_IFNAME, &conf)).ok();
+    let _ = std::fs::remove_file(bridge_lock(&node.bridge));
 }

@@ -36,16 +36,39 @@ pub fn os(what: &str) -> impl FnOnce(io::Error) -> CniError + '_ {
 pub fn lock_bridge(name: &str) -> CniResult<plumb_cni::lock::LockGuard> {
     let bridge = name.to_string();
     let still_there = move || {
-        let found = Route::open().and_then(|mut nl| link::by_name(&mut nl, &bridge));
-        // When the lookup fails, keep the file: removing it is only tidying.
-        found.map_or(true, |l| {
-            l.is_some_and(|l| l.kind.as_deref() == Some("bridge"))
-        })
+        Route::open()
+            .map(|mut nl| is_bridge(&mut nl, &bridge))
+            .unwrap_or(true)
     };
     Ok(
         plumb_cni::lock::lock_resource(&format!("bridge-{name}"), LOCK_TIMEOUT)?
             .remove_on_release_unless(still_there),
     )
+}
+
+/// Whether a bridge `name` exists; when the lookup fails, true (removing a lock file is only tidying).
+fn is_bridge(nl: &mut Route, name: &str) -> bool {
+    link::by_name(nl, name).map_or(true, |l| {
+        l.is_some_and(|l| l.kind.as_deref() == Some("bridge"))
+    })
+}
+
+/// For GC: removes the lock file of every bridge that went outside plumb (an operator deleted it, its
+/// namespace went), which no DEL would take any more. Held files are skipped without waiting, so GC
+/// never waits on an ADD or DEL. Only tidying: a failure is logged, and GC goes on.
+pub fn sweep_bridge_locks(plugin: &str) {
+    let mut nl = match Route::open() {
+        Ok(nl) => nl,
+        Err(e) => {
+            eprintln!("{plugin}: GC: cannot open a netlink socket to sweep bridge lock files: {e}");
+            return;
+        }
+    };
+    match plumb_cni::lock::sweep_resources("bridge-", |name| is_bridge(&mut nl, name)) {
+        Ok(0) => {}
+        Ok(n) => eprintln!("{plugin}: GC: removed {n} lock file(s) of bridges that are gone"),
+        Err(e) => eprintln!("{plugin}: GC: cannot sweep the bridge lock files: {e}"),
+    }
 }
 
 /// Opens CNI_NETNS for ADD and CHECK. A path that is no network namespace (missing, an empty file
@@ -207,6 +230,7 @@ impl Plugin for Bridge {
 
     fn gc(&self, req: &Request) -> CniResult<()> {
         let cfg = BridgeConfig::from_conf(&req.conf, None)?;
+        sweep_bridge_locks(self.name());
         firewall::gc_invalid(&req.conf).map_err(os("cannot collect stale nftables chains"))?;
         match &cfg.ipam_type {
             Some(ipam) => delegate::run(ipam, Command::Gc, &req.env.path, &req.stdin, &[]),

@@ -1,7 +1,8 @@
 //! An exclusive `flock` on a file, waited for with a deadline. The wait runs on a helper thread so the
 //! kernel's own queue orders waiters; when the deadline passes, the caller gets "try again later" (code 11)
 //! and the helper closes the file as soon as it gets the lock, so nothing stays held. Lock files may be
-//! removed by their holder (see [`LockGuard::remove_on_release_unless`]), so they do not pile up.
+//! removed by their holder (see [`LockGuard::remove_on_release_unless`]) and, when their resource went
+//! outside plumb, by a GC sweep ([`sweep_resources`]), so they do not pile up.
 
 use crate::error::{code, CniError, CniResult};
 use std::fs::{File, OpenOptions};
@@ -146,6 +147,69 @@ pub fn lock_resource(name: &str, timeout: Duration) -> CniResult<LockGuard> {
     lock_exclusive(&Path::new(RESOURCE_LOCK_DIR).join(name), timeout)
 }
 
+/// Removes the lock files `<RESOURCE_LOCK_DIR>/<prefix><name>` of resources that are gone, for GC:
+/// see [`sweep_dir`]. A missing directory has nothing to sweep.
+pub fn sweep_resources(prefix: &str, keep: impl FnMut(&str) -> bool) -> std::io::Result<usize> {
+    sweep_dir(Path::new(RESOURCE_LOCK_DIR), prefix, keep)
+}
+
+/// Removes each lock file `<dir>/<prefix><name>` that nobody holds and whose resource `keep(name)`
+/// says is gone; returns how many went. Each file is locked without waiting (`LOCK_NB`): a held one
+/// is skipped, and one that is ours is removed while still locked, so a waiter's inode re-check in
+/// [`lock_exclusive`] sends it to a fresh file. Bounded by the number of files; other entries
+/// (other prefixes, directories, symlinks) are left alone. A file that fails is skipped and the
+/// first such error is returned after all others were tried.
+pub fn sweep_dir(
+    dir: &Path,
+    prefix: &str,
+    mut keep: impl FnMut(&str) -> bool,
+) -> std::io::Result<usize> {
+    use std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == NotFound => return Ok(0),
+        r => r?,
+    };
+    let (mut removed, mut first_error) = (0, None);
+    for entry in entries {
+        let outcome = entry.and_then(|entry| {
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+                return Ok(false);
+            };
+            if name.is_empty() || !entry.file_type()?.is_file() {
+                return Ok(false);
+            }
+            let path = entry.path();
+            let file = match File::open(&path) {
+                Err(e) if e.kind() == NotFound => return Ok(false),
+                r => r?,
+            };
+            match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),
+                r => r?,
+            }
+            if !names_file(&path, &file)? || keep(name) {
+                return Ok(false);
+            }
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() == NotFound => Ok(false),
+                r => r.map(|()| true),
+            }
+        });
+        match outcome {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(removed),
+    }
+}
+
 fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
     loop {
         // SAFETY: the descriptor is owned by `file`, which outlives this call; flock has no memory effects.
@@ -217,6 +281,44 @@ mod tests {
         let kept = lock_exclusive(&p, Duration::from_secs(1)).unwrap();
         drop(kept.remove_on_release_unless(|| true));
         assert!(p.exists(), "a guard told to keep its file removed it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_sweep_removes_only_unheld_files_of_gone_resources() {
+        let dir = std::env::temp_dir().join(format!("plumb-lock-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |n: &str| dir.join(n);
+        // "gone": unheld, resource gone → removed; "held": resource gone but locked → stays;
+        // "alive": unheld, resource there → stays; other prefixes and directories are not looked at.
+        for n in ["bridge-gone", "bridge-held", "bridge-alive", "vtep-gone"] {
+            std::fs::write(file(n), b"").unwrap();
+        }
+        std::fs::create_dir(file("bridge-dir")).unwrap();
+        let held = lock_exclusive(&file("bridge-held"), Duration::from_secs(1)).unwrap();
+        let mut asked = Vec::new();
+        let removed = sweep_dir(&dir, "bridge-", |n| {
+            asked.push(n.to_string());
+            n == "alive"
+        })
+        .unwrap();
+        assert_eq!(removed, 1);
+        assert!(!file("bridge-gone").exists());
+        for n in ["bridge-held", "bridge-alive", "vtep-gone", "bridge-dir"] {
+            assert!(file(n).exists(), "{n} was removed");
+        }
+        asked.sort();
+        // The held file is skipped before its resource is even looked up.
+        assert_eq!(asked, ["alive", "gone"]);
+        // The holder's file is still the one the path names.
+        assert!(names_file(&file("bridge-held"), &held.file).unwrap());
+        drop(held);
+        assert_eq!(sweep_dir(&dir, "bridge-", |_| false).unwrap(), 2);
+        assert!(!file("bridge-held").exists() && !file("bridge-alive").exists());
+        assert_eq!(
+            sweep_dir(&dir.join("missing"), "bridge-", |_| false).unwrap(),
+            0
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
