@@ -66,11 +66,14 @@ pub fn lock_exclusive(path: &Path, timeout: Duration) -> CniResult<LockGuard> {
         )?;
         match names_file(path, &file) {
             Ok(true) => {
+                // The file's mtime says when it was last locked, so a GC sweep spares files in use
+                // ([`sweep_dir`]); only tidying rests on it, so a failure is ignored.
+                let _ = file.set_modified(std::time::SystemTime::now());
                 return Ok(LockGuard {
                     file,
                     path: path.to_path_buf(),
                     keep: None,
-                })
+                });
             }
             // Removed (or replaced) by the previous holder: lock what the path names now.
             Ok(false) => continue,
@@ -147,21 +150,29 @@ pub fn lock_resource(name: &str, timeout: Duration) -> CniResult<LockGuard> {
     lock_exclusive(&Path::new(RESOURCE_LOCK_DIR).join(name), timeout)
 }
 
+/// How long a resource lock file must have gone unlocked before a GC sweep may remove it. One lock
+/// directory can serve several network namespaces (test nodes on one host share `/run`), and a
+/// resource gone from the sweeper's namespace may be in use in another; a file left a while longer
+/// costs nothing.
+pub const SWEEP_MIN_IDLE: Duration = Duration::from_secs(600);
+
 /// Removes the lock files `<RESOURCE_LOCK_DIR>/<prefix><name>` of resources that are gone, for GC:
-/// see [`sweep_dir`]. A missing directory has nothing to sweep.
+/// see [`sweep_dir`], with [`SWEEP_MIN_IDLE`]. A missing directory has nothing to sweep.
 pub fn sweep_resources(prefix: &str, keep: impl FnMut(&str) -> bool) -> std::io::Result<usize> {
-    sweep_dir(Path::new(RESOURCE_LOCK_DIR), prefix, keep)
+    sweep_dir(Path::new(RESOURCE_LOCK_DIR), prefix, SWEEP_MIN_IDLE, keep)
 }
 
-/// Removes each lock file `<dir>/<prefix><name>` that nobody holds and whose resource `keep(name)`
-/// says is gone; returns how many went. Each file is locked without waiting (`LOCK_NB`): a held one
-/// is skipped, and one that is ours is removed while still locked, so a waiter's inode re-check in
-/// [`lock_exclusive`] sends it to a fresh file. Bounded by the number of files; other entries
-/// (other prefixes, directories, symlinks) are left alone. A file that fails is skipped and the
-/// first such error is returned after all others were tried.
+/// Removes each lock file `<dir>/<prefix><name>` that nobody holds, that was last locked at least
+/// `min_idle` ago (its mtime, set by [`lock_exclusive`]), and whose resource `keep(name)` says is gone;
+/// returns how many went. Each file is locked without waiting (`LOCK_NB`): a held one is skipped, and
+/// one that is ours is removed while still locked, so a waiter's inode re-check in
+/// [`lock_exclusive`] sends it to a fresh file. Bounded by the number of files; other entries (other
+/// prefixes, directories, symlinks) are left alone. A file that fails is skipped and the first such
+/// error is returned after all others were tried.
 pub fn sweep_dir(
     dir: &Path,
     prefix: &str,
+    min_idle: Duration,
     mut keep: impl FnMut(&str) -> bool,
 ) -> std::io::Result<usize> {
     use std::io::ErrorKind::NotFound;
@@ -188,7 +199,8 @@ pub fn sweep_dir(
                 Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),
                 r => r?,
             }
-            if !names_file(&path, &file)? || keep(name) {
+            let idle = file.metadata()?.modified()?.elapsed().unwrap_or_default();
+            if idle < min_idle || !names_file(&path, &file)? || keep(name) {
                 return Ok(false);
             }
             match std::fs::remove_file(&path) {
@@ -297,7 +309,12 @@ mod tests {
         std::fs::create_dir(file("bridge-dir")).unwrap();
         let held = lock_exclusive(&file("bridge-held"), Duration::from_secs(1)).unwrap();
         let mut asked = Vec::new();
-        let removed = sweep_dir(&dir, "bridge-", |n| {
+        // Just used: spared whatever the predicate says.
+        assert_eq!(
+            sweep_dir(&dir, "bridge-", Duration::from_secs(600), |_| false).unwrap(),
+            0
+        );
+        let removed = sweep_dir(&dir, "bridge-", Duration::ZERO, |n| {
             asked.push(n.to_string());
             n == "alive"
         })
@@ -313,10 +330,28 @@ mod tests {
         // The holder's file is still the one the path names.
         assert!(names_file(&file("bridge-held"), &held.file).unwrap());
         drop(held);
-        assert_eq!(sweep_dir(&dir, "bridge-", |_| false).unwrap(), 2);
+        assert_eq!(
+            sweep_dir(&dir, "bridge-", Duration::ZERO, |_| false).unwrap(),
+            2
+        );
         assert!(!file("bridge-held").exists() && !file("bridge-alive").exists());
         assert_eq!(
-            sweep_dir(&dir.join("missing"), "bridge-", |_| false).unwrap(),
+            sweep_dir(&dir.join("missing"), "bridge-", Duration::ZERO, |_| false).unwrap(),
+            0
+        );
+        // Locking stamps the file: an old file just locked again is spared.
+        let p = file("bridge-old");
+        std::fs::write(&p, b"").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        drop(lock_exclusive(&p, Duration::from_secs(1)).unwrap());
+        assert_eq!(
+            sweep_dir(&dir, "bridge-", Duration::from_secs(600), |_| false).unwrap(),
             0
         );
         std::fs::remove_dir_all(&dir).unwrap();
