@@ -610,6 +610,141 @@ fn bridge_failed_add_keeps_a_bridge_that_was_there() {
     assert_eq!(node.snapshot(), before, "a bridge that existed must stay");
 }
 
+/// The bridge's addresses other than link-local ones (the kernel adds an fe80:: address when a port
+/// brings the bridge's carrier up), as "ip/len".
+fn bridge_addresses(node: &Node) -> BTreeSet<String> {
+    parse_json(&node.sh(&["ip", "-j", "addr", "show", "dev", &node.bridge]))[0]["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["scope"] != "link")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+#[test]
+fn bridge_failed_add_takes_back_only_the_gateway_address_it_added() {
+    if unavailable(
+        "bridge_failed_add_takes_back_only_the_gateway_address_it_added",
+        &["nft"],
+    ) {
+        return;
+    }
+    let node = Node::new(13);
+    node.sh(&["ip", "link", "add", &node.bridge, "type", "bridge"]);
+    // An address of the operator's own, on another subnet (and IPv6, so not in the gateway's way).
+    node.sh(&["ip", "addr", "add", "fd00:4d::1/64", "dev", &node.bridge]);
+    let conf = node.conf(json!({"isGateway": true, "ipMasq": true, "macspoofchk": true}));
+    let gw = format!("{}/24", node.gw());
+    for (pre_existing, step) in [
+        (false, "gateway"),
+        (false, "spoofcheck"),
+        (true, "gateway"),
+        (true, "spoofcheck"),
+    ] {
+        let what = format!("gateway address there before: {pre_existing}, failing after {step}");
+        if pre_existing && !bridge_addresses(&node).contains(&gw) {
+            node.sh(&["ip", "addr", "add", &gw, "dev", &node.bridge]);
+        }
+        let before = node.snapshot();
+        let addrs = bridge_addresses(&node);
+        assert_eq!(addrs.contains(&gw), pre_existing, "{what}");
+        let pod = Pod::new();
+        let out = node.bridge(&pod.call("ADD", IFNAME, &conf).env("PLUMB_FAILPOINT", step));
+        assert_err(&out, 199, &[step]);
+        assert!(node.has_link(&node.bridge), "{what}: the bridge went");
+        assert_eq!(bridge_addresses(&node), addrs, "{what}");
+        assert_eq!(node.snapshot(), before, "{what}: something is left");
+        assert_eq!(pod.links(), lo_only(), "{what}");
+    }
+    // The successful ADD adds it (when missing) and keeps it after DEL, as the reference does.
+    node.sh(&["ip", "addr", "del", &gw, "dev", &node.bridge]);
+    let pod = Pod::new();
+    node.bridge(&pod.call("ADD", IFNAME, &conf)).ok();
+    assert!(bridge_addresses(&node).contains(&gw));
+    node.bridge(&pod.call("DEL", IFNAME, &conf)).ok();
+    assert!(bridge_addresses(&node).contains(&gw));
+}
+
+/// The lock file plumb-bridge and plumb-vxlan share for bridge `name`.
+fn bridge_lock(name: &str) -> PathBuf {
+    std::path::Path::new("/run/plumb/locks").join(format!("bridge-{name}"))
+}
+
+/// Makes bridge `name`'s lock file look last used an hour ago: GC spares lock files used in the
+/// last ten minutes (another namespace sharing /run may use the bridge).
+fn age_lock(name: &str) {
+    std::fs::File::options()
+        .write(true)
+        .open(bridge_lock(name))
+        .expect("the lock file exists")
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .expect("backdate the lock file");
+}
+
+/// A GC call (cniVersion 1.1.0) with `valid` as the attachments to keep.
+fn gc_call(conf: &Value, valid: Value) -> Call {
+    let mut conf = conf.clone();
+    conf["cniVersion"] = json!("1.1.0");
+    conf["cni.dev/valid-attachments"] = valid;
+    Call::new("GC", "", "", "", &conf)
+        .without("CNI_CONTAINERID")
+        .without("CNI_NETNS")
+        .without("CNI_IFNAME")
+}
+
+#[test]
+fn gc_sweeps_lock_files_of_bridges_deleted_behind_its_back() {
+    if unavailable(
+        "gc_sweeps_lock_files_of_bridges_deleted_behind_its_back",
+        &["nft"],
+    ) {
+        return;
+    }
+    let node = Node::new(15);
+    let gone = unique_name("hg");
+    let (pa, pb) = (Pod::new(), Pod::new());
+    let kept_conf = node.conf(json!({}));
+    let mut gone_conf = node.conf(json!({"ipam": {"range": format!("{}.0/25", node.prefix),
+                                                  "gateway": null}}));
+    gone_conf["bridge"] = json!(gone);
+    let ra = node.bridge(&pa.call("ADD", IFNAME, &kept_conf)).ok();
+    node.bridge(&pb.call("ADD", IFNAME, &gone_conf)).ok();
+    assert!(bridge_lock(&node.bridge).exists() && bridge_lock(&gone).exists());
+    // The operator deletes a bridge (its pod's veth goes with it); no DEL follows.
+    node.sh(&["ip", "link", "del", &gone]);
+    let valid = json!([{"containerID": pa.cid, "ifname": IFNAME}]);
+    // Just used: GC spares it.
+    node.bridge(&gc_call(&kept_conf, valid.clone())).ok();
+    assert!(bridge_lock(&gone).exists());
+    // Time passes; the bridge that stays is just as old.
+    age_lock(&gone);
+    age_lock(&node.bridge);
+    let out = node.bridge(&gc_call(&kept_conf, valid));
+    out.ok();
+    assert!(
+        !bridge_lock(&gone).exists(),
+        "GC left the lock file of a deleted bridge"
+    );
+    assert!(
+        bridge_lock(&node.bridge).exists(),
+        "GC removed the lock file of a bridge that exists"
+    );
+    assert!(
+        out.stderr.contains("lock file(s) of bridges that are gone"),
+        "{}",
+        out.stderr
+    );
+    // The bridge that stays still works under its (kept) lock.
+    let mut check = kept_conf.clone();
+    check["prevResult"] = ra;
+    node.bridge(&pa.call("CHECK", IFNAME, &check)).ok();
+    node.bridge(&pa.call("DEL", IFNAME, &kept_conf)).ok();
+    node.sh(&["ip", "link", "del", &node.bridge]);
+    let _ = std::fs::remove_file(bridge_lock(&node.bridge));
+    vxlan_gc_sweeps_lock_files_of_bridges_that_are_gone();
+}
+
 // ---------------------------------------------------------------------------------------------------
 // plumb-bridge: results tell the truth
 
@@ -752,6 +887,64 @@ fn macspoofchk_refuses_gone_and_host_netns_and_deletes_after_umount() {
         .ok();
     assert!(node.reservations().is_empty());
     assert!(!node.has_link(&host_veth(&r)));
+}
+
+#[test]
+fn macspoofchk_refuses_a_prev_result_naming_another_pods_veth() {
+    if unavailable(
+        "macspoofchk_refuses_a_prev_result_naming_another_pods_veth",
+        &["nft", "ping"],
+    ) {
+        return;
+    }
+    let node = Node::new(14);
+    let conf = node.conf(json!({}));
+    let (a, b) = (Pod::new(), Pod::new());
+    let ra = node.bridge(&a.call("ADD", IFNAME, &conf)).ok();
+    let rb = node.bridge(&b.call("ADD", IFNAME, &conf)).ok();
+    let (ha, hb) = (host_veth(&ra), host_veth(&rb));
+    let chained = |prev: &Value| {
+        json!({"cniVersion": "1.0.0", "name": node.net, "type": "plumb-macspoofchk",
+               "prevResult": prev})
+    };
+    // Pod A's result with pod B's host veth in place of A's; and B's whole result given for pod A.
+    let mut forged = ra.clone();
+    for i in forged["interfaces"].as_array_mut().unwrap() {
+        if i["name"] == ha.as_str() {
+            i["name"] = json!(hb);
+        }
+    }
+    assert!(forged.to_string().contains(&hb));
+    for prev in [&forged, &rb] {
+        let out = node.run("plumb-macspoofchk", &a.call("ADD", IFNAME, &chained(prev)));
+        assert_err(
+            &out,
+            7,
+            &[&format!(
+                "host veth {hb} is not the peer of the container interface {IFNAME}"
+            )],
+        );
+        assert_eq!(node.chains(), BTreeSet::new(), "a chain was installed");
+    }
+    // B's traffic is untouched: A reaches B.
+    let ip_b = first_address(&rb);
+    assert!(
+        a.ns.try_exec(&["ping", "-c", "1", "-W", "2", &ip_b]),
+        "pod A cannot reach pod B"
+    );
+    // The right prevResult still works, and puts the chain on A's veth.
+    node.run("plumb-macspoofchk", &a.call("ADD", IFNAME, &chained(&ra)))
+        .ok();
+    let chains = node.chains();
+    assert_eq!(chains.len(), 1);
+    let rules = node.sh(&["nft", "list", "table", "netdev", SPOOF_TABLE]);
+    assert!(rules.contains(&ha), "{rules}");
+    assert!(!rules.contains(&hb), "{rules}");
+    node.run("plumb-macspoofchk", &a.call("DEL", IFNAME, &chained(&ra)))
+        .ok();
+    for p in [&a, &b] {
+        node.bridge(&p.call("DEL", IFNAME, &conf)).ok();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -906,4 +1099,28 @@ fn vxlan_del_spares_foreign_interfaces_and_runs_every_step() {
     vxlan(&node, &pod.call("DEL", VX_IFNAME, &conf)).ok();
     assert_eq!(node.chains(), BTreeSet::new());
     assert_eq!(pod.links(), lo_only());
+}
+
+/// plumb-vxlan's GC sweeps too (part of the plumb-bridge GC test, which it must not run beside: a
+/// sweep in one node namespace removes aged lock files of bridges only another one has).
+fn vxlan_gc_sweeps_lock_files_of_bridges_that_are_gone() {
+    let node = vx_node(22);
+    let conf = vx_conf(&node, json!({}));
+    let pod = Pod::new();
+    node.run("plumb-vxlan", &pod.call("ADD", VX_IFNAME, &conf))
+        .ok();
+    assert!(bridge_lock(&node.bridge).exists());
+    // A lock file of a bridge that was never there any more (its namespace went, say).
+    let gone = unique_name("hv");
+    std::fs::write(bridge_lock(&gone), b"").unwrap();
+    age_lock(&gone);
+    let valid = json!([{"containerID": pod.cid, "ifname": VX_IFNAME}]);
+    vxlan(&node, &gc_call(&conf, valid)).ok();
+    assert!(
+        !bridge_lock(&gone).exists(),
+        "GC left a gone bridge's lock file"
+    );
+    assert!(bridge_lock(&node.bridge).exists());
+    vxlan(&node, &pod.call("DEL", VX_IFNAME, &conf)).ok();
+    let _ = std::fs::remove_file(bridge_lock(&node.bridge));
 }

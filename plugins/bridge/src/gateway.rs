@@ -3,7 +3,7 @@
 //! remains.
 
 use crate::config::BridgeConfig;
-use crate::plugin::os;
+use crate::plugin::{os, Undo};
 use plumb_cni::result::{Cidr, IpConfig};
 use plumb_cni::{CniError, CniResult};
 use plumb_net::addr::{add_address, addresses};
@@ -13,8 +13,10 @@ use plumb_net::sysctl;
 use plumb_net::vlan::{self, Target};
 use std::net::IpAddr;
 
-/// Puts each gateway address on the gateway interface and enables forwarding; returns whether it created
-/// the VLAN gateway interface (so a failed ADD can remove it again).
+/// Puts each gateway address on the gateway interface and enables forwarding. Each thing it makes is
+/// pushed on `undo` the moment it exists (the VLAN gateway interface, each address it adds), so a
+/// failed ADD takes back exactly those and never an address that was there before. Under the bridge
+/// lock no other ADD can have come to rely on an address this one added. Forwarding, once on, stays on.
 ///
 /// The reference's rules for what else may be there: the exact `gateway/prefix` already present is
 /// left alone; otherwise every other IPv4 address of the interface, and every IPv6 address whose
@@ -26,11 +28,16 @@ pub fn ensure(
     cfg: &BridgeConfig,
     bridge: &Link,
     ips: &[IpConfig],
-) -> CniResult<bool> {
-    let (gw_link, created) = if cfg.vlan != 0 {
-        vlan_gateway(nl, cfg, bridge)?
+    undo: &mut Vec<Undo>,
+) -> CniResult<()> {
+    let gw_link = if cfg.vlan != 0 {
+        let (l, created) = vlan_gateway(nl, cfg, bridge)?;
+        if created {
+            undo.push(Undo::VlanGateway);
+        }
+        l
     } else {
-        (bridge.clone(), false)
+        bridge.clone()
     };
     let (mut forward_v4, mut forward_v6) = (false, false);
     // `results::require_gateways` made sure every address has one.
@@ -70,6 +77,11 @@ pub fn ensure(
         }
         add_address(nl, gw_link.index, gw, subnet.prefix, false)
             .map_err(os("cannot add the gateway address"))?;
+        undo.push(Undo::GatewayAddress {
+            index: gw_link.index,
+            ip: gw,
+            prefix: subnet.prefix,
+        });
         if cfg.vlan == 0 {
             pin_mac(nl, bridge)?;
         }
@@ -82,7 +94,7 @@ pub fn ensure(
             sysctl::write(key, "1").map_err(os("cannot enable forwarding"))?;
         }
     }
-    Ok(created)
+    Ok(())
 }
 
 /// Sets the bridge's MAC explicitly to the one it had before this ADD attached its port (or, if that was

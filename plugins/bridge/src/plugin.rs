@@ -36,16 +36,39 @@ pub fn os(what: &str) -> impl FnOnce(io::Error) -> CniError + '_ {
 pub fn lock_bridge(name: &str) -> CniResult<plumb_cni::lock::LockGuard> {
     let bridge = name.to_string();
     let still_there = move || {
-        let found = Route::open().and_then(|mut nl| link::by_name(&mut nl, &bridge));
-        // When the lookup fails, keep the file: removing it is only tidying.
-        found.map_or(true, |l| {
-            l.is_some_and(|l| l.kind.as_deref() == Some("bridge"))
-        })
+        Route::open()
+            .map(|mut nl| is_bridge(&mut nl, &bridge))
+            .unwrap_or(true)
     };
     Ok(
         plumb_cni::lock::lock_resource(&format!("bridge-{name}"), LOCK_TIMEOUT)?
             .remove_on_release_unless(still_there),
     )
+}
+
+/// Whether a bridge `name` exists; when the lookup fails, true (removing a lock file is only tidying).
+fn is_bridge(nl: &mut Route, name: &str) -> bool {
+    link::by_name(nl, name).map_or(true, |l| {
+        l.is_some_and(|l| l.kind.as_deref() == Some("bridge"))
+    })
+}
+
+/// For GC: removes the lock file of every bridge that went outside plumb (an operator deleted it, its
+/// namespace went), which no DEL would take any more. Held files are skipped without waiting, so GC
+/// never waits on an ADD or DEL. Only tidying: a failure is logged, and GC goes on.
+pub fn sweep_bridge_locks(plugin: &str) {
+    let mut nl = match Route::open() {
+        Ok(nl) => nl,
+        Err(e) => {
+            eprintln!("{plugin}: GC: cannot open a netlink socket to sweep bridge lock files: {e}");
+            return;
+        }
+    };
+    match plumb_cni::lock::sweep_resources("bridge-", |name| is_bridge(&mut nl, name)) {
+        Ok(0) => {}
+        Ok(n) => eprintln!("{plugin}: GC: removed {n} lock file(s) of bridges that are gone"),
+        Err(e) => eprintln!("{plugin}: GC: cannot sweep the bridge lock files: {e}"),
+    }
 }
 
 /// Opens CNI_NETNS for ADD and CHECK. A path that is no network namespace (missing, an empty file
@@ -145,6 +168,16 @@ pub enum Undo {
     Masquerade,
     /// The VLAN gateway interface, if no other port uses its VLAN.
     VlanGateway,
+    /// A gateway address this ADD added to the bridge (or VLAN gateway interface) at `index`; only
+    /// this exact address is removed, never one that was there before.
+    GatewayAddress {
+        /// The interface the address was added to.
+        index: u32,
+        /// The address.
+        ip: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+    },
 }
 
 impl Plugin for Bridge {
@@ -197,6 +230,7 @@ impl Plugin for Bridge {
 
     fn gc(&self, req: &Request) -> CniResult<()> {
         let cfg = BridgeConfig::from_conf(&req.conf, None)?;
+        sweep_bridge_locks(self.name());
         firewall::gc_invalid(&req.conf).map_err(os("cannot collect stale nftables chains"))?;
         match &cfg.ipam_type {
             Some(ipam) => delegate::run(ipam, Command::Gc, &req.env.path, &req.stdin, &[]),
@@ -297,10 +331,7 @@ pub fn add_attachment(
     let container = configure_container(ns, cfg, ifname, &ipam_result)?;
     failpoint::check("container")?;
     if cfg.is_gateway && !ipam_result.ips.is_empty() {
-        let created = gateway::ensure(host, cfg, &bridge, &ipam_result.ips)?;
-        if created {
-            undo.push(Undo::VlanGateway);
-        }
+        gateway::ensure(host, cfg, &bridge, &ipam_result.ips, undo)?;
         failpoint::check("gateway")?;
     }
     let network = &req.conf.name;
@@ -366,6 +397,9 @@ pub fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<U
             Undo::VlanGateway => {
                 gateway::remove_vlan_gateway_if_unused(host, &cfg.bridge, cfg.vlan)
                     .map_err(|e| e.to_string())
+            }
+            Undo::GatewayAddress { index, ip, prefix } => {
+                plumb_net::addr::del_address(host, index, ip, prefix).map_err(|e| e.to_string())
             }
         };
         if let Err(e) = outcome {

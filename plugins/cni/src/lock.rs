@@ -1,7 +1,8 @@
 //! An exclusive `flock` on a file, waited for with a deadline. The wait runs on a helper thread so the
 //! kernel's own queue orders waiters; when the deadline passes, the caller gets "try again later" (code 11)
 //! and the helper closes the file as soon as it gets the lock, so nothing stays held. Lock files may be
-//! removed by their holder (see [`LockGuard::remove_on_release_unless`]), so they do not pile up.
+//! removed by their holder (see [`LockGuard::remove_on_release_unless`]) and, when their resource went
+//! outside plumb, by a GC sweep ([`sweep_resources`]), so they do not pile up.
 
 use crate::error::{code, CniError, CniResult};
 use std::fs::{File, OpenOptions};
@@ -65,11 +66,14 @@ pub fn lock_exclusive(path: &Path, timeout: Duration) -> CniResult<LockGuard> {
         )?;
         match names_file(path, &file) {
             Ok(true) => {
+                // The file's mtime says when it was last locked, so a GC sweep spares files in use
+                // ([`sweep_dir`]); only tidying rests on it, so a failure is ignored.
+                let _ = file.set_modified(std::time::SystemTime::now());
                 return Ok(LockGuard {
                     file,
                     path: path.to_path_buf(),
                     keep: None,
-                })
+                });
             }
             // Removed (or replaced) by the previous holder: lock what the path names now.
             Ok(false) => continue,
@@ -146,6 +150,78 @@ pub fn lock_resource(name: &str, timeout: Duration) -> CniResult<LockGuard> {
     lock_exclusive(&Path::new(RESOURCE_LOCK_DIR).join(name), timeout)
 }
 
+/// How long a resource lock file must have gone unlocked before a GC sweep may remove it. One lock
+/// directory can serve several network namespaces (test nodes on one host share `/run`), and a
+/// resource gone from the sweeper's namespace may be in use in another; a file left a while longer
+/// costs nothing.
+pub const SWEEP_MIN_IDLE: Duration = Duration::from_secs(600);
+
+/// Removes the lock files `<RESOURCE_LOCK_DIR>/<prefix><name>` of resources that are gone, for GC:
+/// see [`sweep_dir`], with [`SWEEP_MIN_IDLE`]. A missing directory has nothing to sweep.
+pub fn sweep_resources(prefix: &str, keep: impl FnMut(&str) -> bool) -> std::io::Result<usize> {
+    sweep_dir(Path::new(RESOURCE_LOCK_DIR), prefix, SWEEP_MIN_IDLE, keep)
+}
+
+/// Removes each lock file `<dir>/<prefix><name>` that nobody holds, that was last locked at least
+/// `min_idle` ago (its mtime, set by [`lock_exclusive`]), and whose resource `keep(name)` says is gone;
+/// returns how many went. Each file is locked without waiting (`LOCK_NB`): a held one is skipped, and
+/// one that is ours is removed while still locked, so a waiter's inode re-check in
+/// [`lock_exclusive`] sends it to a fresh file. Bounded by the number of files; other entries (other
+/// prefixes, directories, symlinks) are left alone. A file that fails is skipped and the first such
+/// error is returned after all others were tried.
+pub fn sweep_dir(
+    dir: &Path,
+    prefix: &str,
+    min_idle: Duration,
+    mut keep: impl FnMut(&str) -> bool,
+) -> std::io::Result<usize> {
+    use std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == NotFound => return Ok(0),
+        r => r?,
+    };
+    let (mut removed, mut first_error) = (0, None);
+    for entry in entries {
+        let outcome = entry.and_then(|entry| {
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+                return Ok(false);
+            };
+            if name.is_empty() || !entry.file_type()?.is_file() {
+                return Ok(false);
+            }
+            let path = entry.path();
+            let file = match File::open(&path) {
+                Err(e) if e.kind() == NotFound => return Ok(false),
+                r => r?,
+            };
+            match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),
+                r => r?,
+            }
+            let idle = file.metadata()?.modified()?.elapsed().unwrap_or_default();
+            if idle < min_idle || !names_file(&path, &file)? || keep(name) {
+                return Ok(false);
+            }
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() == NotFound => Ok(false),
+                r => r.map(|()| true),
+            }
+        });
+        match outcome {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(removed),
+    }
+}
+
 fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
     loop {
         // SAFETY: the descriptor is owned by `file`, which outlives this call; flock has no memory effects.
@@ -217,6 +293,67 @@ mod tests {
         let kept = lock_exclusive(&p, Duration::from_secs(1)).unwrap();
         drop(kept.remove_on_release_unless(|| true));
         assert!(p.exists(), "a guard told to keep its file removed it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_sweep_removes_only_unheld_files_of_gone_resources() {
+        let dir = std::env::temp_dir().join(format!("plumb-lock-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |n: &str| dir.join(n);
+        // "gone": unheld, resource gone → removed; "held": resource gone but locked → stays;
+        // "alive": unheld, resource there → stays; other prefixes and directories are not looked at.
+        for n in ["bridge-gone", "bridge-held", "bridge-alive", "vtep-gone"] {
+            std::fs::write(file(n), b"").unwrap();
+        }
+        std::fs::create_dir(file("bridge-dir")).unwrap();
+        let held = lock_exclusive(&file("bridge-held"), Duration::from_secs(1)).unwrap();
+        let mut asked = Vec::new();
+        // Just used: spared whatever the predicate says.
+        assert_eq!(
+            sweep_dir(&dir, "bridge-", Duration::from_secs(600), |_| false).unwrap(),
+            0
+        );
+        let removed = sweep_dir(&dir, "bridge-", Duration::ZERO, |n| {
+            asked.push(n.to_string());
+            n == "alive"
+        })
+        .unwrap();
+        assert_eq!(removed, 1);
+        assert!(!file("bridge-gone").exists());
+        for n in ["bridge-held", "bridge-alive", "vtep-gone", "bridge-dir"] {
+            assert!(file(n).exists(), "{n} was removed");
+        }
+        asked.sort();
+        // The held file is skipped before its resource is even looked up.
+        assert_eq!(asked, ["alive", "gone"]);
+        // The holder's file is still the one the path names.
+        assert!(names_file(&file("bridge-held"), &held.file).unwrap());
+        drop(held);
+        assert_eq!(
+            sweep_dir(&dir, "bridge-", Duration::ZERO, |_| false).unwrap(),
+            2
+        );
+        assert!(!file("bridge-held").exists() && !file("bridge-alive").exists());
+        assert_eq!(
+            sweep_dir(&dir.join("missing"), "bridge-", Duration::ZERO, |_| false).unwrap(),
+            0
+        );
+        // Locking stamps the file: an old file just locked again is spared.
+        let p = file("bridge-old");
+        std::fs::write(&p, b"").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        drop(lock_exclusive(&p, Duration::from_secs(1)).unwrap());
+        assert_eq!(
+            sweep_dir(&dir, "bridge-", Duration::from_secs(600), |_| false).unwrap(),
+            0
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

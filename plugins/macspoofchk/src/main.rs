@@ -8,6 +8,7 @@ use plumb_bridge::firewall;
 use plumb_bridge::plugin::{open_netns, os};
 use plumb_cni::{code, AddResult, CniError, CniResult, Plugin, Request};
 use plumb_net::link::{self, parse_mac};
+use plumb_net::netns::{self, Netns};
 use plumb_net::nl::Route;
 
 struct MacSpoofChk;
@@ -20,8 +21,8 @@ impl Plugin for MacSpoofChk {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let prev = prev_result(req)?;
         // The container must exist and not be the host: the check belongs to a container's veth.
-        open_netns(req)?;
-        let (host_veth, mac) = find_pair(req, &prev)?;
+        let ns = open_netns(req)?;
+        let (host_veth, mac) = find_pair(req, &prev, &ns)?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         firewall::add_spoofcheck(&req.conf.name, cid, ifname, &host_veth, mac)
             .map_err(os("cannot install the MAC spoof check"))?;
@@ -70,9 +71,10 @@ fn prev_result(req: &Request) -> CniResult<AddResult> {
     })
 }
 
-/// The host veth (an interface of prevResult without a sandbox that is a veth on this host) and the
-/// container interface's MAC.
-fn find_pair(req: &Request, prev: &AddResult) -> CniResult<(String, [u8; 6])> {
+/// The host veth (an interface of prevResult without a sandbox that is a veth on this host whose
+/// peer is `CNI_IFNAME` in CNI_NETNS) and the container interface's MAC. prevResult is not trusted
+/// to name the right veth: a wrong or forged one would put the check on another pod's traffic.
+fn find_pair(req: &Request, prev: &AddResult, ns: &Netns) -> CniResult<(String, [u8; 6])> {
     let ifname = &req.env.ifname;
     let container = prev
         .interfaces
@@ -93,14 +95,35 @@ fn find_pair(req: &Request, prev: &AddResult) -> CniResult<(String, [u8; 6])> {
         ))
     })?;
     let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
+    let mut veths = Vec::new();
     for candidate in prev.interfaces.iter().filter(|i| i.sandbox.is_none()) {
-        let found = link::by_name(&mut host, &candidate.name)
-            .map_err(os("cannot look up a prevResult interface"))?;
-        if found.is_some_and(|l| l.kind.as_deref() == Some("veth")) {
-            return Ok((candidate.name.clone(), mac));
+        if let Some(peer) = link::veth_peer(&mut host, &candidate.name)
+            .map_err(os("cannot look up a prevResult interface"))?
+        {
+            veths.push((candidate.name.clone(), peer));
         }
     }
-    Err(CniError::config("prevResult names no host-side veth (an interface without a sandbox); chain plumb-macspoofchk after a veth-based plugin such as bridge or ptp"))
+    let Some((first, _)) = veths.first() else {
+        return Err(CniError::config("prevResult names no host-side veth (an interface without a sandbox); chain plumb-macspoofchk after a veth-based plugin such as bridge or ptp"));
+    };
+    // Asked after the veths were read: reading a veth whose peer is in the pod assigns the pod's
+    // namespace its ID here, if it had none.
+    let pod_nsid = netns::nsid(&mut host, ns).map_err(os("cannot identify CNI_NETNS"))?;
+    let name = ifname.clone();
+    let pod_index = ns
+        .run(move || Ok(link::by_name(&mut Route::open()?, &name)?.map(|l| l.index)))
+        .map_err(os("cannot look into the container netns"))?;
+    let is_peer = |&(index, nsid): &(u32, Option<i32>)| {
+        pod_nsid.is_some() && nsid == pod_nsid && Some(index) == pod_index
+    };
+    match veths.iter().find(|(_, peer)| is_peer(peer)) {
+        Some((host_veth, _)) => Ok((host_veth.clone(), mac)),
+        None => Err(CniError::config(format!(
+            "prevResult's host veth {first} is not the peer of the container interface {ifname} in CNI_NETNS {}{}; the check is installed only on the veth of this container: give the prevResult of this attachment",
+            ns.path(),
+            if pod_index.is_none() { format!(" (the container has no {ifname})") } else { String::new() }
+        ))),
+    }
 }
 
 fn main() {

@@ -387,3 +387,24 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     }
     Some(mac)
 }
+
+/// Where the peer of veth `name` is: its index in the peer's namespace (`IFLA_LINK`) and, when that
+/// namespace is not this one, its namespace ID as seen from here (`IFLA_LINK_NETNSID`). `None` when
+/// there is no link `name` or it is not a veth.
+pub fn veth_peer(nl: &mut Route, name: &str) -> io::Result<Option<(u32, Option<i32>)>> {
+    let Some(m) = message_by_name(nl, name)? else {
+        return Ok(None);
+    };
+    if Link::from_message(&m).kind.as_deref() != Some("veth") {
+        return Ok(None);
+    }
+    let (mut index, mut nsid) = (None, None);
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::Link(i) => index = Some(*i),
+            LinkAttribute::LinkNetNsId(n) => nsid = Some(*n),
+            _ => {}
+        }
+    }
+    Ok(index.map(|i| (i, nsid)))
+}

@@ -218,6 +218,27 @@ fn type_name(t: i32) -> String {
     }
 }
 
+/// The ID the namespace of `nl` gives namespace `ns` (`RTM_GETNSID`), as in a link's
+/// `IFLA_LINK_NETNSID`; `None` when it has none.
+pub fn nsid(nl: &mut crate::nl::Route, ns: &Netns) -> io::Result<Option<i32>> {
+    use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+    use netlink_packet_route::RouteNetlinkMessage;
+    let mut m = NsidMessage::default();
+    let fd = u32::try_from(ns.fd()).map_err(|_| io::Error::other("negative namespace fd"))?;
+    m.attributes.push(NsidAttribute::Fd(fd));
+    let reply = nl.get(
+        RouteNetlinkMessage::GetNsId(m),
+        &format!("get the ID of network namespace {}", ns.path()),
+    )?;
+    Ok(match reply {
+        Some(RouteNetlinkMessage::NewNsId(m)) => m.attributes.iter().find_map(|a| match a {
+            NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use plumb_bridge::cleanup::{self, Cleanup};
 use plumb_bridge::config::BridgeConfig;
 use plumb_bridge::firewall;
 use plumb_bridge::plugin::{
-    add_attachment, delete_host_veth, lock_bridge, open_netns, os, rollback,
+    add_attachment, delete_host_veth, lock_bridge, open_netns, os, rollback, sweep_bridge_locks,
 };
 use plumb_cni::result::Interface;
 use plumb_cni::{
@@ -172,6 +172,7 @@ impl Plugin for Vxlan {
 
     fn gc(&self, req: &Request) -> CniResult<()> {
         let cfg = VxlanConfig::from_conf(&req.conf, None)?;
+        sweep_bridge_locks(self.name());
         firewall::gc_invalid(&req.conf).map_err(os("cannot collect stale nftables chains"))?;
         match &cfg.ipam_type {
             Some(ipam) => delegate::run(ipam, Command::Gc, &req.env.path, &req.stdin, &[]),
