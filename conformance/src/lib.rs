@@ -5,6 +5,7 @@ pub mod control_plane;
 pub mod host;
 pub mod iproute;
 pub mod libcni;
+pub mod multus;
 pub mod netns;
 pub mod peers;
 pub mod plugin;
