@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
 const CRD_NAME: &str = "network-attachment-definitions.k8s.cni.cncf.io";
+/// Multus's service account, as the audit log names it.
+const MULTUS_USER: &str = "system:serviceaccount:kube-system:plumb-test-multus";
 
 // ---------------------------------------------------------------------------------------------
 // Cluster setup, once per test binary
@@ -229,7 +231,7 @@ impl World {
             conf: Value::Null,
             bridges: Vec::new(),
         };
-        let default = w.conflist("plumb-default", default_range);
+        let default = w.conflist("plumb-default", default_range, json!({}));
         w.conf = json!({
             "cniVersion": "1.0.0",
             "name": "multus-cni-network",
@@ -245,16 +247,21 @@ impl World {
         w
     }
 
-    /// A plumb-bridge + plumb-ipam (files store) conflist on a fresh host bridge.
-    fn conflist(&mut self, name: &str, range: &str) -> Value {
+    /// A plumb-bridge + plumb-ipam (files store) conflist on a fresh host bridge, with `extra` fields
+    /// of plumb-bridge.
+    fn conflist(&mut self, name: &str, range: &str, extra: Value) -> Value {
         let bridge = unique_name("mtb");
         self.bridges.push(bridge.clone());
-        json!({"cniVersion": "1.0.0", "name": name, "plugins": [{
+        let mut plugin = json!({
             "type": "plumb-bridge",
             "bridge": bridge,
             "ipam": {"type": "plumb-ipam", "range": range,
                      "dataDir": self.data.path().to_str().expect("UTF-8 path")},
-        }]})
+        });
+        for (k, v) in extra.as_object().expect("extra is an object") {
+            plugin[k] = v.clone();
+        }
+        json!({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]})
     }
 
     /// The bridge of the `i`th conflist made (0: the cluster default).
@@ -436,6 +443,30 @@ fn ports(bridge: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The chains of the host's `netdev plumb_spoofchk` table with a rule naming `mac` (none without the
+/// table).
+fn spoof_chains(mac: &str) -> Vec<String> {
+    let out = std::process::Command::new("nft")
+        .args(["-j", "list", "table", "netdev", "plumb_spoofchk"])
+        .output()
+        .expect("run nft");
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).expect("nft -j");
+    let quoted = format!("\"{}\"", mac.to_ascii_lowercase());
+    let mut found: Vec<String> = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["expr"].to_string().to_ascii_lowercase().contains(&quoted))
+        .map(|r| r["chain"].as_str().unwrap_or("").to_string())
+        .collect();
+    found.dedup();
+    found
+}
+
 /// The one address of interface `ifname` in `ifs`.
 fn addr_of(ifs: &BTreeMap<String, (String, Vec<String>)>, ifname: &str) -> String {
     let (_, a) = ifs
@@ -466,8 +497,8 @@ fn multus_attaches_two_plumb_networks_with_requests_and_del_leaves_nothing() {
     }
     let Some(c) = cluster(test) else { return };
     let mut w = World::new(c, "10.231.0.0/24");
-    let net1 = w.conflist("net1", "10.232.1.0/24");
-    let net2 = w.conflist("net2", "10.232.2.0/24");
+    let net1 = w.conflist("net1", "10.232.1.0/24", json!({"macspoofchk": true}));
+    let net2 = w.conflist("net2", "10.232.2.0/24", json!({}));
     w.nad("net1", &net1);
     w.nad("net2", &net2);
     let mac = "02:5a:00:00:00:0a";
@@ -480,8 +511,35 @@ fn multus_attaches_two_plumb_networks_with_requests_and_del_leaves_nothing() {
     let b = w.pod("pod-b", "net1");
     let (na, nb) = (Netns::new("mta"), Netns::new("mtb"));
 
+    let mark = c.cp.audit_mark();
     let ra = w.multus_ok("ADD", &a, &na.path());
     let rb = w.multus_ok("ADD", &b, &nb.path());
+    // Multus worked with its own service account's token, within its ClusterRole: it read the pods and
+    // the NADs and wrote the pods' status.
+    let events = c.cp.audit_events(mark);
+    let mut calls = BTreeSet::new();
+    for e in events.iter().filter(|e| {
+        e["user"]["username"] == MULTUS_USER && e["objectRef"]["namespace"] == w.ns.as_str()
+    }) {
+        let code = e["responseStatus"]["code"].as_u64().unwrap_or(0);
+        assert!((200..300).contains(&code), "Multus request refused: {e}");
+        calls.insert(format!(
+            "{} {}{}",
+            e["verb"].as_str().unwrap_or(""),
+            e["objectRef"]["resource"].as_str().unwrap_or(""),
+            e["objectRef"]["subresource"]
+                .as_str()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default()
+        ));
+    }
+    for want in [
+        "get pods",
+        "get network-attachment-definitions",
+        "update pods/status",
+    ] {
+        assert!(calls.contains(want), "no {want:?} by Multus in {calls:?}");
+    }
     // The runtime gets the cluster-default network's result.
     for r in [&ra, &rb] {
         assert_eq!(r["cniVersion"], "1.0.0", "{r}");
@@ -562,6 +620,10 @@ fn multus_attaches_two_plumb_networks_with_requests_and_del_leaves_nothing() {
     .collect();
     assert_eq!(seen, want);
 
+    // net1 has the spoof check: a chain in the host holds pod A's requested MAC.
+    let spoof = spoof_chains(mac);
+    assert_eq!(spoof.len(), 1, "{spoof:?}");
+
     // Traffic between the two pods on net1 (one bridge), both ways.
     na.exec(&["ping", "-c", "1", "-W", "3", "-I", "lan0", &bare(&b_net1)]);
     nb.exec(&["ping", "-c", "1", "-W", "3", "-I", "net1", "10.232.1.50"]);
@@ -577,6 +639,7 @@ fn multus_attaches_two_plumb_networks_with_requests_and_del_leaves_nothing() {
     assert!(interfaces(&na).is_empty(), "{:?}", interfaces(&na));
     let ports_after: Vec<usize> = (0..3).map(|i| ports(w.bridge(i)).len()).collect();
     assert_eq!(ports_after, [1, 1, 0]);
+    assert!(spoof_chains(mac).is_empty(), "{:?}", spoof_chains(mac));
     let left: Vec<Value> = w
         .records()
         .into_iter()
