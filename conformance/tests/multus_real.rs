@@ -443,6 +443,15 @@ fn ports(bridge: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether a host link named `name` exists.
+fn link_exists(name: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// The chains of the host's `netdev plumb_spoofchk` table with a rule naming `mac` (none without the
 /// table).
 fn spoof_chains(mac: &str) -> Vec<String> {
@@ -635,10 +644,17 @@ fn multus_attaches_two_plumb_networks_with_requests_and_del_leaves_nothing() {
     // DEL of pod A with its netns: only lo is left in it, no port of A on any bridge, no record of A.
     let ports_before: Vec<usize> = (0..3).map(|i| ports(w.bridge(i)).len()).collect();
     assert_eq!(ports_before, [2, 2, 1]);
+    // The host ends of every attachment, to see them gone (not merely detached) after DEL.
+    let host_ends: BTreeSet<String> = (0..3).flat_map(|i| ports(w.bridge(i))).collect();
+    assert_eq!(host_ends.len(), 5, "{host_ends:?}");
     assert_eq!(w.multus_ok("DEL", &a, &na.path()), Value::Null);
     assert!(interfaces(&na).is_empty(), "{:?}", interfaces(&na));
     let ports_after: Vec<usize> = (0..3).map(|i| ports(w.bridge(i)).len()).collect();
     assert_eq!(ports_after, [1, 1, 0]);
+    let b_ends: BTreeSet<String> = (0..3).flat_map(|i| ports(w.bridge(i))).collect();
+    for end in host_ends.difference(&b_ends) {
+        assert!(!link_exists(end), "pod A's host end {end} left after DEL");
+    }
     assert!(spoof_chains(mac).is_empty(), "{:?}", spoof_chains(mac));
     let left: Vec<Value> = w
         .records()
@@ -659,6 +675,9 @@ fn multus_attaches_two_plumb_networks_with_requests_and_del_leaves_nothing() {
     assert!(w.records().is_empty(), "{:?}", w.records());
     for i in 0..3 {
         assert!(ports(w.bridge(i)).is_empty(), "{}", w.bridge(i));
+    }
+    for end in &host_ends {
+        assert!(!link_exists(end), "host end {end} left after DEL");
     }
     assert!(w.cache_files().is_empty(), "{:?}", w.cache_files());
 }
