@@ -64,6 +64,9 @@ struct Outcome {
     cid: String,
     result: Result<Option<String>, String>,
     took: Duration,
+    /// Error-level lines the process logged on stderr though it exited 0 (whereabouts' DEL always
+    /// exits 0 and only logs why it did not free).
+    logged: Vec<String>,
 }
 
 /// One plugin's measured figures.
@@ -76,6 +79,8 @@ struct Figures {
     duplicates: usize,
     failures: BTreeMap<String, usize>,
     del_failures: BTreeMap<String, usize>,
+    /// DELs that exited 0 but logged an error.
+    del_logged: usize,
     del_seconds: f64,
     requests_per_del: f64,
     leftovers: usize,
@@ -309,10 +314,20 @@ fn call(p: &Plugin, command: &str, node: &str, cid: &str) -> Outcome {
     } else {
         Ok(None)
     };
+    let logged = if out.exit == 0 {
+        out.stderr
+            .lines()
+            .filter(|l| l.contains("[error]"))
+            .map(|l| l.to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
     Outcome {
         cid: cid.to_string(),
         result,
         took,
+        logged,
     }
 }
 
@@ -408,6 +423,24 @@ fn failure_counts(outcomes: &[Outcome]) -> BTreeMap<String, usize> {
     out
 }
 
+/// Error lines logged by calls that exited 0 -> count (timestamps cut, pod names blurred).
+fn logged_counts(outcomes: &[Outcome]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for o in outcomes {
+        for l in &o.logged {
+            let l = l.split_once("[error]").map_or(l.as_str(), |(_, rest)| rest);
+            let short: String = l
+                .trim()
+                .replace(&o.cid, "<pod>")
+                .chars()
+                .take(300)
+                .collect();
+            *out.entry(short).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
 /// Uncontended ADDs (one at a time on a fresh node: its first ADD, then two more), their requests
 /// each; then the whole workload.
 fn measure(
@@ -483,6 +516,9 @@ fn measure(
     for (e, n) in &failures {
         println!("ADD failed {n}x: {e}");
     }
+    for (e, n) in &logged_counts(&added) {
+        println!("ADD exited 0 but logged {n}x: [error] {e}");
+    }
 
     let mark = cp.audit_mark();
     let (deleted, del_took) = concurrently(p, "DEL", nodes, per_node);
@@ -498,6 +534,10 @@ fn measure(
     for (e, n) in &del_failures {
         println!("DEL failed {n}x: {e}");
     }
+    let del_logged = logged_counts(&deleted);
+    for (e, n) in &del_logged {
+        println!("DEL exited 0 but logged {n}x: [error] {e}");
+    }
     let (leftovers, leftover_detail) = (p.leftovers)(cp)?;
     println!("left in the API after DEL: {leftovers} ({leftover_detail})");
     Ok(Figures {
@@ -509,6 +549,7 @@ fn measure(
         duplicates,
         failures,
         del_failures,
+        del_logged: deleted.iter().filter(|o| !o.logged.is_empty()).count(),
         del_seconds: del_took.as_secs_f64(),
         requests_per_del: total(&del_requests) as f64 / deleted.len() as f64,
         leftovers,
@@ -557,7 +598,7 @@ fn report(plugins: &[Plugin; 2], f: &[Figures], nodes: usize, per_node: usize) -
     println!("== side by side: {nodes} nodes x {per_node} concurrent ADDs then DELs, each plugin on its own /16");
     for (p, x) in plugins.iter().zip(f) {
         println!(
-            "{:<12} allocations/s {:>8.1}  ADD median {:>11} p90 {:>11}  requests/ADD {:>6.2} (uncontended {:?})  requests/DEL {:>6.2}  ok {}/{}  duplicates {}  leftovers {} ({})  ADD failures {}  DEL failures {}  DEL phase {:.1} s",
+            "{:<12} allocations/s {:>8.1}  ADD median {:>11} p90 {:>11}  requests/ADD {:>6.2} (uncontended {:?})  requests/DEL {:>6.2}  ok {}/{}  duplicates {}  leftovers {} ({})  ADD failures {}  DEL failures {} (+{} exit 0 with an error logged)  DEL phase {:.1} s",
             p.label,
             x.rate,
             x.spread.map(|s| ms(s.median)).unwrap_or("-".into()),
@@ -572,6 +613,7 @@ fn report(plugins: &[Plugin; 2], f: &[Figures], nodes: usize, per_node: usize) -
             x.leftover_detail,
             x.failures.values().sum::<usize>(),
             x.del_failures.values().sum::<usize>(),
+            x.del_logged,
             x.del_seconds,
         );
     }
@@ -594,10 +636,11 @@ fn report(plugins: &[Plugin; 2], f: &[Figures], nodes: usize, per_node: usize) -
         ratio(pl.requests_per_add, wb.requests_per_add)
     );
     println!(
-        "whereabouts (information, no target): duplicates {}, leftovers {}, failed ADDs {}",
+        "whereabouts (information, no target): duplicates {}, leftovers {}, failed ADDs {}, DELs that exited 0 with an error logged {}",
         wb.duplicates,
         wb.leftovers,
-        wb.adds - wb.ok
+        wb.adds - wb.ok,
+        wb.del_logged
     );
     let worst_uncontended = pl.uncontended.iter().copied().max().unwrap_or(usize::MAX);
     vec![
