@@ -16,6 +16,11 @@
 //! which also gets the node's own `dataDir` for its node lock; `NODENAME` for whereabouts, which only
 //! reads it in node-slice mode), then DELs of all of them. Each plugin has its own /16 and pool.
 //! Requests are counted the same way for both: audit-log events of the plugin's service account.
+//! whereabouts also gets the flat file its installer would write (named by `configuration_path`) and
+//! otherwise its defaults. Targets are on plumb-ipam (allocations/s ≥ 20× whereabouts', ≤ 2 requests
+//! per uncontended ADD, no failed ADD, 0 duplicates, 0 leftovers); whereabouts' failures, duplicates
+//! and leftovers are printed as measured. If whereabouts cannot be built the bench stops (exit 2)
+//! with the build's error.
 
 use super::{ms, Spread, Stop, Target};
 use conformance::control_plane::{Auth, ControlPlane};
@@ -30,18 +35,23 @@ use std::time::{Duration, Instant};
 
 /// plumb-ipam's range and space.
 const PLUMB_RANGE: &str = "10.74.0.0/16";
+/// plumb-ipam's space (`network_name`).
 const PLUMB_SPACE: &str = "bench-plumb";
 /// whereabouts' range and `network_name` (its IPPool is `<network_name>-10.75.0.0-16`).
 const WB_RANGE: &str = "10.75.0.0/16";
+/// whereabouts' `network_name`.
 const WB_NETWORK: &str = "bench-wb";
 /// The namespace the pods of CNI_ARGS are in (no Pod objects are made: neither plugin reads them on ADD).
 const POD_NS: &str = "bench";
 /// The audit log's names of the plugins' service accounts.
 const PLUMB_USER: &str = "system:serviceaccount:kube-system:plumb";
+/// The audit log's name for whereabouts' service account.
 const WB_USER: &str = "system:serviceaccount:kube-system:whereabouts";
 /// IPBlocks (plumb-ipam), IPPools and OverlappingRangeIPReservations (whereabouts, in kube-system).
 const IPBLOCKS: &str = "/apis/plumb.dev/v1alpha1/ipblocks";
+/// whereabouts' IPPools in kube-system (its kubeconfig's namespace).
 const IPPOOLS: &str = "/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/kube-system/ippools";
+/// whereabouts' OverlappingRangeIPReservations in kube-system.
 const OVERLAPPING: &str =
     "/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/kube-system/overlappingrangeipreservations";
 
@@ -407,11 +417,12 @@ fn requests(cp: &ControlPlane, mark: u64, user: &str) -> BTreeMap<String, usize>
     out
 }
 
+/// The number of requests in a breakdown.
 fn total(m: &BTreeMap<String, usize>) -> usize {
     m.values().sum()
 }
 
-/// Error messages -> count, with pod names and numbers blurred so equal causes group together.
+/// Error messages -> count, the pod's name replaced by `<pod>` so equal causes group together.
 fn failure_counts(outcomes: &[Outcome]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for o in outcomes {
@@ -441,8 +452,8 @@ fn logged_counts(outcomes: &[Outcome]) -> BTreeMap<String, usize> {
     out
 }
 
-/// Uncontended ADDs (one at a time on a fresh node: its first ADD, then two more), their requests
-/// each; then the whole workload.
+/// One un-timed ADD+DEL, three uncontended ADDs (one at a time on a fresh node: its first ADD, then
+/// two more) with their requests each, then the concurrent ADDs and DELs of the workload.
 fn measure(
     cp: &ControlPlane,
     p: &Plugin,
