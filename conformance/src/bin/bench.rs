@@ -5,6 +5,7 @@
 //! cargo run -p conformance --release --bin bench -- ipam [--iterations N] [--block B] [--cycles K]
 //! cargo run -p conformance --release --bin bench -- bridge [--iterations N] [--block B] [--existing N] [--extra K]
 //! cargo run -p conformance --release --bin bench -- kube
+//! cargo run -p conformance --release --bin bench -- kube-real [--nodes N] [--per-node M]
 //! cargo run -p conformance --release --bin bench -- soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]
 //! ```
 //!
@@ -32,6 +33,13 @@
 //! server in this process: the requests of single uncontended ADDs (target: ≤ 2 each), then 50 nodes ×
 //! 20 concurrent ADDs on one /16 with 2 ms latency per request (allocations/s, requests per ADD, 409s;
 //! targets: no failed ADD, 0 duplicate addresses, reservations exactly as returned, none left after DEL).
+//!
+//! Mode `kube-real` (see `bench/kube_real.rs`) runs plumb-ipam and whereabouts side by side as whole
+//! processes on a real kube-apiserver (`scripts/control-plane`; whereabouts from `scripts/whereabouts`):
+//! uncontended ADDs, then `--nodes` (default 20) × `--per-node` (default 25) concurrent ADDs and DELs,
+//! each plugin on its own /16, requests counted per service account in the audit log. Targets (on
+//! plumb-ipam): allocations/s ≥ 20× whereabouts', ≤ 2 requests per uncontended ADD, no failed ADD,
+//! 0 duplicates, 0 leftovers after DEL; whereabouts' duplicates, leftovers and failures are printed.
 //!
 //! Mode `soak` (root; see `bench/soak.rs`) is a correctness run, not a timing: `--ops` ADD/DEL pairs
 //! (default 100,000) through the release `plumb-ipam`, one process per call, from `--workers` threads
@@ -62,6 +70,8 @@ use std::time::{Duration, Instant, SystemTime};
 mod bridge;
 #[path = "bench/kube.rs"]
 mod kube;
+#[path = "bench/kube_real.rs"]
+mod kube_real;
 #[path = "bench/soak.rs"]
 mod soak;
 
@@ -86,7 +96,7 @@ const CYCLE_BLOCK: usize = 100;
 /// Command-line options.
 #[derive(Debug, Clone)]
 struct Options {
-    /// What to measure: `ipam`, `bridge`, `kube` or `soak`.
+    /// What to measure: `ipam`, `bridge`, `kube`, `kube-real` or `soak`.
     mode: String,
     /// Whole-process ADD+DEL pairs per plugin.
     iterations: usize,
@@ -110,6 +120,10 @@ struct Options {
     deadline: usize,
     /// Mode `soak`: seed of the kill and delay choices (default: from the clock; printed).
     seed: Option<u64>,
+    /// Mode `kube-real`: simulated nodes.
+    nodes: usize,
+    /// Mode `kube-real`: concurrent ADDs per node.
+    per_node: usize,
 }
 
 /// Why the bench stopped early.
@@ -188,8 +202,9 @@ fn main() -> ExitCode {
 fn usage() -> String {
     format!(
         "usage: bench <mode> [--iterations N] [--block B] [--cycles K] [--existing N] [--extra K]\n\
+         \x20      bench kube-real [--nodes N] [--per-node M]\n\
          \x20      bench soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]\n\
-         modes: ipam, bridge, kube, soak\n\
+         modes: ipam, bridge, kube, kube-real, soak\n\
          \x20 --iterations N  whole-process ADD+DEL pairs per plugin (and per config in mode bridge; default 300)\n\
          \x20 --block B       samples of one plugin before switching to the other (default 20)\n\
          \x20 --cycles K      ipam: in-process alloc+release cycles per occupancy level (default 2000)\n\
@@ -201,6 +216,8 @@ fn usage() -> String {
          \x20 --bridge-ops M  soak: ADD/DEL pairs through plumb-bridge + plumb-ipam (default 2000)\n\
          \x20 --deadline S    soak: no new ADD/DEL after S seconds (default 3600); checks and cleanup still run\n\
          \x20 --seed X        soak: seed of the random kills (default from the clock)\n\
+         \x20 --nodes N       kube-real: simulated nodes (default 20)\n\
+         \x20 --per-node M    kube-real: concurrent ADDs per node (default 25)\n\
          env: PLUMB_BIN_DIR (default <workspace>/target/release), PLUMB_BENCH_TMP (default {DEFAULT_TMP})",
         bridge::MAX_EXISTING
     )
@@ -221,6 +238,8 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
         bridge_ops: 2000,
         deadline: 3600,
         seed: None,
+        nodes: 20,
+        per_node: 25,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -235,6 +254,8 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
             "--workers" => &mut opts.workers,
             "--bridge-ops" => &mut opts.bridge_ops,
             "--deadline" => &mut opts.deadline,
+            "--nodes" => &mut opts.nodes,
+            "--per-node" => &mut opts.per_node,
             "--kill-rate" => {
                 opts.kill_rate = percent(arg, it.next())?;
                 continue;
@@ -296,10 +317,11 @@ fn run_mode(opts: &Options) -> Result<Vec<Target>, Stop> {
         "ipam" => run_ipam(opts),
         "bridge" => bridge::run_bridge(opts),
         "kube" => kube::run_kube(opts),
+        "kube-real" => kube_real::run_kube_real(opts),
         "soak" => soak::run_soak(opts),
         other => Err(Stop::Usage(
             format!(
-                "unknown mode {other} (modes: ipam, bridge, kube, soak)\n{}",
+                "unknown mode {other} (modes: ipam, bridge, kube, kube-real, soak)\n{}",
                 usage()
             ),
             2,
