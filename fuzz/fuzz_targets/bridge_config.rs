@@ -5,26 +5,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use plumb_bridge::config::{BridgeConfig, MAX_VLAN};
-use plumb_cni::args::CniArgs;
-use plumb_cni::{code, NetConf};
-use plumb_fuzz::{check_error, split_args_line};
-
-/// An interface name Linux accepts: 1-15 bytes, not `.`/`..`, no `/`, `:`, whitespace or control.
-fn is_ifname(n: &str) -> bool {
-    (1..=15).contains(&n.len())
-        && n != "."
-        && n != ".."
-        && !n
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-}
+use plumb_cni::code;
+use plumb_fuzz::{args_and_conf, check_error, is_ifname};
 
 fuzz_target!(|data: &[u8]| {
-    let (args_line, conf) = split_args_line(data);
-    let args = args_line
-        .and_then(|a| CniArgs::parse(a).ok())
-        .unwrap_or_default();
-    let Ok(net) = NetConf::parse(conf) else {
+    let Some((args, net)) = args_and_conf(data) else {
         return;
     };
     let cfg = match BridgeConfig::from_conf(&net, args.get("MAC")) {

@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
     // A DEL whose identity ADD would refuse is accepted so that it can succeed doing nothing; the
     // refusal is kept for the skeleton. Every other command refuses such an identity.
     if let Some(e) = &env.refused_identity {
-        assert_eq!(env.command, Command::Del, "only DEL carries a refused identity");
+        assert_eq!(
+            env.command,
+            Command::Del,
+            "only DEL carries a refused identity"
+        );
         check_error(e, &[code::INVALID_ENV], "Env::refused_identity");
         return;
     }

@@ -4,26 +4,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use plumb_cni::args::CniArgs;
-use plumb_cni::{code, NetConf};
-use plumb_fuzz::{check_error, split_args_line};
+use plumb_cni::code;
+use plumb_fuzz::{args_and_conf, check_error, is_ifname};
 use plumb_vxlan::config::{Flood, Mtu, Role, VxlanConfig, MAX_VNI};
 
-fn is_ifname(n: &str) -> bool {
-    (1..=15).contains(&n.len())
-        && n != "."
-        && n != ".."
-        && !n
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-}
-
 fuzz_target!(|data: &[u8]| {
-    let (args_line, conf) = split_args_line(data);
-    let args = args_line
-        .and_then(|a| CniArgs::parse(a).ok())
-        .unwrap_or_default();
-    let Ok(net) = NetConf::parse(conf) else {
+    let Some((args, net)) = args_and_conf(data) else {
         return;
     };
     let cfg = match VxlanConfig::from_conf(&net, args.get("MAC")) {

@@ -1,9 +1,10 @@
 //! Invariants shared by the fuzz targets: what every CNI error must look like, how an input is split
 //! into a CNI_ARGS line and a configuration, and the round trips a result must survive in every version.
 
+use plumb_cni::args::CniArgs;
 use plumb_cni::result::AddResult;
 use plumb_cni::version::SUPPORTED;
-use plumb_cni::{code, CniError, Version};
+use plumb_cni::{code, CniError, NetConf, Version};
 
 /// Every code plumb defines (spec codes and its own 100+); an error with another code is a bug.
 pub const KNOWN_CODES: [u32; 16] = [
@@ -50,13 +51,29 @@ pub fn check_error(e: &CniError, allowed: &[u32], reader: &str) {
     assert_eq!((back.code, &back.msg), (e.code, &e.msg), "{reader}");
 }
 
-/// Splits an input into its first line (a `CNI_ARGS` value, when it is UTF-8) and the rest (the
-/// configuration bytes), so one corpus file drives both.
-pub fn split_args_line(data: &[u8]) -> (Option<&str>, &[u8]) {
-    match data.iter().position(|&b| b == b'\n') {
+/// Splits an input into its first line, read as a `CNI_ARGS` value (empty when it is not UTF-8 or does
+/// not parse), and the rest, read as a network configuration; `None` when the configuration does not
+/// parse (the spec layer's own target covers that). One corpus file drives both.
+pub fn args_and_conf(data: &[u8]) -> Option<(CniArgs, NetConf)> {
+    let (args_line, conf) = match data.iter().position(|&b| b == b'\n') {
         Some(i) => (std::str::from_utf8(&data[..i]).ok(), &data[i + 1..]),
         None => (None, data),
-    }
+    };
+    let args = args_line
+        .and_then(|a| CniArgs::parse(a).ok())
+        .unwrap_or_default();
+    Some((args, NetConf::parse(conf).ok()?))
+}
+
+/// An interface name Linux accepts: 1-15 bytes, not `.`/`..`, no `/`, `:`, whitespace or control
+/// characters (written here from the rules, not taken from the readers under test).
+pub fn is_ifname(n: &str) -> bool {
+    (1..=15).contains(&n.len())
+        && n != "."
+        && n != ".."
+        && !n
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
 /// Picks a CNI version from a byte.
