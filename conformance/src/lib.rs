@@ -113,6 +113,21 @@ pub fn ipam_records(
         .collect()
 }
 
+/// Runs plumb-ipam's admin mode (arguments, no CNI_COMMAND, empty environment); returns its exit code,
+/// stdout and stderr.
+pub fn ipam_admin(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(plumb_bin("plumb-ipam"))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run plumb-ipam admin");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A small xorshift generator: cheap, deterministic randomness for tests (not quality, not security).
 #[derive(Debug, Clone)]
 pub struct XorShift(u64);

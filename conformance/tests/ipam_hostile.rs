@@ -6,7 +6,7 @@
 //! Wall-clock assertions are hang guards only (2 s for work that takes milliseconds).
 
 use conformance::plugin::{Call, Outcome};
-use conformance::{plumb_bin, TempDir};
+use conformance::{ipam_admin as admin, plumb_bin, TempDir};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -79,20 +79,6 @@ fn claims(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-/// Runs the admin mode; returns exit code, stdout, stderr.
-fn admin(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .env_clear()
-        .output()
-        .expect("run plumb-ipam admin");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// 64 CIDRs that exclude every address of `prefix::/64` except the last.

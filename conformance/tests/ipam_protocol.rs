@@ -6,12 +6,11 @@
 
 use conformance::plugin::{Call, Outcome};
 use conformance::skip::skip;
-use conformance::{plumb_bin, TempDir, REFERENCE_CNI_DIR};
+use conformance::{ipam_admin as admin, plumb_bin, TempDir, REFERENCE_CNI_DIR};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Every version plumb speaks, oldest first.
 const VERSIONS: [&str; 7] = [
@@ -177,20 +176,6 @@ fn store_files(dir: &Path, prefix: &str) -> Vec<(String, String)> {
     }
     out.sort();
     out
-}
-
-/// Runs the admin mode (no CNI_COMMAND, arguments given); returns exit code, stdout, stderr.
-fn admin(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(ipam_bin())
-        .args(args)
-        .env_clear()
-        .output()
-        .expect("run plumb-ipam admin");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn admin_ok(args: &[&str]) -> String {
