@@ -2,6 +2,7 @@
 //! plugin the way a runtime does, throw-away network namespaces and data directories, and loud skips.
 
 pub mod control_plane;
+pub mod forward;
 pub mod go_built;
 pub mod host;
 pub mod iproute;
