@@ -88,10 +88,6 @@ struct Rule {
 impl Rule {
     /// Validates a written rule; errors name `rule.field[i]`.
     fn compile(m: RuleModel, rule: &str) -> Result<Rule, String> {
-        let lim = |allowed| Limit {
-            allowed,
-            rule: rule.to_string(),
-        };
         let ids = |list: Option<Vec<Value>>, field: &str, max: u32| -> Result<_, String> {
             list.map(|l| {
                 l.iter()
@@ -105,27 +101,26 @@ impl Rule {
             list.map(|l| {
                 l.iter()
                     .enumerate()
-                    .map(|(i, s)| cidr(s).map_err(|e| format!("{rule}.{field}[{i}]: {e}")))
+                    .map(|(i, s)| {
+                        cidr(s)
+                            .map(|c| c.network())
+                            .map_err(|e| format!("{rule}.{field}[{i}]: {e}"))
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()
         };
         Ok(Rule {
-            bridges: m.bridges.map(lim),
-            host_interfaces: m.host_interfaces.map(|b| Limit {
-                allowed: b,
-                rule: rule.to_string(),
-            }),
-            vlans: ids(m.vlans, "vlans", MAX_VLAN)?.map(lim_ids(rule)),
-            vnis: ids(m.vnis, "vnis", MAX_VNI)?.map(lim_ids(rule)),
-            groups: cidrs(m.groups, "groups")?.map(lim_cidrs(rule)),
-            peers: cidrs(m.peers, "peers")?.map(lim_cidrs(rule)),
-            ipam_ranges: cidrs(m.ipam_ranges, "ipamRanges")?.map(lim_cidrs(rule)),
-            network_names: m.network_names.map(lim),
-            macspoofchk: m.require.and_then(|r| r.macspoofchk).map(|b| Limit {
-                allowed: b,
-                rule: format!("{rule}.require"),
-            }),
+            bridges: m.bridges.map(|a| limit(rule, a)),
+            host_interfaces: m.host_interfaces.map(|a| limit(rule, a)),
+            vlans: ids(m.vlans, "vlans", MAX_VLAN)?.map(|a| limit(rule, a)),
+            vnis: ids(m.vnis, "vnis", MAX_VNI)?.map(|a| limit(rule, a)),
+            groups: cidrs(m.groups, "groups")?.map(|a| limit(rule, a)),
+            peers: cidrs(m.peers, "peers")?.map(|a| limit(rule, a)),
+            ipam_ranges: cidrs(m.ipam_ranges, "ipamRanges")?.map(|a| limit(rule, a)),
+            network_names: m.network_names.map(|a| limit(rule, a)),
+            macspoofchk: (m.require.and_then(|r| r.macspoofchk))
+                .map(|a| limit(&format!("{rule}.require"), a)),
         })
     }
 
@@ -147,16 +142,10 @@ impl Rule {
     }
 }
 
-fn lim_ids(rule: &str) -> impl Fn(Vec<(u32, u32)>) -> Limit<Vec<(u32, u32)>> + '_ {
-    move |allowed| Limit {
+/// A limit set by `rule`.
+fn limit<T>(rule: &str, allowed: T) -> Limit<T> {
+    Limit {
         allowed,
-        rule: rule.to_string(),
-    }
-}
-
-fn lim_cidrs(rule: &str) -> impl Fn(Vec<Cidr>) -> Limit<Vec<Cidr>> + '_ {
-    move |allowed| Limit {
-        allowed: allowed.iter().map(Cidr::network).collect(),
         rule: rule.to_string(),
     }
 }
