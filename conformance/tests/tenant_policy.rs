@@ -667,3 +667,95 @@ fn check_reports_an_attachment_the_policy_now_denies() {
     lab.node.exec(&["ip", "link", "del", &br]);
     lab.assert_nothing_left();
 }
+
+/// One YAML document of a deploy/ file, by kind and name.
+fn deploy_doc(file: &str, kind: &str, name: &str) -> Value {
+    let text = std::fs::read_to_string(conformance::workspace_root().join(file)).expect(file);
+    let found = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML document"))
+        .find(|d: &Value| d["kind"] == kind && d["metadata"]["name"] == name);
+    found.unwrap_or_else(|| panic!("no {kind} {name} in {file}"))
+}
+
+/// Waits (at most 20 s) until `path` holds exactly `want`.
+fn wait_for_file(path: &std::path::Path, want: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(path).ok().as_deref() != Some(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the installer did not install {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn installer_installs_the_policy_configmap_and_the_plugins_enforce_it() {
+    if unavailable(
+        "installer_installs_the_policy_configmap_and_the_plugins_enforce_it",
+        &["sh", "cmp"],
+    ) {
+        return;
+    }
+    let policy = deploy_doc("deploy/policy-configmap.yaml", "ConfigMap", "plumb-policy")["data"]
+        ["policy.json"]
+        .as_str()
+        .expect("data.policy.json")
+        .to_string();
+    let script = deploy_doc(
+        "deploy/installer-daemonset.yaml",
+        "ConfigMap",
+        "plumb-installer",
+    )["data"]["install.sh"]
+        .as_str()
+        .expect("data.install.sh")
+        .to_string();
+    // The ConfigMap mount and the node's directories, as the DaemonSet maps them.
+    let dir = TempDir::new("tpinst");
+    let (src, conf) = (dir.path().join("policy-cm"), dir.path().join("conf"));
+    for d in [&src, &dir.path().join("bin-src")] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::write(src.join("policy.json"), &policy).expect("write the ConfigMap file");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("PLUMB_BIN_SRC", dir.path().join("bin-src"))
+        .env("PLUMB_CNI_BIN_DIR", dir.path().join("cni-bin"))
+        .env("PLUMB_CONF_DIR", &conf)
+        .env("PLUMB_TOKEN_DIR", dir.path().join("no-token"))
+        .env("PLUMB_POLICY_SRC", src.join("policy.json"))
+        .env("PLUMB_API_SERVER", "https://127.0.0.1:1")
+        .env("PLUMB_REFRESH_SECONDS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run the installer script");
+    let installed = conf.join("policy.json");
+    wait_for_file(&installed, &policy);
+    // The kubelet updates the mounted ConfigMap: the installer installs the new policy.
+    let changed = policy.replace("\"tenant-b-*\"]", "\"tenant-b-*\", \"tpb*\"]");
+    assert_ne!(changed, policy, "the example policy changed shape");
+    std::fs::write(src.join("policy.json"), &changed).expect("update the ConfigMap file");
+    wait_for_file(&installed, &changed);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // The plugins read it: tenant-b may not join tenant-a's trunk bridge.
+    let lab = Lab::new();
+    let call = |bridge: &str| {
+        lab.call("ADD", &lab.bridge_conf(bridge, json!({})), Some("tenant-b"))
+            .env("PLUMB_POLICY_FILE", &installed.display().to_string())
+            .run_in(&plumb_bin("plumb-bridge"), &lab.node.name)
+    };
+    denied(
+        &call("br-trunk"),
+        &[
+            "namespace \"tenant-b\"",
+            "bridge \"br-trunk\"",
+            "policy rule namespaces.\"tenant-b\".bridges",
+        ],
+    );
+    lab.assert_nothing_left();
+}
