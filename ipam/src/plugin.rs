@@ -89,6 +89,7 @@ impl Plugin for Ipam {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         req.env.args.check_known(self.name(), &[])?;
         let cfg = IpamConfig::from_conf(&req.conf)?;
+        enforce_policy(req, &cfg)?;
         let statics = static_requests(req)?;
         // A result the config's version cannot hold (two IPv4 ranges at 0.2.0, an IPv6 route without
         // an IPv6 range at 0.1.0) is refused before anything is reserved: the entry point converts the
@@ -140,6 +141,8 @@ impl Plugin for Ipam {
 
     fn check(&self, req: &Request) -> CniResult<()> {
         let cfg = IpamConfig::from_conf(&req.conf)?;
+        // A reservation made before the policy changed is reported as a violation.
+        enforce_policy(req, &cfg)?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         if let Store::Kubernetes(k) = &cfg.store {
             let held = self.kube()?.held(k, &cfg, cid, ifname)?;
@@ -239,6 +242,34 @@ impl Plugin for Ipam {
         crate::gc::collect(&locked, &cfg, &req.conf.name, &valid)?;
         Ok(())
     }
+}
+
+/// The node's tenant policy (docs/policy.md) for ADD and CHECK, before the store is touched: every
+/// range's subnet must lie inside an allowed CIDR, and `network_name` (the pool) must be allowed, so a
+/// tenant cannot draw from another tenant's pool. DEL and GC never consult the policy.
+fn enforce_policy(req: &Request, cfg: &IpamConfig) -> CniResult<()> {
+    let guard = plumb_cni::policy::Guard::load(&req.env.args)?;
+    if guard.is_unrestricted() {
+        return Ok(());
+    }
+    let ipam = req.conf.raw.get("ipam");
+    let top_range = ipam
+        .and_then(|i| i.get("range"))
+        .is_some_and(|r| !r.is_null());
+    for (i, r) in cfg.ranges.iter().enumerate() {
+        let field = match (top_range, i) {
+            (true, 0) => "ipam.range".to_string(),
+            (true, i) => format!("ipam.ipRanges[{}]", i - 1),
+            (false, i) => format!("ipam.ipRanges[{i}]"),
+        };
+        let subnet = Cidr::new(r.subnet.network, r.subnet.prefix)
+            .map_err(|e| CniError::config(format!("{field}: {e}")))?;
+        guard.ipam_range(&field, subnet)?;
+    }
+    let named = ipam
+        .and_then(|i| i.get("network_name"))
+        .is_some_and(|n| !n.is_null());
+    guard.network_name(named.then_some(cfg.space.as_str()))
 }
 
 /// CHECK: the reserved addresses equal those prevResult reports inside the configured ranges.

@@ -9,5 +9,6 @@ pub mod firewall;
 pub mod gateway;
 pub mod naming;
 pub mod plugin;
+pub mod policy;
 pub mod ports;
 pub mod results;

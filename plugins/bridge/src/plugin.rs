@@ -187,7 +187,8 @@ impl Plugin for Bridge {
 
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         req.env.args.check_known(self.name(), &[])?;
-        let cfg = BridgeConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
+        let mut cfg = BridgeConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
+        crate::policy::enforce(req, &mut cfg)?;
         let ns = open_netns(req)?;
         let _lock = lock_bridge(&cfg.bridge)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
@@ -216,7 +217,9 @@ impl Plugin for Bridge {
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
-        let cfg = BridgeConfig::from_conf(&req.conf, None)?;
+        let mut cfg = BridgeConfig::from_conf(&req.conf, None)?;
+        // An attachment made before the policy changed is reported as a violation.
+        crate::policy::enforce(req, &mut cfg)?;
         crate::check::check(req, &cfg)
     }
 

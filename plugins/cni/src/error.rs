@@ -37,6 +37,9 @@ pub mod code {
     pub const STORE_CORRUPT: u32 = 104;
     /// plumb: an interface the attachment needs already exists (a previous ADD was not deleted).
     pub const INTERFACE_EXISTS: u32 = 105;
+    /// plumb: the node's tenant policy denies the config (ADD, CHECK), or the policy file cannot be
+    /// read or parsed (every ADD and CHECK is denied until it is fixed); see docs/policy.md.
+    pub const POLICY_DENIED: u32 = 106;
 }
 
 /// A CNI error: a spec code, a one-line message naming the field and the fix, and the cause chain.

@@ -10,6 +10,7 @@ pub mod env;
 pub mod error;
 pub mod failpoint;
 pub mod lock;
+pub mod policy;
 pub mod result;
 pub mod skel;
 pub mod version;

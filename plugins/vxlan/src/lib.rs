@@ -6,6 +6,7 @@ pub mod check;
 pub mod config;
 pub mod peers;
 pub mod plugin;
+pub mod policy;
 pub mod router;
 pub mod underlay;
 pub mod vtep;

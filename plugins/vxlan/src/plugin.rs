@@ -50,7 +50,8 @@ impl Plugin for Vxlan {
 
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         req.env.args.check_known(self.name(), &[])?;
-        let cfg = VxlanConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
+        let mut cfg = VxlanConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
+        let guard = crate::policy::enforce(req, &mut cfg)?;
         let ns = open_netns(req)?;
         if let Some(out) = masquerade_out(&cfg) {
             if !router::has_interface(&ns, out).map_err(os("cannot look into the pod netns"))? {
@@ -61,6 +62,7 @@ impl Plugin for Vxlan {
         }
         // Before the lock: listing the Nodes may wait on the API server.
         let listed = peers::configured(&cfg, &req.env.path)?;
+        crate::policy::listed_peers(&guard, &cfg, listed.as_deref())?;
         let _lock = lock_bridge(&cfg.bridge)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
         let underlay = underlay::require(&mut host, &cfg)?;
@@ -145,7 +147,9 @@ impl Plugin for Vxlan {
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
-        let cfg = VxlanConfig::from_conf(&req.conf, None)?;
+        let mut cfg = VxlanConfig::from_conf(&req.conf, None)?;
+        // An attachment made before the policy changed is reported as a violation.
+        crate::policy::enforce(req, &mut cfg)?;
         crate::check::check(req, &cfg)
     }
 

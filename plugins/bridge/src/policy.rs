@@ -1,0 +1,25 @@
+//! The node's tenant policy (docs/policy.md) applied to a plumb-bridge config, in ADD and CHECK,
+//! before anything is made: the bridge name, the port's VLANs and a required spoof check. The IPAM
+//! limits are enforced by plumb-ipam itself, which the config delegates to.
+
+use crate::config::BridgeConfig;
+use plumb_cni::policy::Guard;
+use plumb_cni::{CniResult, Request};
+use serde_json::Value;
+
+/// Checks `cfg` against the policy for the request's namespace and turns the spoof check on where the
+/// policy requires it and the config does not mention it. Returns the guard, for checks of fields
+/// other modules read (a host interface to enslave: [`Guard::host_interface`]).
+pub fn enforce(req: &Request, cfg: &mut BridgeConfig) -> CniResult<Guard> {
+    let guard = Guard::load(&req.env.args)?;
+    guard.bridge(&cfg.bridge)?;
+    guard.vlans(cfg.vlan, &cfg.trunk, cfg.preserve_default_vlan)?;
+    cfg.macspoofchk = guard.macspoofchk(given_bool(req, "macspoofchk"))?;
+    Ok(guard)
+}
+
+/// A boolean field as the config gives it (`None` when absent or null; the config reader has already
+/// refused any other type).
+pub fn given_bool(req: &Request, field: &str) -> Option<bool> {
+    req.conf.raw.get(field).and_then(Value::as_bool)
+}
