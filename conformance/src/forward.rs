@@ -190,10 +190,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, counter: &AtomicU64, limit: u64)
             Ok(n) => n,
         };
         let n = n.min((limit - sent) as usize);
+        // Counted before the write, so a client that has read the bytes always sees them counted.
+        counter.fetch_add(n as u64, Ordering::SeqCst);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
-        counter.fetch_add(n as u64, Ordering::SeqCst);
         sent += n as u64;
         if sent >= limit {
             // A reset rather than a clean close: the client sees a broken stream mid-response.
