@@ -377,7 +377,12 @@ impl Logger {
         if !failed.is_empty() {
             f.push(("failedSteps", Value::from(failed)));
         }
-        if let Some(e) = &self.settings_error {
+        // A DEL that went on with the default settings says why (the failed command itself says it).
+        if let Some(e) = self
+            .settings_error
+            .as_ref()
+            .filter(|e| reply.get("msg") != Some(&Value::from(e.as_str())))
+        {
             f.push(("logSettingsError", Value::from(e.as_str())));
         }
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
