@@ -404,6 +404,10 @@ pub fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<U
     for step in undo.into_iter().rev() {
         let label = step.label();
         log::debug!("rollback step: {label}");
+        if let Err(e) = failpoint::check(&format!("rollback-{label}")) {
+            plumb_cni::log::failed_step(&format!("rollback {label}"), &e.msg);
+            continue;
+        }
         let outcome = match step {
             Undo::Bridge(bridge) => {
                 ports::remove_created_bridge(host, &bridge).map_err(|e| e.to_string())
