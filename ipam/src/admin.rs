@@ -13,7 +13,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const USAGE: &str = "usage:
+/// The admin commands' usage text.
+pub const USAGE: &str = "admin commands (without CNI_COMMAND):
   plumb-ipam list    [--data-dir DIR] [--network-name NAME]   reservations, one line per address
   plumb-ipam usage   [--data-dir DIR] [--network-name NAME]   used and free addresses per range
   plumb-ipam release [--data-dir DIR] [--network-name NAME] (--ip IP | --container ID --ifname IF) [--force]

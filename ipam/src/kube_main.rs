@@ -4,7 +4,13 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = if std::env::var_os("CNI_COMMAND").is_none() && !args.is_empty() {
+    let code = if let Some(ask) = plumb_ipam::plugin::person_asks(&args) {
+        let about = plumb_cni::cli::About {
+            name: plumb_ipam::helper::NAME,
+            ..plumb_ipam::plugin::ABOUT
+        };
+        plumb_cni::cli::answer(&about, &ask)
+    } else if std::env::var_os("CNI_COMMAND").is_none() && !args.is_empty() {
         plumb_ipam::admin::run(&args)
     } else {
         let ipam = plumb_ipam::plugin::Ipam {

@@ -7,7 +7,9 @@ use std::io::Read;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = if std::env::var_os("CNI_COMMAND").is_none() && !args.is_empty() {
+    let code = if let Some(ask) = plugin::person_asks(&args) {
+        plumb_cni::cli::answer(&plugin::ABOUT, &ask)
+    } else if std::env::var_os("CNI_COMMAND").is_none() && !args.is_empty() {
         if admin::needs_kube(&args) {
             helper::exec_admin(&args)
         } else {

@@ -30,6 +30,21 @@ impl std::fmt::Debug for Ipam {
     }
 }
 
+/// What `plumb-ipam --help` says (plumb-ipam-kube says the same under its own name).
+pub const ABOUT: plumb_cni::cli::About = plumb_cni::cli::About {
+    name: "plumb-ipam",
+    summary: "cluster IPAM: ranges, exclusions, dual-stack, on a file-locked node store or the Kubernetes store (IPBlock objects)",
+    reference: "docs/ipam.md (and docs/kubernetes.md for the Kubernetes store); README.md section \"plumb-ipam config\"; logLevel/logFile (or log_level/log_file) may also be set inside \"ipam\"",
+    more: crate::admin::USAGE,
+};
+
+/// What a person's run of plumb-ipam asks for: `--help`, `--version` or (bare) the about line; `None`
+/// for a CNI call or an admin command (the other arguments).
+pub fn person_asks(args: &[String]) -> Option<plumb_cni::cli::Ask> {
+    use plumb_cni::cli::{ask, Ask};
+    ask(args, |k| std::env::var(k).ok()).filter(|a| !matches!(a, Ask::Unknown(_)))
+}
+
 /// The operations of the Kubernetes store, as the plugin calls them.
 pub trait KubeStore: Sync {
     /// ADD: one address per range (the static requests where given).
@@ -86,10 +101,19 @@ impl Plugin for Ipam {
         "plumb-ipam"
     }
 
+    fn about(&self) -> plumb_cni::cli::About {
+        ABOUT
+    }
+
+    fn log_sections(&self) -> &'static [&'static str] {
+        &["ipam"]
+    }
+
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         req.env.args.check_known(self.name(), &[])?;
         let cfg = IpamConfig::from_conf(&req.conf)?;
         enforce_policy(req, &cfg)?;
+        log::debug!("plan: {cfg:?}");
         let statics = static_requests(req)?;
         // A result the config's version cannot hold (two IPv4 ranges at 0.2.0, an IPv6 route without
         // an IPv6 range at 0.1.0) is refused before anything is reserved: the entry point converts the

@@ -85,8 +85,36 @@ async fn client(s: &KubeSettings) -> CniResult<Client> {
     config.default_retry = false;
     config.read_timeout = Some(s.timeout);
     config.connect_timeout = Some(s.timeout);
-    Client::try_from(config)
+    // The host and port only: a URL's user-info part is a credential.
+    let url = &config.cluster_url;
+    log::debug!(
+        "kubernetes client: {}://{}{} as node {} (kubeconfig {})",
+        url.scheme_str().unwrap_or("https"),
+        url.host().unwrap_or("?"),
+        url.port_u16().map(|p| format!(":{p}")).unwrap_or_default(),
+        s.node,
+        s.kubeconfig
+            .as_deref()
+            .unwrap_or("in-cluster service account")
+    );
+    logged_client(config)
         .map_err(|e| unreachable("cannot build the Kubernetes client".into())(e.to_string()))
+}
+
+/// A client whose every request is logged at debug level as method and path (with the query): never
+/// a header, so never the bearer token, and never a body.
+fn logged_client(config: Config) -> Result<Client, kube::Error> {
+    let log = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
+        log::debug!(
+            "kubernetes request: {} {}",
+            req.method(),
+            req.uri().path_and_query().map_or("/", |p| p.as_str())
+        );
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&log)
+        .build())
 }
 
 /// What to do with an API error: retry (after re-listing) or give up with this CNI error.

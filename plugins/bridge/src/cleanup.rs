@@ -36,6 +36,7 @@ impl Cleanup {
     /// Records a step that failed outside [`Cleanup::run`].
     pub fn fail(&mut self, step: &str, e: CniError) {
         eprintln!("{}: DEL step {step:?} failed: {e}", self.plugin);
+        plumb_cni::log::failed_step(&format!("DEL {step}"), &e.to_string());
         self.failed.push((step.to_string(), e));
     }
 

@@ -180,15 +180,39 @@ pub enum Undo {
     },
 }
 
+impl Undo {
+    /// The step's name in log lines.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Undo::Bridge(_) => "bridge",
+            Undo::HostVeth(_) => "host veth",
+            Undo::Ipam => "ipam",
+            Undo::Spoofcheck => "spoofcheck",
+            Undo::Masquerade => "masquerade",
+            Undo::VlanGateway => "vlan gateway",
+            Undo::GatewayAddress { .. } => "gateway address",
+        }
+    }
+}
+
 impl Plugin for Bridge {
     fn name(&self) -> &'static str {
         "plumb-bridge"
+    }
+
+    fn about(&self) -> plumb_cni::cli::About {
+        plumb_cni::cli::About::new(
+            self.name(),
+            "a Linux bridge with VLAN access/trunk ports and a MAC spoof check, compatible with the reference bridge config",
+            "docs/bridge.md; README.md section \"plumb-bridge config\"",
+        )
     }
 
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         req.env.args.check_known(self.name(), &[])?;
         let mut cfg = BridgeConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
         crate::policy::enforce(req, &mut cfg)?;
+        log::debug!("plan: {cfg:?}");
         let ns = open_netns(req)?;
         let _lock = lock_bridge(&cfg.bridge)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
@@ -381,6 +405,12 @@ pub fn add_attachment(
 pub fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<Undo>) {
     let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
     for step in undo.into_iter().rev() {
+        let label = step.label();
+        log::debug!("rollback step: {label}");
+        if let Err(e) = failpoint::check(&format!("rollback-{label}")) {
+            plumb_cni::log::failed_step(&format!("rollback {label}"), &e.msg);
+            continue;
+        }
         let outcome = match step {
             Undo::Bridge(bridge) => {
                 ports::remove_created_bridge(host, &bridge).map_err(|e| e.to_string())
@@ -407,6 +437,7 @@ pub fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<U
         };
         if let Err(e) = outcome {
             eprintln!("plumb-bridge: rollback step failed: {e}");
+            plumb_cni::log::failed_step(&format!("rollback {label}"), &e);
         }
     }
 }

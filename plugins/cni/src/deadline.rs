@@ -71,7 +71,8 @@ pub fn arm(plugin: &'static str, command: &str, version: Version) {
             secs(bound)
         ),
     );
-    let reply = msg.to_json(version.as_str()).to_string() + "\n";
+    let reply_json = msg.to_json(version.as_str());
+    let reply = reply_json.to_string() + "\n";
     let note = format!("{plugin}: {}\n", msg.msg);
     let spawned = std::thread::Builder::new()
         .name("plumb-deadline".into())
@@ -79,7 +80,7 @@ pub fn arm(plugin: &'static str, command: &str, version: Version) {
             while let Some(left) = at.checked_duration_since(Instant::now()) {
                 std::thread::sleep(left);
             }
-            expire(&reply, &note)
+            expire(&reply, &note, &reply_json)
         });
     if let Err(e) = spawned {
         eprintln!("{plugin}: cannot start the deadline watchdog: {e}");
@@ -122,13 +123,14 @@ pub fn wait_for_the_end() -> ! {
     }
 }
 
-fn expire(reply: &str, note: &str) -> ! {
+fn expire(reply: &str, note: &str, reply_json: &serde_json::Value) -> ! {
     if REPLY
         .compare_exchange(NOBODY, WATCHDOG, Ordering::SeqCst, Ordering::SeqCst)
         .is_ok()
     {
         write_all(1, reply.as_bytes());
         write_all(2, note.as_bytes());
+        crate::log::finish_without_waiting(reply_json);
     } else {
         // The command is printing its reply: let it finish, but never wait on a stuck stdout forever.
         std::thread::sleep(Duration::from_secs(2));

@@ -3,6 +3,7 @@
 //! netlink here.
 
 pub mod args;
+pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod delegate;
@@ -10,6 +11,7 @@ pub mod env;
 pub mod error;
 pub mod failpoint;
 pub mod lock;
+pub mod log;
 pub mod policy;
 pub mod result;
 pub mod skel;

@@ -1,6 +1,7 @@
 //! The plugin entry point: read the environment and stdin, check what the spec requires for the
 //! command and version, call the plugin, and print its result or its error in the config's version.
 
+use crate::cli::About;
 use crate::config::{parse_object, validate_network_name, version_of, NetConf};
 use crate::env::{Command, Env};
 use crate::error::{code, CniError, CniResult};
@@ -34,10 +35,23 @@ pub trait Plugin {
     fn status(&self, req: &Request) -> CniResult<()>;
     /// GC: release what belongs to attachments outside `valid_attachments`.
     fn gc(&self, req: &Request) -> CniResult<()>;
+    /// What `--help` says about the binary (see [`crate::cli`]).
+    fn about(&self) -> About {
+        About::new(self.name(), "a plumb CNI plugin", "docs/ and README.md")
+    }
+    /// Config objects whose `logLevel`/`logFile` (or `log_level`/`log_file`) also apply, over the
+    /// top level's (plumb-ipam: `ipam`). See [`crate::log`].
+    fn log_sections(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
-/// Runs the plugin against this process's environment, stdin and stdout; returns the exit code.
+/// Runs the plugin against this process's environment, stdin and stdout; returns the exit code. Run
+/// by a person (no CNI_COMMAND), it answers `--help`, `--version` or with its about line instead.
 pub fn run_process(plugin: &dyn Plugin) -> i32 {
+    if let Some(exit) = crate::cli::by_person(&plugin.about()) {
+        return exit;
+    }
     let mut stdin = Vec::new();
     match std::io::stdin().read_to_end(&mut stdin) {
         Ok(_) => run_with_stdin(plugin, &stdin),
@@ -50,18 +64,33 @@ pub fn run_process(plugin: &dyn Plugin) -> i32 {
 }
 
 /// Like [`run_process`], with stdin already read (by a binary that looked at the config first).
-/// The command runs under the process's hard deadline ([`crate::deadline`]).
+/// The command runs under the process's hard deadline ([`crate::deadline`]) and writes its log line
+/// ([`crate::log`]); log settings that are not usable fail every command but DEL with code 7.
 pub fn run_with_stdin(plugin: &dyn Plugin, stdin: &[u8]) -> i32 {
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
     crate::deadline::arm(plugin.name(), &command, reply_version(stdin));
-    let (exit, out) = dispatch(plugin, Env::from_process(), stdin);
+    let log_error = crate::log::start(plugin.name(), plugin.log_sections(), stdin);
+    let (exit, out) = match log_error {
+        Some(e) if command != Command::Del.as_str() => {
+            (1, e.to_json(reply_version(stdin).as_str()))
+        }
+        _ => dispatch(plugin, Env::from_process(), stdin),
+    };
+    crate::log::finish(exit, &out);
     print_reply(exit, &out)
 }
 
-/// Prints `err` as the reply to the config in `stdin` (in that config's version) and returns the
-/// exit code of a failed call.
+/// Prints `err` as the reply to the config in `stdin` (in that config's version), logs it, and
+/// returns the exit code of a failed call.
 pub fn fail(stdin: &[u8], err: &CniError) -> i32 {
-    print_reply(1, &err.to_json(reply_version(stdin).as_str()))
+    let out = err.to_json(reply_version(stdin).as_str());
+    let binary = std::env::args()
+        .next()
+        .and_then(|a| a.rsplit('/').next().map(str::to_string))
+        .unwrap_or_else(|| "plumb".into());
+    crate::log::start(Box::leak(binary.into_boxed_str()), &[], stdin);
+    crate::log::finish(1, &out);
+    print_reply(1, &out)
 }
 
 fn print_reply(exit: i32, out: &Value) -> i32 {

@@ -18,6 +18,14 @@ impl Plugin for MacSpoofChk {
         "plumb-macspoofchk"
     }
 
+    fn about(&self) -> plumb_cni::cli::About {
+        plumb_cni::cli::About::new(
+            self.name(),
+            "the MAC spoof check of plumb-bridge as a chained plugin, after any veth-based plugin",
+            "docs/bridge.md (macspoofchk); README.md section \"plumb-macspoofchk config\"",
+        )
+    }
+
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let prev = prev_result(req)?;
         // The container must exist and not be the host: the check belongs to a container's veth.

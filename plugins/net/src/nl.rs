@@ -74,6 +74,7 @@ impl Route {
         flags: u16,
         what: &str,
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        log::debug!("netlink request: {what}");
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();

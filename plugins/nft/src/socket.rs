@@ -195,6 +195,7 @@ impl Socket {
     /// Sends a transaction and waits for the kernel's answer to each request in it. On
     /// `Ok(())` everything was committed; on `Rejected` nothing was.
     pub fn commit(&mut self, mut batch: Batch) -> Result<(), CommitError> {
+        log::debug!("nftables transaction: {}", batch.what.join("; "));
         batch.control(NFNL_MSG_BATCH_END, "end of batch");
         let n = batch.msgs.len();
         let mut seqs = Vec::with_capacity(n);
@@ -256,6 +257,7 @@ impl Socket {
         dump: bool,
         attrs: impl Fn(&mut AttrWriter),
     ) -> io::Result<Vec<Vec<u8>>> {
+        log::debug!("nftables request: {what}");
         'retry: for _ in 0..DUMP_RETRIES {
             let mut req = MsgBuf::new();
             let hdr = Header {

@@ -48,10 +48,19 @@ impl Plugin for Vxlan {
         "plumb-vxlan"
     }
 
+    fn about(&self) -> plumb_cni::cli::About {
+        plumb_cni::cli::About::new(
+            self.name(),
+            "a VXLAN overlay: a shared VTEP and bridge per network, peers by multicast, a unicast list or the cluster's Nodes",
+            "docs/vxlan.md; README.md section \"plumb-vxlan config\"",
+        )
+    }
+
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         req.env.args.check_known(self.name(), &[])?;
         let mut cfg = VxlanConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
         let guard = crate::policy::enforce(req, &mut cfg)?;
+        log::debug!("plan: {cfg:?}");
         let ns = open_netns(req)?;
         if let Some(out) = masquerade_out(&cfg) {
             if !router::has_interface(&ns, out).map_err(os("cannot look into the pod netns"))? {
@@ -96,6 +105,7 @@ impl Plugin for Vxlan {
                 if matches!(cfg.role, Role::Router { .. }) {
                     if let Err(u) = router::undo(&ns, &chain, changed) {
                         eprintln!("plumb-vxlan: rollback of the router setup failed: {u}");
+                        plumb_cni::log::failed_step("rollback router", &u.to_string());
                     }
                 }
                 rollback(req, &port, &mut host, undo);

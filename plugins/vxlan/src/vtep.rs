@@ -81,10 +81,14 @@ pub fn ensure(
 /// Deletes whatever of the shared devices [`ensure`] created (rollback of a failed first ADD).
 pub fn remove_created(nl: &mut Route, s: &Shared) {
     if s.created_vtep {
-        let _ = link::delete(nl, s.vtep.index, &s.vtep.name);
+        if let Err(e) = link::delete(nl, s.vtep.index, &s.vtep.name) {
+            plumb_cni::log::failed_step("rollback vtep", &e.to_string());
+        }
     }
     if s.created_bridge {
-        let _ = link::delete(nl, s.bridge.index, &s.bridge.name);
+        if let Err(e) = link::delete(nl, s.bridge.index, &s.bridge.name) {
+            plumb_cni::log::failed_step("rollback bridge", &e.to_string());
+        }
     }
 }
 
