@@ -170,7 +170,12 @@ fn read_record(path: &Path) -> Option<(String, String, Vec<Ipv4Addr>)> {
 
 fn snapshot(dir: &Path) -> Snapshot {
     let mut s = Snapshot::default();
-    for e in fs::read_dir(dir).expect("list store").flatten() {
+    // Every ADD of a first round may be killed before the store's directory exists: an empty store.
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return s,
+        r => r.expect("list store"),
+    };
+    for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
         if let Some(addr) = name.strip_prefix("ip-") {
