@@ -75,7 +75,10 @@ pub fn help_text(about: &About) -> String {
          \x20 logFile    absolute path of the node log file (default: stderr); rotated to <file>.1 at 10 MiB\n\
          Environment (wins over the config):\n\
          \x20 {}    as logLevel\n\
-         \x20 {}     as logFile\n\n\
+         \x20 {}     as logFile\n\
+         Node settings (environment only; tenants cannot set them):\n\
+         \x20 {}  the tenant policy file (default {}; see docs/policy.md)\n\
+         \x20 {}  how long a command may run before it is stopped (default {} s)\n\n\
          Options (without CNI_COMMAND):\n\
          \x20 -h, --help      this text\n\
          \x20 -V, --version   the plumb version, the git commit and the CNI versions\n",
@@ -84,6 +87,10 @@ pub fn help_text(about: &About) -> String {
         about.reference,
         crate::log::LEVEL_VAR,
         crate::log::FILE_VAR,
+        crate::policy::ENV_VAR,
+        crate::policy::DEFAULT_PATH,
+        crate::deadline::VAR,
+        crate::deadline::DEFAULT.as_secs(),
     );
     if !about.more.is_empty() {
         s.push('\n');
@@ -226,6 +233,8 @@ mod tests {
             "logFile",
             "PLUMB_LOG_LEVEL",
             "PLUMB_LOG_FILE",
+            "PLUMB_POLICY_FILE",
+            "docs/policy.md",
             "subcommands: list",
         ] {
             assert!(h.contains(part), "{part}: {h}");
