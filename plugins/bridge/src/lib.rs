@@ -11,3 +11,5 @@ pub mod naming;
 pub mod plugin;
 pub mod ports;
 pub mod results;
+pub mod uplink;
+pub mod uplink_gc;
