@@ -10,7 +10,7 @@
 use conformance::iproute::parse_json;
 use conformance::netns::Netns;
 use conformance::plugin::{Call, Outcome};
-use conformance::result::first_address;
+use conformance::result::{first_address, host_veth};
 use conformance::skip::{skip, unavailable};
 use conformance::{plumb_bin, unique_name, TempDir};
 use plumb_bridge::naming::uplink_vlan;
@@ -340,9 +340,14 @@ fn seed_004(layout: Layout, uplink_prefix: &str, octet: u8) {
     let results: Vec<Value> = pods.iter().map(|(v, p)| node.add(p, &confs[v])).collect();
 
     // The pieces: MTU from the uplink on every end.
-    for r in &results {
-        for i in r["interfaces"].as_array().expect("interfaces") {
-            assert_eq!(i["mtu"], json!(UPLINK_MTU), "{r}");
+    for ((v, p), r) in pods.iter().zip(&results) {
+        let pod_if = parse_json(&p.ns.exec(&["ip", "-j", "link", "show", IFNAME]))[0].clone();
+        for l in [
+            node.link(&node.bridges[v]).expect("bridge"),
+            node.link(&host_veth(r)).expect("host veth"),
+            pod_if,
+        ] {
+            assert_eq!(l["mtu"], json!(UPLINK_MTU), "{l}");
         }
     }
     match layout {
