@@ -838,3 +838,41 @@ fn gc_uplinks_lists_and_removes_only_unused_marked_pieces() {
     );
     assert_eq!(node.gc(&[]), (0, String::new()));
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The deploy examples
+
+#[test]
+fn vlan_uplink_examples_are_seed_004_in_both_layouts() {
+    use plumb_bridge::config::{BridgeConfig, UplinkLayout};
+    let dir = conformance::workspace_root().join("deploy/examples/vlan-uplink");
+    for (file, trunk) in [("per-vlan-bridges.yaml", false), ("one-bridge.yaml", true)] {
+        let text = std::fs::read_to_string(dir.join(file)).expect(file);
+        let mut vids = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let nad: Value = serde::Deserialize::deserialize(doc).expect(file);
+            assert_eq!(nad["kind"], "NetworkAttachmentDefinition", "{file}");
+            let raw = nad["spec"]["config"].as_str().expect("spec.config");
+            let conf = plumb_cni::NetConf::parse(raw.as_bytes()).expect(file);
+            let cfg =
+                BridgeConfig::from_conf(&conf, None).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+            assert_eq!(cfg.uplink.as_deref(), Some("enp4s0f0"), "{file}");
+            assert!(cfg.macspoofchk, "{file}");
+            let vid = match cfg.uplink_layout {
+                Some(UplinkLayout::PerVlan(v)) if !trunk => {
+                    assert_eq!(
+                        cfg.bridge,
+                        format!("bridge{v}"),
+                        "{file}: the seed's bridge names"
+                    );
+                    v
+                }
+                Some(UplinkLayout::Trunk) if trunk => cfg.vlan,
+                other => panic!("{file}: layout {other:?}"),
+            };
+            assert_eq!(nad["metadata"]["name"], format!("vlan{vid}"), "{file}");
+            vids.push(vid);
+        }
+        assert_eq!(vids, VLANS, "{file}");
+    }
+}
