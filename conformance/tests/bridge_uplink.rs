@@ -185,6 +185,13 @@ impl Node {
             .run_in(&plumb_bin("plumb-bridge"), &self.ns.name)
     }
 
+    /// ADD with `PLUMB_FAILPOINT=<step>`: an injected failure after that step.
+    fn add_failing_at(&self, pod: &Pod, conf: &Value, step: &str) -> Outcome {
+        Call::new("ADD", &pod.cid, &pod.ns.path(), IFNAME, conf)
+            .env("PLUMB_FAILPOINT", step)
+            .run_in(&plumb_bin("plumb-bridge"), &self.ns.name)
+    }
+
     fn add(&self, pod: &Pod, conf: &Value) -> Value {
         self.run("ADD", pod, conf).ok()
     }
@@ -708,6 +715,64 @@ fn uplink_check_reports_drift() {
         &["is not a port of bridge"],
     );
     node.del(&p, &conf);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A failed first ADD takes back the uplink pieces it made
+
+#[test]
+fn uplink_failed_first_add_leaves_nothing() {
+    if vlan_skip("uplink_failed_first_add_leaves_nothing") {
+        return;
+    }
+    for (layout, octet) in [(Layout::PerVlan, 9), (Layout::Trunk, 10)] {
+        let node = Node::new("up", octet, layout);
+        let conf = node.conf(2003, layout, json!({}));
+        let before = node.names();
+        let p = Pod::new();
+        for step in ["uplink", "bridge", "ipam", "spoofcheck"] {
+            let out = node.add_failing_at(&p, &conf, step);
+            assert_err(&out, 199, &[step]);
+            assert_eq!(
+                node.names(),
+                before,
+                "{layout:?}: failure after {step} left links"
+            );
+            assert_eq!(
+                master(&node.link(&node.uplink).unwrap()),
+                None,
+                "{layout:?} {step}"
+            );
+            assert!(node.reservations().is_empty(), "{layout:?} {step}");
+        }
+        // An existing VLAN interface of the right VLAN joins a new bridge; a failed ADD releases it
+        // (and removes the bridge it made), leaving the interface as it was.
+        if layout == Layout::PerVlan {
+            let sub = uplink_vlan(&node.uplink, 2003);
+            node.ns.exec(&[
+                "ip",
+                "link",
+                "add",
+                "link",
+                &node.uplink,
+                "name",
+                &sub,
+                "type",
+                "vlan",
+                "id",
+                "2003",
+            ]);
+            let before = node.names();
+            assert_err(&node.add_failing_at(&p, &conf, "ipam"), 199, &["ipam"]);
+            assert_eq!(node.names(), before);
+            assert_eq!(master(&node.link(&sub).unwrap()), None);
+            assert_eq!(
+                node.link(&sub).unwrap()["ifalias"],
+                Value::Null,
+                "not plumb's: no mark"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------

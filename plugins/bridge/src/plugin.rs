@@ -177,7 +177,8 @@ pub enum Undo {
     VlanGateway,
     /// The uplink's VLAN interface, created by this ADD (per-VLAN uplink layout).
     UplinkVlanIf(Link),
-    /// The uplink, made a port of the bridge by this ADD (one-bridge uplink layout).
+    /// The uplink (one-bridge layout) or its VLAN interface (per-VLAN layout), made a port of the
+    /// bridge by this ADD.
     UplinkJoined(Link),
     /// VLAN ranges this ADD added to the uplink port.
     UplinkVlans(Link, Vec<(u16, u16)>),

@@ -341,6 +341,8 @@ pub fn ensure(
             if sub.controller != Some(bridge.index) {
                 link::set_controller(nl, &sub, bridge)
                     .map_err(os("cannot make the uplink VLAN interface a bridge port"))?;
+                // Released again on rollback, so that a bridge this ADD made is empty and goes too.
+                undo.push(Undo::UplinkJoined(sub.clone()));
             }
             if !sub.up {
                 link::set_up(nl, &sub, true)
