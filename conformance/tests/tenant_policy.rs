@@ -314,6 +314,17 @@ fn vlans_outside_the_policy_are_denied_before_anything_is_made() {
             json!({"vlanTrunk": [{"minID": 1000, "maxID": 2003}]}),
             vec!["vlanTrunk[0] 1000-2003", "1000 is not"],
         ),
+        // A per-VLAN uplink bridge joins VLAN `vlan` of the wire even though its pods are untagged.
+        (
+            json!({"uplink": CARRIER, "vlan": 2006}),
+            vec!["vlan 2006", "(allowed: 1, 2003-2005)"],
+        ),
+        // The uplink trunk of a VLAN-filtering bridge carries its fixed VLANs onto the bridge.
+        (
+            json!({"uplink": CARRIER, "vlanFiltering": true, "vlan": 2003,
+                   "uplinkTrunk": [{"minID": 2003, "maxID": 2010}]}),
+            vec!["uplinkTrunk[0] 2003-2010", "2006 is not"],
+        ),
     ];
     for (extra, needles) in cases {
         let out = lab.run(
@@ -758,4 +769,38 @@ fn installer_installs_the_policy_configmap_and_the_plugins_enforce_it() {
         ],
     );
     lab.assert_nothing_left();
+}
+
+#[test]
+fn an_uplink_is_denied_where_host_interfaces_are_not_allowed() {
+    if unavailable(
+        "an_uplink_is_denied_where_host_interfaces_are_not_allowed",
+        &[],
+    ) {
+        return;
+    }
+    let lab = Lab::new();
+    lab.policy(r#"{"default": {"hostInterfaces": false, "vlans": [1, 2003]}}"#);
+    let br = unique_name("tpu");
+    for extra in [
+        json!({"uplink": CARRIER, "vlan": 2003}),
+        json!({"uplink": CARRIER, "vlanFiltering": true, "vlan": 2003}),
+    ] {
+        let out = lab.run(
+            "plumb-bridge",
+            "ADD",
+            &lab.bridge_conf(&br, extra),
+            Some("tenant-c"),
+        );
+        denied(
+            &out,
+            &[
+                "namespace \"tenant-c\"",
+                &format!("uplink \"{CARRIER}\""),
+                "policy rule default.hostInterfaces",
+                "may not enslave host interfaces",
+            ],
+        );
+        lab.assert_nothing_left();
+    }
 }

@@ -86,6 +86,7 @@ pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
     let bridge = link::by_name(&mut host, &cfg.bridge)
         .map_err(os("cannot look up the bridge"))?
         .ok_or_else(|| mismatch(format!("bridge {} does not exist", cfg.bridge)))?;
+    crate::uplink::check(&mut host, cfg, &bridge)?;
     let host_name = naming::host_veth(cid, ifname);
     let hv = link::by_name(&mut host, &host_name)
         .map_err(os("cannot look up the host veth"))?

@@ -48,6 +48,24 @@ pub struct BridgeConfig {
     pub dns: Option<Dns>,
     /// The MAC for the container interface: CNI_ARGS MAC < args.cni.mac < runtimeConfig.mac.
     pub mac: Option<[u8; 6]>,
+    /// `uplink`: the node's trunked NIC that plumb connects the bridge to (see [`UplinkLayout`]).
+    pub uplink: Option<String>,
+    /// The layout of the uplink pieces, when `uplink` is given.
+    pub uplink_layout: Option<UplinkLayout>,
+    /// `uplinkTrunk`: with the one-bridge layout, the fixed VLAN ranges the uplink carries (instead of
+    /// exactly the VLANs of the attachments).
+    pub uplink_trunk: Vec<(u16, u16)>,
+}
+
+/// How `uplink` connects the bridge to the node's trunked NIC (docs/bridge.md, "Uplinks").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkLayout {
+    /// `vlan: N` without `vlanFiltering`: an 802.1Q interface `<uplink>.<N>` is the bridge's port to
+    /// the NIC; the bridge carries only VLAN N, untagged, and pods are plain ports.
+    PerVlan(u16),
+    /// `vlanFiltering: true`: the NIC itself is a tagged trunk port of one VLAN-filtering bridge; pods
+    /// are access (`vlan`) or trunk (`vlanTrunk`) ports as without `uplink`.
+    Trunk,
 }
 
 impl Default for BridgeConfig {
@@ -72,6 +90,9 @@ impl Default for BridgeConfig {
             ipam_type: None,
             dns: None,
             mac: None,
+            uplink: None,
+            uplink_layout: None,
+            uplink_trunk: Vec::new(),
         }
     }
 }
@@ -94,7 +115,7 @@ impl BridgeConfig {
             }
             Some(m) => Some(m as u32),
         };
-        let cfg = BridgeConfig {
+        let mut cfg = BridgeConfig {
             bridge,
             is_gateway: flag("isGateway")? || is_default_gateway,
             is_default_gateway,
@@ -113,7 +134,11 @@ impl BridgeConfig {
             ipam_type: ipam_type(raw)?,
             mac: pick_mac(conf, cni_args_mac)?,
             dns: parse_dns(raw)?,
+            uplink: opt_str(raw, "uplink")?,
+            uplink_layout: None,
+            uplink_trunk: parse_ranges(raw, "uplinkTrunk")?,
         };
+        crate::uplink::settle_config(&mut cfg, flag("vlanFiltering")?)?;
         if let Some(backend) = opt_str(raw, "ipMasqBackend")? {
             if backend != "iptables" && backend != "nftables" {
                 return Err(CniError::config(format!(
@@ -154,6 +179,9 @@ pub struct DelConfig {
     pub vlan_gateway: Option<u16>,
     /// `ipam.type`, when it is a non-empty string.
     pub ipam_type: Option<String>,
+    /// With the one-bridge uplink layout and no `uplinkTrunk`: the uplink and the VLANs of this
+    /// attachment, which DEL takes off the uplink when no other port of the bridge carries them.
+    pub uplink_vlans: Option<(String, Vec<(u16, u16)>)>,
 }
 
 impl DelConfig {
@@ -172,7 +200,24 @@ impl DelConfig {
             .and_then(Value::as_u64)
             .filter(|v| (1..=MAX_VLAN as u64).contains(v))
             .map(|v| v as u16);
+        let uplink = raw
+            .get("uplink")
+            .and_then(Value::as_str)
+            .filter(|u| validate_ifname("uplink", u).is_ok());
+        let filtering = flag("vlanFiltering");
+        // With `uplink` and no `vlanFiltering`, `vlan` names the uplink's VLAN interface, and the
+        // gateway address sits on the bridge itself: there is no `<bridge>.<vlan>` of plumb's.
+        let per_vlan_uplink = raw.get("uplink").is_some_and(|u| !u.is_null()) && !filtering;
+        let uplink_vlans = match uplink {
+            Some(u) if filtering && matches!(raw.get("uplinkTrunk"), None | Some(Value::Null)) => {
+                let mut vids = parse_trunk(raw).unwrap_or_default();
+                vids.extend(vlan.map(|v| (v, v)));
+                Some((u.to_string(), vids)).filter(|(_, v)| !v.is_empty())
+            }
+            _ => None,
+        };
         let vlan_gateway = match (&bridge, vlan) {
+            _ if per_vlan_uplink => None,
             (Some(b), Some(v)) if flag("isGateway") || flag("isDefaultGateway") => {
                 Some(v).filter(|_| validate_ifname("bridge", &format!("{b}.{v}")).is_ok())
             }
@@ -182,6 +227,7 @@ impl DelConfig {
             bridge,
             vlan_gateway,
             ipam_type: lenient_ipam_type(raw),
+            uplink_vlans,
         }
     }
 }
@@ -232,18 +278,25 @@ pub fn ipam_type(raw: &Map<String, Value>) -> CniResult<Option<String>> {
 }
 
 fn parse_trunk(raw: &Map<String, Value>) -> CniResult<Vec<(u16, u16)>> {
-    let items = match raw.get("vlanTrunk") {
+    parse_ranges(raw, "vlanTrunk")
+}
+
+/// A list of VLAN ranges in the `vlanTrunk` syntax, read from `field`.
+pub fn parse_ranges(raw: &Map<String, Value>, field: &str) -> CniResult<Vec<(u16, u16)>> {
+    let items = match raw.get(field) {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
-        Some(_) => return Err(CniError::config(
-            "field \"vlanTrunk\" must be an array of {\"id\": N} or {\"minID\": A, \"maxID\": B}",
-        )),
+        Some(_) => {
+            return Err(CniError::config(format!(
+            "field \"{field}\" must be an array of {{\"id\": N}} or {{\"minID\": A, \"maxID\": B}}"
+        )))
+        }
     };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let obj = item.as_object().ok_or_else(|| {
             CniError::config(format!(
-                "vlanTrunk[{i}] must be an object: {{\"id\": N}} or {{\"minID\": A, \"maxID\": B}}"
+                "{field}[{i}] must be an object: {{\"id\": N}} or {{\"minID\": A, \"maxID\": B}}"
             ))
         })?;
         let get = |f: &str| -> CniResult<Option<u16>> {
@@ -252,7 +305,7 @@ fn parse_trunk(raw: &Map<String, Value>) -> CniResult<Vec<(u16, u16)>> {
                 Some(v) => match v.as_u64() {
                     Some(n) if (1..=MAX_VLAN as u64).contains(&n) => Ok(Some(n as u16)),
                     _ => Err(CniError::config(format!(
-                        "vlanTrunk[{i}].{f} must be a VLAN id from 1 to {MAX_VLAN}, not {v}"
+                        "{field}[{i}].{f} must be a VLAN id from 1 to {MAX_VLAN}, not {v}"
                     ))),
                 },
             }
@@ -262,12 +315,12 @@ fn parse_trunk(raw: &Map<String, Value>) -> CniResult<Vec<(u16, u16)>> {
             (None, Some(lo), Some(hi)) if lo <= hi => (lo, hi),
             (None, Some(lo), Some(hi)) => {
                 return Err(CniError::config(format!(
-                    "vlanTrunk[{i}]: minID {lo} is greater than maxID {hi}"
+                    "{field}[{i}]: minID {lo} is greater than maxID {hi}"
                 )))
             }
             _ => {
                 return Err(CniError::config(format!(
-                    "vlanTrunk[{i}] must have either \"id\" or both \"minID\" and \"maxID\""
+                    "{field}[{i}] must have either \"id\" or both \"minID\" and \"maxID\""
                 )))
             }
         };
@@ -426,6 +479,87 @@ mod tests {
             None
         )
         .is_err());
+    }
+
+    #[test]
+    fn uplink_layouts() {
+        let c = cfg(json!({"bridge": "bridge2003", "uplink": "enp4s0f0", "vlan": 2003})).unwrap();
+        assert_eq!(c.uplink.as_deref(), Some("enp4s0f0"));
+        assert_eq!(c.uplink_layout, Some(UplinkLayout::PerVlan(2003)));
+        // The VLAN is the uplink interface's: the pod port is a plain port of a plain bridge.
+        assert_eq!(c.vlan, 0);
+        assert!(!c.uses_vlans());
+        let c = cfg(json!({"uplink": "enp4s0f0", "vlanFiltering": true, "vlan": 2004})).unwrap();
+        assert_eq!((c.uplink_layout, c.vlan), (Some(UplinkLayout::Trunk), 2004));
+        let c = cfg(
+            json!({"uplink": "enp4s0f0", "vlanFiltering": true, "vlan": 2004,
+                           "uplinkTrunk": [{"minID": 2003, "maxID": 2005}]}),
+        )
+        .unwrap();
+        assert_eq!(c.uplink_trunk, vec![(2003, 2005)]);
+        assert_eq!(cfg(json!({})).unwrap().uplink_layout, None);
+        let bad = [
+            (json!({"uplink": "enp4s0f0"}), "needs \"vlan\""),
+            (
+                json!({"uplink": "enp4s0f0", "vlanFiltering": true}),
+                "needs \"vlan\" or \"vlanTrunk\"",
+            ),
+            (
+                json!({"uplink": "enp4s0f0", "vlan": 3, "vlanTrunk": [{"id": 4}]}),
+                "vlanTrunk",
+            ),
+            (
+                json!({"uplink": "enp4s0f0", "vlan": 3, "uplinkTrunk": [{"id": 3}]}),
+                "uplinkTrunk",
+            ),
+            (json!({"vlanFiltering": true, "vlan": 3}), "vlanFiltering"),
+            (json!({"uplinkTrunk": [{"id": 3}]}), "uplinkTrunk"),
+            (
+                json!({"uplink": "a-very-long-nic-name", "vlan": 3}),
+                "uplink",
+            ),
+            (json!({"uplink": 5, "vlan": 3}), "uplink"),
+            (json!({"uplink": "cni0", "vlan": 3}), "the bridge itself"),
+            (
+                json!({"uplink": "e", "vlanFiltering": true, "vlan": 10, "uplinkTrunk": [{"minID": 2003, "maxID": 2005}]}),
+                "VLAN 10",
+            ),
+            (
+                json!({"uplink": "e", "vlanFiltering": "yes", "vlan": 10}),
+                "vlanFiltering",
+            ),
+            (
+                json!({"uplink": "e", "vlanFiltering": true, "vlan": 3, "uplinkTrunk": [{"id": 0}]}),
+                "uplinkTrunk[0].id",
+            ),
+        ];
+        for (extra, needle) in bad {
+            let e = cfg(extra.clone()).unwrap_err();
+            assert_eq!(e.code, 7, "{extra}");
+            assert!(e.msg.contains(needle), "{extra}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn del_reads_the_uplink_vlans_to_release() {
+        let del = |extra: Value| {
+            let mut c = json!({"cniVersion": "1.0.0", "name": "n", "type": "plumb-bridge", "bridge": "br0"});
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            DelConfig::from_conf(&NetConf::parse(c.to_string().as_bytes()).unwrap())
+        };
+        let d = del(
+            json!({"uplink": "up0", "vlanFiltering": true, "vlan": 7, "vlanTrunk": [{"id": 9}]}),
+        );
+        assert_eq!(
+            d.uplink_vlans,
+            Some(("up0".to_string(), vec![(9, 9), (7, 7)]))
+        );
+        // A fixed uplinkTrunk stays; the per-VLAN layout has no trunk on the uplink.
+        assert_eq!(del(json!({"uplink": "up0", "vlanFiltering": true, "vlan": 7, "uplinkTrunk": [{"id": 7}]})).uplink_vlans, None);
+        let d = del(json!({"uplink": "up0", "vlan": 7, "isGateway": true}));
+        assert_eq!((d.uplink_vlans, d.vlan_gateway), (None, None));
     }
 
     #[test]

@@ -12,3 +12,5 @@ pub mod plugin;
 pub mod policy;
 pub mod ports;
 pub mod results;
+pub mod uplink;
+pub mod uplink_gc;

@@ -48,6 +48,28 @@ pub fn chain_prefix(network: &str) -> String {
     format!("p{}_", network_hash(network))
 }
 
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// The 802.1Q interface of `uplink` for VLAN `vid`: `<uplink>.<vid>` when that fits in 15 bytes; else
+/// the short form: the uplink name's first bytes, 4 hex digits of a hash of the whole uplink name, then
+/// `.<vid>` (e.g. `enp4s0f0np0` + 2003 gives `enp4s0` + 4 hex + `.2003`, 15 bytes). Deterministic, so
+/// every ADD, CHECK and the cleanup command find the same interface; two uplinks sharing the leading
+/// bytes differ in the hash, and an interface found by this name is used only after its lower device
+/// and VLAN id are verified, so a collision is refused, never shared.
+pub fn uplink_vlan(uplink: &str, vid: u16) -> String {
+    let plain = format!("{uplink}.{vid}");
+    if plain.len() <= IFNAME_MAX {
+        return plain;
+    }
+    let tail = format!("{:04x}.{vid}", fnv64(&["uplink", uplink]) >> 48);
+    let mut head = IFNAME_MAX - tail.len();
+    while !uplink.is_char_boundary(head) {
+        head -= 1;
+    }
+    format!("{}{tail}", &uplink[..head])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +90,26 @@ mod tests {
             "nft's command line needs a letter first"
         );
         assert_ne!(chain_prefix("net"), chain_prefix("other"));
+    }
+
+    #[test]
+    fn uplink_vlan_names_fit_and_stay_apart() {
+        assert_eq!(uplink_vlan("enp4s0f0", 2003), "enp4s0f0.2003");
+        assert_eq!(uplink_vlan("eth0", 5), "eth0.5");
+        let a = uplink_vlan("enp4s0f0np0", 2003);
+        let b = uplink_vlan("enp4s0f1np1", 2003);
+        assert_eq!(a.len(), 15, "{a}");
+        assert!(a.starts_with("enp4s0") && a.ends_with(".2003"), "{a}");
+        assert_ne!(a, b, "uplinks sharing their first bytes differ in the hash");
+        // Pinned: a change here renames the uplink pieces of every node.
+        assert_eq!(a, "enp4s097e8.2003");
+        assert_eq!(uplink_vlan("enp4s0f0np0", 7), "enp4s0f0np0.7");
+        assert_ne!(
+            uplink_vlan("enp4s0f0np0", 2003),
+            uplink_vlan("enp4s0f0np0", 2004)
+        );
+        // A multi-byte name is cut on a character boundary.
+        let u = uplink_vlan("éééééééééé", 2003);
+        assert!(u.len() <= 15 && u.ends_with(".2003"), "{u}");
     }
 }

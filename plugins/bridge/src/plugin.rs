@@ -22,7 +22,7 @@ use std::time::Duration;
 pub struct Bridge;
 
 /// How long ADD and DEL wait for the per-bridge lock ([`lock_bridge`]).
-const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Turns a netlink or OS error into a CNI error (I/O failure, code 5) with what was being done.
 pub fn os(what: &str) -> impl FnOnce(io::Error) -> CniError + '_ {
@@ -127,6 +127,13 @@ fn del_attachment(req: &Request, cfg: &DelConfig, sweep: &mut Cleanup) {
             gateway::remove_vlan_gateway_if_unused(host, bridge, vid)
         });
     }
+    if let (Some(host), Some(bridge), Some((up, vids))) =
+        (host.as_mut(), &cfg.bridge, &cfg.uplink_vlans)
+    {
+        sweep.run("uplink vlans", || {
+            crate::uplink::release_vlans(host, bridge, up, vids)
+        });
+    }
     if let Some(ipam) = &cfg.ipam_type {
         sweep.run("ipam", || {
             delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
@@ -168,6 +175,13 @@ pub enum Undo {
     Masquerade,
     /// The VLAN gateway interface, if no other port uses its VLAN.
     VlanGateway,
+    /// The uplink's VLAN interface, created by this ADD (per-VLAN uplink layout).
+    UplinkVlanIf(Link),
+    /// The uplink (one-bridge layout) or its VLAN interface (per-VLAN layout), made a port of the
+    /// bridge by this ADD.
+    UplinkJoined(Link),
+    /// VLAN ranges this ADD added to the uplink port.
+    UplinkVlans(Link, Vec<(u16, u16)>),
     /// A gateway address this ADD added to the bridge (or VLAN gateway interface) at `index`; only
     /// this exact address is removed, never one that was there before.
     GatewayAddress {
@@ -190,6 +204,9 @@ impl Undo {
             Undo::Spoofcheck => "spoofcheck",
             Undo::Masquerade => "masquerade",
             Undo::VlanGateway => "vlan gateway",
+            Undo::UplinkVlanIf(_) => "uplink vlan interface",
+            Undo::UplinkJoined(_) => "uplink port",
+            Undo::UplinkVlans(..) => "uplink vlans",
             Undo::GatewayAddress { .. } => "gateway address",
         }
     }
@@ -201,11 +218,14 @@ impl Plugin for Bridge {
     }
 
     fn about(&self) -> plumb_cni::cli::About {
-        plumb_cni::cli::About::new(
-            self.name(),
-            "a Linux bridge with VLAN access/trunk ports and a MAC spoof check, compatible with the reference bridge config",
-            "docs/bridge.md; README.md section \"plumb-bridge config\"",
-        )
+        plumb_cni::cli::About {
+            more: "admin command (without CNI_COMMAND):\n  plumb-bridge --gc-uplinks [--remove]   list (or remove) the uplink bridges and VLAN interfaces\n                                         plumb made that no attachment uses (docs/bridge.md \"Uplinks\")",
+            ..plumb_cni::cli::About::new(
+                self.name(),
+                "a Linux bridge with VLAN access/trunk ports and a MAC spoof check, compatible with the reference bridge config",
+                "docs/bridge.md; README.md section \"plumb-bridge config\"",
+            )
+        }
     }
 
     fn add(&self, req: &Request) -> CniResult<AddResult> {
@@ -217,7 +237,9 @@ impl Plugin for Bridge {
         let _lock = lock_bridge(&cfg.bridge)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
         let mut undo = Vec::new();
-        match add_steps(req, &cfg, &ns, &mut host, &mut undo) {
+        // The uplink port's lock, held through a rollback too.
+        let mut uplink_lock = None;
+        match add_steps(req, &cfg, &ns, &mut host, &mut undo, &mut uplink_lock) {
             Ok(r) => Ok(r),
             Err(e) => {
                 rollback(req, &cfg, &mut host, undo);
@@ -272,13 +294,25 @@ fn add_steps(
     ns: &Netns,
     host: &mut Route,
     undo: &mut Vec<Undo>,
+    uplink_lock: &mut Option<plumb_cni::lock::LockGuard>,
 ) -> CniResult<AddResult> {
-    let (bridge, created) = ports::ensure_bridge(host, cfg)?;
+    let prepared = crate::uplink::preflight(host, cfg)?;
+    let mut cfg = cfg.clone();
+    if let Some(p) = &prepared {
+        // The bridge and both veth ends take the uplink's MTU unless the config says less.
+        cfg.mtu = cfg.mtu.or(Some(p.uplink.mtu));
+    }
+    let (bridge, created) = ports::ensure_bridge(host, &cfg)?;
     if created {
         undo.push(Undo::Bridge(bridge.clone()));
     }
+    if let Some(p) = prepared {
+        let done = crate::uplink::ensure(host, &cfg, &p, &bridge, created, undo);
+        *uplink_lock = Some(p.lock);
+        done?;
+    }
     failpoint::check("bridge")?;
-    add_attachment(req, cfg, ns, host, bridge, undo)
+    add_attachment(req, &cfg, ns, host, bridge, undo)
 }
 
 /// Everything ADD does once the bridge is there: the veth pair as a bridge port, IPAM, the container
@@ -430,6 +464,9 @@ pub fn rollback(req: &Request, cfg: &BridgeConfig, host: &mut Route, undo: Vec<U
             Undo::VlanGateway => {
                 gateway::remove_vlan_gateway_if_unused(host, &cfg.bridge, cfg.vlan)
                     .map_err(|e| e.to_string())
+            }
+            Undo::UplinkVlanIf(_) | Undo::UplinkJoined(_) | Undo::UplinkVlans(..) => {
+                crate::uplink::undo(host, &step).map_err(|e| e.to_string())
             }
             Undo::GatewayAddress { index, ip, prefix } => {
                 plumb_net::addr::del_address(host, index, ip, prefix).map_err(|e| e.to_string())

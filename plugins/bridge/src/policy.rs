@@ -1,8 +1,9 @@
 //! The node's tenant policy (docs/policy.md) applied to a plumb-bridge config, in ADD and CHECK,
-//! before anything is made: the bridge name, the port's VLANs and a required spoof check. The IPAM
+//! before anything is made: the bridge name, the uplink (a host interface), the VLANs (the port's, the
+//! per-VLAN bridge's, the uplink trunk's) and a required spoof check. The IPAM
 //! limits are enforced by plumb-ipam itself, which the config delegates to.
 
-use crate::config::BridgeConfig;
+use crate::config::{BridgeConfig, UplinkLayout};
 use plumb_cni::policy::Guard;
 use plumb_cni::{CniResult, Request};
 use serde_json::Value;
@@ -13,7 +14,16 @@ use serde_json::Value;
 pub fn enforce(req: &Request, cfg: &mut BridgeConfig) -> CniResult<Guard> {
     let guard = Guard::load(&req.env.args)?;
     guard.bridge(&cfg.bridge)?;
-    guard.vlans(cfg.vlan, &cfg.trunk, cfg.preserve_default_vlan)?;
+    if let Some(uplink) = &cfg.uplink {
+        guard.host_interface("uplink", uplink)?;
+    }
+    match cfg.uplink_layout {
+        // The pods are untagged ports of a bridge that sits on VLAN `vlan` of the uplink: that VLAN is
+        // the one the network joins.
+        Some(UplinkLayout::PerVlan(vlan)) => guard.vlans(vlan, &[], false)?,
+        _ => guard.vlans(cfg.vlan, &cfg.trunk, cfg.preserve_default_vlan)?,
+    }
+    guard.vlan_spans("uplinkTrunk", &cfg.uplink_trunk)?;
     cfg.macspoofchk = guard.macspoofchk(given_bool(req, "macspoofchk"))?;
     Ok(guard)
 }

@@ -382,17 +382,7 @@ impl Guard {
             let why = format!("allowed: {allowed}");
             return Err(self.deny("vlan", &access.to_string(), &l.rule, "vlans", &why));
         }
-        for (i, &(lo, hi)) in trunk.iter().enumerate() {
-            if let Some(bad) = first_uncovered(&l.allowed, lo.into(), hi.into()) {
-                let value = if lo == hi {
-                    lo.to_string()
-                } else {
-                    format!("{lo}-{hi}")
-                };
-                let why = format!("allowed: {allowed}; {bad} is not");
-                return Err(self.deny(&format!("vlanTrunk[{i}]"), &value, &l.rule, "vlans", &why));
-            }
-        }
+        self.vlan_spans("vlanTrunk", trunk)?;
         let untagged = (access == 0 && trunk.is_empty()) || (preserve_default && access != 1);
         if untagged && first_uncovered(&l.allowed, 1, 1).is_some() {
             let (field, value) = if preserve_default {
@@ -408,6 +398,26 @@ impl Guard {
             };
             let why = format!("allowed: {allowed}; list 1 to allow untagged ports");
             return Err(self.deny(field, value, &l.rule, "vlans", &why));
+        }
+        Ok(())
+    }
+
+    /// VLAN spans a config field names (`vlanTrunk`, `uplinkTrunk`): a span with any id outside the
+    /// allowed ones is denied, naming `field[i]`.
+    pub fn vlan_spans(&self, field: &str, spans: &[(u16, u16)]) -> CniResult<()> {
+        let Some(l) = &self.rule.vlans else {
+            return Ok(());
+        };
+        for (i, &(lo, hi)) in spans.iter().enumerate() {
+            if let Some(bad) = first_uncovered(&l.allowed, lo.into(), hi.into()) {
+                let value = if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                };
+                let why = format!("allowed: {}; {bad} is not", spans_list(&l.allowed));
+                return Err(self.deny(&format!("{field}[{i}]"), &value, &l.rule, "vlans", &why));
+            }
         }
         Ok(())
     }

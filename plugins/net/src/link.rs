@@ -33,6 +33,12 @@ pub struct Link {
     pub promisc: bool,
     /// For a bridge: whether VLAN filtering is on.
     pub vlan_filtering: Option<bool>,
+    /// `IFLA_IFALIAS`: the free-text alias (`ip link set X alias ...`), if set.
+    pub alias: Option<String>,
+    /// `IFLA_LINK`: the index of the lower device (the parent of a VLAN interface), if any.
+    pub parent: Option<u32>,
+    /// For an 802.1Q VLAN interface: its VLAN id.
+    pub vlan_id: Option<u16>,
 }
 
 impl Link {
@@ -48,6 +54,9 @@ impl Link {
             lower_up: m.header.flags.contains(LinkFlags::LowerUp),
             promisc: m.header.flags.contains(LinkFlags::Promisc),
             vlan_filtering: None,
+            alias: None,
+            parent: None,
+            vlan_id: None,
         };
         for a in &m.attributes {
             match a {
@@ -55,6 +64,8 @@ impl Link {
                 LinkAttribute::Mtu(v) => l.mtu = *v,
                 LinkAttribute::Address(a) if a.len() == 6 => l.mac = a.as_slice().try_into().ok(),
                 LinkAttribute::Controller(c) if *c != 0 => l.controller = Some(*c),
+                LinkAttribute::IfAlias(a) if !a.is_empty() => l.alias = Some(a.clone()),
+                LinkAttribute::Link(p) if *p != 0 => l.parent = Some(*p),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         match i {
@@ -63,6 +74,13 @@ impl Link {
                                 for o in opts {
                                     if let InfoBridge::VlanFiltering(v) = o {
                                         l.vlan_filtering = Some(*v);
+                                    }
+                                }
+                            }
+                            LinkInfo::Data(InfoData::Vlan(opts)) => {
+                                for o in opts {
+                                    if let InfoVlan::Id(id) = o {
+                                        l.vlan_id = Some(*id);
                                     }
                                 }
                             }
@@ -304,6 +322,20 @@ pub fn set_controller(nl: &mut Route, link: &Link, controller: &Link) -> io::Res
         m,
         format!("attach {} to bridge {}", link.name, controller.name),
     )
+}
+
+/// Releases `link` from the bridge it is a port of (`ip link set X nomaster`).
+pub fn set_nomaster(nl: &mut Route, link: &Link) -> io::Result<()> {
+    let mut m = msg(link.index);
+    m.attributes.push(LinkAttribute::Controller(0));
+    set(nl, m, format!("release {} from its bridge", link.name))
+}
+
+/// Sets the free-text alias of a link (`ip link set X alias TEXT`), at most 255 bytes.
+pub fn set_alias(nl: &mut Route, link: &Link, alias: &str) -> io::Result<()> {
+    let mut m = msg(link.index);
+    m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+    set(nl, m, format!("set alias of {}", link.name))
 }
 
 /// Bridge-port options of a port; `None` leaves one unchanged.
