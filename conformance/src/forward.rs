@@ -66,7 +66,11 @@ impl Forward {
     /// As [`Forward::start`], on `127.0.0.1:<port>` (0: any free port). Several namespaces can each
     /// have a forwarder on the same port, so one kubeconfig serves them all, as one node-local path
     /// serves every node of a cluster.
-    pub fn start_at(netns: Option<&str>, port: u16, target: SocketAddr) -> std::io::Result<Forward> {
+    pub fn start_at(
+        netns: Option<&str>,
+        port: u16,
+        target: SocketAddr,
+    ) -> std::io::Result<Forward> {
         let listener = match netns {
             Some(name) => listen_in(name, port)?,
             None => TcpListener::bind(("127.0.0.1", port))?,
