@@ -22,8 +22,11 @@
 //!   Node objects created through the API with the nodes' underlay addresses as InternalIP, the nodes in
 //!   two subnets behind a routed "cloud" fabric that carries no multicast and drops frames with a foreign
 //!   source MAC.
+//! - seed 004 (VMs on VLANs, without the trunk this host's kernel cannot make): the NADs of
+//!   deploy/examples/vlan-trunk/nads.yaml as written (in `default`), KubeVirt-style annotations with a MAC,
+//!   on node A's preconfigured bridges; the trunk itself runs in the VM lane (`seed_vlan_trunk.rs`).
 //!
-//! Both check: the pod interfaces and addresses, the derived MTU (and a full-size DF ping across the
+//! The gateway scenarios check: the pod interfaces and addresses, the derived MTU (and a full-size DF ping across the
 //! nodes), the clients' traffic to a "world" namespace behind node A leaving through the router's
 //! masquerade (the world sees the router's `eth0` address as the source), the network-status annotation,
 //! the IPBlocks' allocations naming the pods (namespace, name, UID, node), CHECK, and DEL (with the netns,
@@ -92,31 +95,41 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The NetworkAttachmentDefinitions of a `deploy/examples` file: (name, config), with the node-local
-/// paths replaced (see the module doc). Everything else is as written.
-fn example_nads(rel: &str, kubeconfig: &Path, data: &Path) -> Vec<(String, Value)> {
+/// The NetworkAttachmentDefinitions of a `deploy/examples` file as written, with the node-local paths
+/// of their configs replaced (see the module doc): (the object to create, its parsed config).
+fn example_nads(rel: &str, kubeconfig: &Path, data: &Path) -> Vec<(Value, Value)> {
     let kc = json!(kubeconfig.to_str().expect("UTF-8 path"));
     yaml_docs(&workspace_file(rel))
         .into_iter()
-        .map(|doc| {
+        .map(|mut doc| {
             assert_eq!(doc["kind"], "NetworkAttachmentDefinition", "{rel}: {doc}");
-            let name = doc["metadata"]["name"].as_str().expect("metadata.name");
+            let name = doc["metadata"]["name"]
+                .as_str()
+                .expect("metadata.name")
+                .to_string();
             let text = doc["spec"]["config"].as_str().expect("spec.config");
             let mut conf: Value = serde_json::from_str(text)
                 .unwrap_or_else(|e| panic!("{rel}: {name}: spec.config is not JSON: {e}"));
-            assert_eq!(conf["name"], name, "{rel}: the CNI name is the NAD's");
             assert_eq!(
-                conf["ipam"]["kubernetes"]["kubeconfig"], KUBECONFIG_AS_WRITTEN,
-                "{rel}: {name}"
+                conf["name"],
+                name.as_str(),
+                "{rel}: the CNI name is the NAD's"
             );
-            conf["ipam"]["kubernetes"]["kubeconfig"] = kc.clone();
+            if conf["ipam"]["type"] == "plumb-ipam" {
+                assert_eq!(
+                    conf["ipam"]["kubernetes"]["kubeconfig"], KUBECONFIG_AS_WRITTEN,
+                    "{rel}: {name}"
+                );
+                conf["ipam"]["kubernetes"]["kubeconfig"] = kc.clone();
+                assert!(conf["ipam"]["dataDir"].is_null(), "{rel}: {name}");
+                conf["ipam"]["dataDir"] = json!(data.to_str().expect("UTF-8 path"));
+            }
             if !conf["kubernetes"].is_null() {
                 assert_eq!(conf["kubernetes"]["kubeconfig"], KUBECONFIG_AS_WRITTEN);
                 conf["kubernetes"]["kubeconfig"] = kc.clone();
             }
-            assert!(conf["ipam"]["dataDir"].is_null(), "{rel}: {name}");
-            conf["ipam"]["dataDir"] = json!(data.to_str().expect("UTF-8 path"));
-            (name.to_string(), conf)
+            doc["spec"]["config"] = json!(conf.to_string());
+            (doc, conf)
         })
         .collect()
 }
@@ -168,10 +181,12 @@ struct Scenario {
     kube_data: PathBuf,
     nodes: Vec<Node>,
     world: Netns,
-    /// The cloud fabric (Cloud underlay only) and its anti-spoof counter chain names.
+    /// The cloud fabric (Cloud underlay only).
     fabric: Option<Netns>,
     /// Node objects this scenario created through the API.
     node_objects: Vec<String>,
+    /// NADs created outside the scenario's namespace (paths), deleted at the end.
+    foreign_nads: Vec<String>,
 }
 
 impl Scenario {
@@ -312,24 +327,26 @@ impl Scenario {
             world,
             fabric,
             node_objects: Vec::new(),
+            foreign_nads: Vec::new(),
         }
     }
 
-    /// Creates the NADs of a `deploy/examples` file in the scenario's namespace; their configs.
-    fn apply_example(&self, rel: &str) -> BTreeMap<String, Value> {
+    /// Creates the NADs of a `deploy/examples` file, in the namespace they name or else the scenario's;
+    /// their configs by name.
+    fn apply_example(&mut self, rel: &str) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
-        for (name, conf) in example_nads(rel, &self.plumb_kubeconfig, &self.kube_data) {
-            let body = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-                "metadata": {"name": name}, "spec": {"config": conf.to_string()}});
-            self.c.cp.admin(
-                "POST",
-                &format!(
-                    "/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions",
-                    self.ns
-                ),
-                Some(&body),
-                201,
-            );
+        for (doc, conf) in example_nads(rel, &self.plumb_kubeconfig, &self.kube_data) {
+            let ns = doc["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(&self.ns)
+                .to_string();
+            let collection =
+                format!("/apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions");
+            self.c.cp.admin("POST", &collection, Some(&doc), 201);
+            let name = doc["metadata"]["name"].as_str().expect("name").to_string();
+            if ns != self.ns {
+                self.foreign_nads.push(format!("{collection}/{name}"));
+            }
             out.insert(name, conf);
         }
         out
@@ -491,6 +508,14 @@ impl Drop for Scenario {
                     conformance::control_plane::Auth::Admin,
                 );
             }
+        }
+        for path in &self.foreign_nads {
+            let _ = self.c.cp.request(
+                "DELETE",
+                path,
+                None,
+                conformance::control_plane::Auth::Admin,
+            );
         }
         for n in &self.node_objects {
             let _ = self.c.cp.request(
@@ -888,4 +913,128 @@ fn seed_000_unicast_peers_from_nodes_under_multus_behind_a_cloud_fabric() {
         assert_eq!(conf["peers"]["fromNodes"]["addressType"], "InternalIP");
     }
     gateway_network(&mut s, "seed 000 (from-nodes.yaml)", true);
+}
+
+/// Seed 004 under the real Multus, without the trunk: `deploy/examples/vlan-trunk/nads.yaml` as written
+/// (in `default`, the `mac` capability, the spoof check), on node A's preconfigured bridges
+/// bridge2003-2005 — here without their 802.1Q port, which this host's kernel lacks (the trunk and the
+/// VLAN isolation run in the VM lane, `seed_vlan_trunk.rs`). VM pods are annotated as KubeVirt does
+/// (`{"name": "vlan2003", "namespace": "default", "mac": ...}`): the pod interface gets the MAC, the
+/// network-status names `default/vlan2003` with that MAC, the node's spoof-check rule holds it, VMs on
+/// one VLAN reach each other, a VM that changes its MAC is cut off until it restores it, and DEL (also
+/// with the netns gone) leaves the bridges without ports and no rule.
+#[test]
+fn seed_004_vlan_nads_under_multus_with_requested_macs_and_spoof_check() {
+    let test = "seed_004_vlan_nads_under_multus_with_requested_macs_and_spoof_check";
+    if conformance::skip::skip_unless_netns(test) {
+        return;
+    }
+    let Some(c) = cluster(test) else { return };
+    let _serial = serial();
+    let mut s = Scenario::new(c, Underlay::OneSegment);
+    let nads = s.apply_example("deploy/examples/vlan-trunk/nads.yaml");
+    assert_eq!(
+        nads.keys().collect::<Vec<_>>(),
+        ["vlan2003", "vlan2004", "vlan2005"]
+    );
+    let node = &s.nodes[0].ns;
+    for (name, conf) in &nads {
+        assert_eq!(conf["macspoofchk"], true, "{name}");
+        assert_eq!(conf["capabilities"]["mac"], true, "{name}");
+        let br = conf["bridge"].as_str().expect("bridge");
+        node.exec(&["ip", "link", "add", br, "type", "bridge"]);
+        node.exec(&["ip", "link", "set", br, "up"]);
+    }
+    let ports = |br: &str| -> usize {
+        let v: Value =
+            serde_json::from_str(&node.exec(&["ip", "-j", "link", "show", "master", br]))
+                .expect("ip -j");
+        v.as_array().map(|a| a.len()).unwrap_or(0)
+    };
+
+    let specs = [
+        ("vm1", "vlan2003", "02:16:04:00:02:08", "172.16.4.208/24"),
+        ("vm4", "vlan2003", "02:16:04:00:02:09", "172.16.4.209/24"),
+        ("vm3", "vlan2004", "02:16:05:00:02:08", "172.16.5.208/24"),
+    ];
+    let mut vms = Vec::new();
+    for (name, nad, mac, cidr) in specs {
+        let annotation = json!([{"name": nad, "namespace": "default", "mac": mac}]).to_string();
+        let pod = s.pod(&format!("virt-launcher-{name}"), 0, &annotation);
+        let ns = Netns::new("msv");
+        s.multus_ok("ADD", &pod, &ns.path());
+        assert_eq!(
+            links(&ns),
+            ["eth0", "lo", "net1"].map(String::from).into(),
+            "{name}"
+        );
+        assert_eq!(
+            link(&ns, "net1")["address"],
+            mac,
+            "{name}: the requested MAC"
+        );
+        let st = s.network_status(&pod);
+        assert_eq!(st.len(), 2, "{st:?}");
+        assert_eq!(st[1]["interface"], "net1", "{st:?}");
+        assert_eq!(st[1]["name"], format!("default/{nad}"), "{st:?}");
+        assert_eq!(st[1]["mac"], mac, "{st:?}");
+        assert_eq!(spoof_rules(node, mac), 1, "{name}: its spoof-check rule");
+        ns.exec(&["ip", "addr", "add", cidr, "dev", "net1"]);
+        vms.push((pod, Some(ns), mac));
+    }
+    assert_eq!(
+        (
+            ports("bridge2003"),
+            ports("bridge2004"),
+            ports("bridge2005")
+        ),
+        (2, 1, 0)
+    );
+
+    // VMs on one VLAN reach each other; a VM with another MAC is dropped until it restores its own.
+    let vm1 = vms[0].1.as_ref().unwrap();
+    let vm4 = vms[1].1.as_ref().unwrap();
+    vm1.exec(&["ping", "-c", "1", "-W", "3", "172.16.4.209"]);
+    vm1.exec(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        "net1",
+        "address",
+        "02:16:04:00:66:66",
+    ]);
+    vm4.exec(&["ip", "neigh", "flush", "all"]);
+    assert!(
+        !vm1.try_exec(&["ping", "-c", "1", "-W", "2", "172.16.4.209"]),
+        "a spoofed source MAC got through"
+    );
+    vm1.exec(&["ip", "link", "set", "dev", "net1", "address", vms[0].2]);
+    vm4.exec(&["ip", "neigh", "flush", "all"]);
+    vm1.exec(&["ping", "-c", "1", "-W", "3", "172.16.4.209"]);
+
+    // DEL: vm1 with its netns, then again once it is gone; vm3's netns goes first; vm4.
+    let path = |v: &(Pod, Option<Netns>, &str)| v.1.as_ref().map(|n| n.path()).unwrap();
+    let p1 = path(&vms[0]);
+    assert_eq!(s.multus_ok("DEL", &vms[0].0, &p1), Value::Null);
+    assert_eq!(links(vms[0].1.as_ref().unwrap()), ["lo".to_string()].into());
+    vms[0].1 = None;
+    assert_eq!(s.multus_ok("DEL", &vms[0].0, &p1), Value::Null);
+    let p3 = path(&vms[2]);
+    vms[2].1 = None;
+    assert_eq!(s.multus_ok("DEL", &vms[2].0, &p3), Value::Null);
+    let p4 = path(&vms[1]);
+    assert_eq!(s.multus_ok("DEL", &vms[1].0, &p4), Value::Null);
+    assert_eq!(
+        (
+            ports("bridge2003"),
+            ports("bridge2004"),
+            ports("bridge2005")
+        ),
+        (0, 0, 0)
+    );
+    for (_, _, mac) in &vms {
+        assert_eq!(spoof_rules(node, mac), 0, "{mac}");
+    }
+    assert!(s.cache_files().is_empty(), "{:?}", s.cache_files());
 }
