@@ -201,10 +201,13 @@ fn pump(mut from: TcpStream, mut to: TcpStream, counter: &AtomicU64, limit: u64)
             Ok(n) => n,
         };
         let n = n.min((limit - sent) as usize);
+        // Counted before the write: once written, the reader may act on the bytes (and read the
+        // counts) before this thread runs again. Taken back if the write fails.
+        counter.fetch_add(n as u64, Ordering::SeqCst);
         if to.write_all(&buf[..n]).is_err() {
+            counter.fetch_sub(n as u64, Ordering::SeqCst);
             break;
         }
-        counter.fetch_add(n as u64, Ordering::SeqCst);
         sent += n as u64;
         if sent >= limit {
             // A reset rather than a clean close: the client sees a broken stream mid-response.
