@@ -913,6 +913,25 @@ fn seed_000_unicast_peers_from_nodes_under_multus_behind_a_cloud_fabric() {
         assert_eq!(conf["peers"]["fromNodes"]["addressType"], "InternalIP");
     }
     gateway_network(&mut s, "seed 000 (from-nodes.yaml)", true);
+    // The fabric's anti-spoofing is live (so its 0 drops above mean something): node B sending with
+    // another MAC is dropped and counted.
+    let b = &s.nodes[1].ns;
+    let own = link(b, "car0")["address"].as_str().unwrap().to_string();
+    b.exec(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        "car0",
+        "address",
+        "02:00:00:00:0b:0b",
+    ]);
+    assert!(!b.try_exec(&["ping", "-c", "1", "-W", "1", "10.77.2.1"]));
+    assert!(
+        s.spoofed_frames_dropped() > 0,
+        "the cloud fabric dropped nothing"
+    );
+    b.exec(&["ip", "link", "set", "dev", "car0", "address", &own]);
 }
 
 /// Seed 004 under the real Multus, without the trunk: `deploy/examples/vlan-trunk/nads.yaml` as written
