@@ -419,6 +419,23 @@ impl ControlPlane {
         d
     }
 
+    /// Writes a kubeconfig at `path` for the admin (its client certificate, `system:masters`) on the
+    /// host's loopback URL, for kubectl.
+    pub fn write_admin_kubeconfig(&self, path: &Path) {
+        let f = |n: &str| self.dir.join(n).display().to_string();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {}\n    \
+             certificate-authority: {}\nusers:\n- name: admin\n  user:\n    client-certificate: {}\n    \
+             client-key: {}\ncontexts:\n- name: admin\n  context:\n    cluster: real\n    user: admin\n\
+             current-context: admin\n",
+            self.url,
+            f("ca.crt"),
+            f("admin.crt"),
+            f("admin.key")
+        );
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
     /// The PEM of the CA that signed the serving certificate (what a kubeconfig's
     /// `certificate-authority-data` carries).
     pub fn ca_pem(&self) -> String {

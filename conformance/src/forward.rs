@@ -60,9 +60,20 @@ impl Forward {
     /// Listens on `127.0.0.1:0` inside the named namespace (`/run/netns/<netns>`), or in the
     /// caller's namespace when `netns` is `None`, and relays to `target`.
     pub fn start(netns: Option<&str>, target: SocketAddr) -> std::io::Result<Forward> {
+        Forward::start_at(netns, 0, target)
+    }
+
+    /// As [`Forward::start`], on `127.0.0.1:<port>` (0: any free port). Several namespaces can each
+    /// have a forwarder on the same port, so one kubeconfig serves them all, as one node-local path
+    /// serves every node of a cluster.
+    pub fn start_at(
+        netns: Option<&str>,
+        port: u16,
+        target: SocketAddr,
+    ) -> std::io::Result<Forward> {
         let listener = match netns {
-            Some(name) => listen_in(name)?,
-            None => TcpListener::bind("127.0.0.1:0")?,
+            Some(name) => listen_in(name, port)?,
+            None => TcpListener::bind(("127.0.0.1", port))?,
         };
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
@@ -113,7 +124,7 @@ impl Drop for Forward {
 }
 
 /// Binds the listener from a thread that entered the namespace; the socket stays in that namespace.
-fn listen_in(name: &str) -> std::io::Result<TcpListener> {
+fn listen_in(name: &str, port: u16) -> std::io::Result<TcpListener> {
     let ns = std::fs::File::open(format!("/run/netns/{name}"))?;
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -122,7 +133,7 @@ fn listen_in(name: &str) -> std::io::Result<TcpListener> {
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            TcpListener::bind("127.0.0.1:0")
+            TcpListener::bind(("127.0.0.1", port))
         })
         .join()
         .expect("listener thread")
@@ -190,9 +201,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, counter: &AtomicU64, limit: u64)
             Ok(n) => n,
         };
         let n = n.min((limit - sent) as usize);
-        // Counted before the write, so a client that has read the bytes always sees them counted.
+        // Counted before the write: once written, the reader may act on the bytes (and read the
+        // counts) before this thread runs again. Taken back if the write fails.
         counter.fetch_add(n as u64, Ordering::SeqCst);
         if to.write_all(&buf[..n]).is_err() {
+            counter.fetch_sub(n as u64, Ordering::SeqCst);
             break;
         }
         sent += n as u64;

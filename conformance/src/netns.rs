@@ -72,3 +72,21 @@ pub fn run(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `work` on a thread that entered the namespace `name` (sockets it creates stay in that
+/// namespace), and returns what it returns.
+pub fn in_netns<T: Send>(name: &str, work: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns switches only this scoped thread, which ends when `work` returns; the fd
+            // stays open for the whole call.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            work()
+        })
+        .join()
+        .expect("netns thread")
+    })
+}

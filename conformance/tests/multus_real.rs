@@ -11,9 +11,10 @@
 //!
 //! Multus runs in the host network namespace (it must reach the API server on loopback), so the bridges
 //! are host bridges with names unique to the test, removed at the end; the pods are namespaces the test
-//! made. Not here yet: the seed scenarios 002, 000 and 004 (issue 12 §2).
+//! made. The seed scenarios run in node namespaces in `multus_seeds.rs`.
 
 use conformance::control_plane::{self, ControlPlane};
+use conformance::multus::{self, MULTUS_USER};
 use conformance::netns::{run, Netns};
 use conformance::plugin::{Call, Outcome};
 use conformance::{bin_dir, unique_name, TempDir};
@@ -21,89 +22,25 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
-const CRD_NAME: &str = "network-attachment-definitions.k8s.cni.cncf.io";
-/// Multus's service account, as the audit log names it.
-const MULTUS_USER: &str = "system:serviceaccount:kube-system:plumb-test-multus";
 
 // ---------------------------------------------------------------------------------------------
 // Cluster setup, once per test binary
 // ---------------------------------------------------------------------------------------------
 
-/// The control plane with the NAD CRD and Multus's RBAC, and a kubeconfig for Multus.
+/// The control plane with the NAD CRD and Multus's RBAC ([`multus::install`]), and a kubeconfig for
+/// Multus.
 struct Cluster {
     cp: &'static ControlPlane,
     multus_dir: PathBuf,
     kubeconfig: PathBuf,
 }
 
-/// The NetworkAttachmentDefinition CRD, written here: namespaced, v1, `spec.config` a string.
-fn nad_crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME},
-        "spec": {
-            "group": "k8s.cni.cncf.io",
-            "scope": "Namespaced",
-            "names": {
-                "kind": "NetworkAttachmentDefinition",
-                "listKind": "NetworkAttachmentDefinitionList",
-                "plural": "network-attachment-definitions",
-                "singular": "network-attachment-definition",
-                "shortNames": ["net-attach-def"],
-            },
-            "versions": [{
-                "name": "v1",
-                "served": true,
-                "storage": true,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "properties": {
-                        "spec": {
-                            "type": "object",
-                            "properties": {"config": {"type": "string"}},
-                        },
-                    },
-                }},
-            }],
-        },
-    })
-}
-
-/// What the thin plugin does with the API: reads its pod and the NADs, writes the pod's status
-/// annotation, records events.
-fn multus_rbac(sa_ns: &str, sa: &str) -> Vec<(&'static str, Value)> {
-    let role = "plumb-test-multus";
-    vec![
-        (
-            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": role},
-            "rules": [
-                {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "update", "patch"]},
-                {"apiGroups": ["", "events.k8s.io"], "resources": ["events"],
-                 "verbs": ["create", "patch", "update"]},
-            ]}),
-        ),
-        (
-            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": role},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]}),
-        ),
-    ]
-}
-
 /// The shared cluster, or `None` after a loud skip when Multus cannot be built (no Go >= 1.26).
 fn cluster(test: &str) -> Option<&'static Cluster> {
-    let multus_dir = conformance::multus::dir(test)?;
+    let multus_dir = multus::dir(test)?;
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     Some(CLUSTER.get_or_init(|| {
         let cp = control_plane::shared();
@@ -114,68 +51,15 @@ fn cluster(test: &str) -> Option<&'static Cluster> {
                 .trim()
                 .replace('\n', "; ")
         );
-        cp.apply(
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            &nad_crd(),
-        );
-        wait_nads_served(cp);
-        let (sa_ns, sa) = ("kube-system", "plumb-test-multus");
-        cp.apply(
-            &format!("/api/v1/namespaces/{sa_ns}/serviceaccounts"),
-            &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}),
-        );
-        for (collection, obj) in multus_rbac(sa_ns, sa) {
-            cp.apply(collection, &obj);
-        }
-        let token = cp.token(sa_ns, sa, 3600);
-        let dir = cp.scratch("multus");
-        let ca = dir.join("ca.crt");
-        std::fs::write(&ca, cp.ca_pem()).expect("write ca.crt");
-        let kubeconfig = dir.join("multus.kubeconfig");
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {}\n    \
-             certificate-authority: {}\nusers:\n- name: multus\n  user:\n    token: \"{token}\"\n\
-             contexts:\n- name: multus\n  context:\n    cluster: real\n    user: multus\n\
-             current-context: multus\n",
-            cp.url(),
-            ca.display()
-        );
-        std::fs::write(&kubeconfig, text).expect("write kubeconfig");
+        let token = multus::install(cp);
+        let kubeconfig = cp.scratch("multus").join("multus.kubeconfig");
+        multus::write_kubeconfig(cp, &kubeconfig, cp.url(), &token);
         Cluster {
             cp,
             multus_dir,
             kubeconfig,
         }
     }))
-}
-
-/// Waits until the NAD CRD is Established and NADs can be listed (at most 30 s).
-fn wait_nads_served(cp: &ControlPlane) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}");
-    loop {
-        let crd = cp.admin("GET", &path, None, 200);
-        let established = crd["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Established" && c["status"] == "True");
-        if established {
-            let a = cp
-                .request(
-                    "GET",
-                    "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions",
-                    None,
-                    control_plane::Auth::Admin,
-                )
-                .expect("list NADs");
-            if a.status == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "NAD CRD not served: {crd}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
