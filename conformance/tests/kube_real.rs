@@ -12,6 +12,8 @@
 //! space (`network_name`). The tests count requests per service account in audit-log windows, so each
 //! holds [`serial`]: no other test's requests land in its window.
 
+// Shared with kube_real_vxlan.rs and kube_real_faults.rs, which use parts this file does not.
+#[allow(dead_code)]
 mod kube_real_support;
 
 use conformance::control_plane::Auth;

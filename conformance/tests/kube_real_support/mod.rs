@@ -416,3 +416,30 @@ pub fn reconcile(r: &Real, space: &str, args: &[&str]) -> String {
     );
     stdout
 }
+
+/// A copy of the plugin's installer-written kubeconfig (same token, same CA) whose server is the
+/// forwarder `via` (`https://127.0.0.1:<port>`, in `via`'s namespace): written to `dir/<name>`.
+/// The serving certificate names 127.0.0.1, so TLS verifies through the forwarder as it does direct.
+pub fn kubeconfig_via(r: &Real, via: &conformance::forward::Forward, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(&r.plugin_kubeconfig).expect("read the plugin's kubeconfig");
+    let server = format!("server: \"{}\"", r.cp.url());
+    assert!(
+        text.contains(&server),
+        "the installer's kubeconfig has no {server}: {text}"
+    );
+    let path = dir.join(format!("fwd-{}.kubeconfig", via.addr().port()));
+    std::fs::write(
+        &path,
+        text.replace(&server, &format!("server: \"{}\"", via.https_url())),
+    )
+    .expect("write the forwarded kubeconfig");
+    path
+}
+
+/// The real server's `127.0.0.1:<port>`, what a [`conformance::forward::Forward`] relays to.
+pub fn server_addr(cp: &ControlPlane) -> std::net::SocketAddr {
+    cp.url()
+        .strip_prefix("https://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not https://<ip>:<port>: {}", cp.url()))
+}
