@@ -210,10 +210,9 @@ fn block_size(b: &IPBlock) -> u32 {
         .min(u32::MAX as u128) as u32
 }
 
+/// Counts and labels (holders, attachments) from the spec, as the nodes write them.
 fn recount(b: &mut IPBlock) {
-    let size = block_size(b);
-    b.spec.used = b.spec.allocations.len() as u32;
-    b.spec.free = size.saturating_sub(b.spec.used);
+    super::blocks::recount(b);
 }
 
 fn name_of(b: &IPBlock) -> &str {
