@@ -988,3 +988,267 @@ fn uncontended_add_and_del_cost_at_most_two_requests() {
         "list, get, create, update, patch, delete, other"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cost at cluster scale: what an ADD reads does not grow with other nodes' blocks
+// ---------------------------------------------------------------------------------------------
+
+/// A block of `space` at `cidr` claimed by `node`, holding one reservation per (offset, container)
+/// of `node`, labelled as this plumb labels it (or, with `legacy`, as an older plumb did: the space
+/// hash only), as the server would store it after a create.
+fn block_object(
+    space: &str,
+    cidr: &str,
+    node: &str,
+    reservations: &[(u32, &str)],
+    legacy: bool,
+) -> Value {
+    use plumb_ipam::kube::blocks::{new_block, recount, space_hash};
+    use plumb_ipam::kube::crd::{Allocation, SPACE_LABEL};
+    let net = plumb_ipam::range::Subnet::parse(cidr, "cidr").expect("a block cidr");
+    let mut b = new_block(space, &net, node);
+    for (off, cid) in reservations {
+        b.spec.allocations.insert(
+            off.to_string(),
+            Allocation {
+                container_id: cid.to_string(),
+                ifname: "eth0".into(),
+                network: "net".into(),
+                node: node.into(),
+                pod_namespace: None,
+                pod_name: None,
+                pod_uid: None,
+                created: 1_700_000_000,
+            },
+        );
+    }
+    recount(&mut b);
+    if legacy {
+        b.metadata.labels = Some([(SPACE_LABEL.to_string(), space_hash(space))].into());
+    }
+    serde_json::to_value(&b).expect("a block as JSON")
+}
+
+/// The IPBlock requests the server logged since `from` (a sequence number), as "VERB query".
+fn block_requests(server: &TestApiServer, from: u64) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.seq > from && r.target.is_some_and(|(res, _)| res == Resource::IpBlocks))
+        .map(|r| format!("{} {}", r.method, r.query))
+        .collect()
+}
+
+fn last_seq(server: &TestApiServer) -> u64 {
+    server.requests().last().map_or(0, |r| r.seq)
+}
+
+#[test]
+fn uncontended_add_and_del_read_the_same_bytes_with_2_or_200_nodes_blocks() {
+    let k = Cluster::start();
+    // Node objects only to move the resourceVersion counter to four digits, so the resourceVersions
+    // the responses carry have the same length in both measurements.
+    for i in 0..1000 {
+        k.server
+            .put_object(
+                Resource::Nodes,
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("filler-{i}")}}),
+            )
+            .expect("a node");
+    }
+    let conf = net("1.0.0", "net", k.ipam("10.8.0.0/16", json!({})));
+    add_ok(&conf, "node-a", "c100", "eth0");
+    add_ok(&conf, "node-b", "c200", "eth0");
+    let measure = |cid: &str| {
+        k.server.reset_counts();
+        add_ok(&conf, "node-a", cid, "eth0");
+        let add = k.server.counts();
+        k.server.reset_counts();
+        del_ok(&conf, "node-a", cid, "eth0");
+        let del = k.server.counts();
+        (
+            add.total(),
+            add.response_bytes,
+            del.total(),
+            del.response_bytes,
+        )
+    };
+    let (add_req, add_bytes, del_req, del_bytes) = measure("c101");
+    // 200 more nodes' blocks, 16 reservations each, in the same space.
+    let space = "_default";
+    let existing: BTreeSet<String> = k
+        .blocks()
+        .iter()
+        .map(|b| b["spec"]["cidr"].as_str().unwrap().to_string())
+        .collect();
+    let free_cidrs = (0..1024u32)
+        .map(|i| {
+            format!(
+                "{}/26",
+                std::net::Ipv4Addr::from((10 << 24) + (8 << 16) + 64 * i)
+            )
+        })
+        .filter(|c| !existing.contains(c));
+    for (n, cidr) in (0..200u32).zip(free_cidrs) {
+        let node = format!("other-{n}");
+        let cids: Vec<String> = (0..16).map(|i| format!("x{n}-{i}")).collect();
+        let res: Vec<(u32, &str)> = cids
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32 + 1, c.as_str()))
+            .collect();
+        k.server
+            .put_object(
+                Resource::IpBlocks,
+                block_object(space, &cidr, &node, &res, false),
+            )
+            .expect("a block");
+    }
+    assert_eq!(k.blocks().len(), 202);
+    let (add_req2, add_bytes2, del_req2, del_bytes2) = measure("c102");
+    eprintln!("uncontended ADD: {add_req} requests {add_bytes} bytes with 2 nodes' blocks, {add_req2} requests {add_bytes2} bytes with 202; DEL {del_req}/{del_bytes} and {del_req2}/{del_bytes2}");
+    assert_eq!((add_req, add_req2), (2, 2), "list + update");
+    assert_eq!((del_req, del_req2), (2, 2), "list + update");
+    assert_eq!(
+        add_bytes2, add_bytes,
+        "ADD reads the same with 200 more blocks"
+    );
+    assert_eq!(
+        del_bytes2, del_bytes,
+        "DEL reads the same with 200 more blocks"
+    );
+}
+
+#[test]
+fn blocks_written_by_an_older_plumb_are_found_relabelled_and_read_in_pages() {
+    let k = Cluster::start();
+    let conf = net("1.0.0", "net", k.ipam("10.9.0.0/16", json!({})));
+    // What an older plumb left: node-a's block holding two reservations, 300 other nodes' blocks,
+    // none with the holder or attachment labels; node-a's space directory exists (it made its lock
+    // there) without the marker.
+    let space = "_default";
+    k.server
+        .put_object(
+            Resource::IpBlocks,
+            block_object(
+                space,
+                "10.9.200.0/26",
+                "node-a",
+                &[(5, "old-1"), (6, "old-2")],
+                true,
+            ),
+        )
+        .expect("a block");
+    for n in 0..300u32 {
+        let cidr = format!("10.9.{}.{}/26", n / 4, (n % 4) * 64);
+        let cid = format!("other-{n}");
+        k.server
+            .put_object(
+                Resource::IpBlocks,
+                block_object(space, &cidr, &format!("old-node-{n}"), &[(1, &cid)], true),
+            )
+            .expect("a block");
+    }
+    let dir = k.dir.path().join("data").join(space);
+    std::fs::create_dir_all(&dir).expect("the space directory");
+    // DEL of a reservation in the unlabelled block: the node reads the space once, in pages of 250,
+    // relabels its own block (one update), then finds the attachment by its label.
+    let from = last_seq(&k.server);
+    k.server.reset_counts();
+    del_ok(&conf, "node-a", "old-1", "eth0");
+    let log = block_requests(&k.server, from);
+    eprintln!("first DEL after the upgrade: {log:#?}");
+    assert!(
+        log[0].starts_with("GET ") && log[0].contains("limit=250"),
+        "{log:?}"
+    );
+    assert!(
+        log[1].starts_with("GET ") && log[1].contains("continue="),
+        "{log:?}"
+    );
+    assert_eq!(
+        take_counts(&k.server),
+        [3, 0, 0, 2, 0, 0, 0],
+        "2 pages, relabel, list, free"
+    );
+    assert!(k.held_by("old-1", "eth0").is_empty());
+    assert_eq!(k.held_by("old-2", "eth0"), ips(&["10.9.200.6"]));
+    assert!(dir.join(plumb_ipam::kube::ops::INDEX_MARKER).exists());
+    let labels = |name: &str| {
+        let b = k
+            .server
+            .object(Resource::IpBlocks, None, name)
+            .expect("the block");
+        b["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let own = k
+        .blocks()
+        .into_iter()
+        .find(|b| b["spec"]["cidr"] == "10.9.200.0/26")
+        .unwrap();
+    let own_name = own["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(labels(&own_name).contains_key(&plumb_ipam::kube::blocks::node_label("node-a")));
+    // Other nodes' old blocks are theirs to relabel: untouched.
+    let other = k
+        .blocks()
+        .into_iter()
+        .find(|b| b["spec"]["cidr"] == "10.9.0.0/26")
+        .unwrap();
+    assert_eq!(labels(other["metadata"]["name"].as_str().unwrap()).len(), 1);
+    // From now on node-a trusts its labels: an ADD is 1 list + 1 update, into its old block; the
+    // remaining old reservation is released by a DEL of 1 list + 1 update.
+    let r = add_ok(&conf, "node-a", "new-1", "eth0");
+    assert_eq!(take_counts(&k.server), [1, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(block_of(ip(&r, 0)).to_string(), "10.9.200.0/26");
+    del_ok(&conf, "node-a", "old-2", "eth0");
+    assert_eq!(take_counts(&k.server), [1, 0, 0, 1, 0, 0, 0]);
+    assert!(k.held_by("old-2", "eth0").is_empty());
+}
+
+#[test]
+fn claiming_collisions_then_borrowing_read_the_space_in_pages() {
+    let k = Cluster::start();
+    // Two blocks, claimed by node-a and node-b; node-c then finds both positions taken by its blind
+    // creates, reads the space (paged) and borrows.
+    let conf = net("1.0.0", "net", k.ipam("10.7.0.0/25", json!({})));
+    let a = ip(&add_ok(&conf, "node-a", "a1", "eth0"), 0);
+    let b = ip(&add_ok(&conf, "node-b", "b1", "eth0"), 0);
+    assert_ne!(block_of(a), block_of(b));
+    let from = last_seq(&k.server);
+    k.server.reset_counts();
+    let c = ip(&add_ok(&conf, "node-c", "c1", "eth0"), 0);
+    let log = block_requests(&k.server, from);
+    eprintln!("ADD on a node with no block, every position taken: {log:#?}");
+    assert_eq!(
+        take_counts(&k.server),
+        [2, 0, 2, 1, 0, 0, 0],
+        "own list, 2 creates (409), paged list, borrow"
+    );
+    assert!(
+        !log[0].contains("limit="),
+        "the own listing is not paged: {log:?}"
+    );
+    assert!(
+        log[3].starts_with("GET ") && log[3].contains("limit=250"),
+        "{log:?}"
+    );
+    assert!(block_of(c) == block_of(a) || block_of(c) == block_of(b));
+    let owners: BTreeSet<String> = k
+        .blocks()
+        .iter()
+        .map(|b| b["spec"]["node"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        owners,
+        ["node-a", "node-b"].iter().map(|s| s.to_string()).collect()
+    );
+    // node-c now holds a reservation in the lender's block: its next ADD finds the block by its own
+    // holder label (1 list), has no block of its own with room, and borrows again after a paged read.
+    // Its DEL finds the attachment by label: 1 list + 1 update.
+    del_ok(&conf, "node-c", "c1", "eth0");
+    assert_eq!(take_counts(&k.server), [1, 0, 0, 1, 0, 0, 0]);
+    assert!(k.held_by("c1", "eth0").is_empty());
+}
