@@ -7,8 +7,8 @@
 //! deadline, then answers code 11 with the last reason.
 
 use super::blocks::{
-    attachment_label, holds, index_labels, node_label, plan_add, plan_own, plan_removal, relabel,
-    reservations, subnet, Write,
+    attachment_label, claim_at, free_in_page, holds, index_labels, node_label, pick_for, plan_add,
+    plan_own, plan_removal, relabel, reservations, subnet, Write,
 };
 use super::crd::{IPBlock, SPACE_LABEL};
 use crate::alloc::Attachment;
@@ -35,8 +35,18 @@ pub struct KubeSettings {
 
 /// Objects per page of the paged listings of a whole space.
 pub const PAGE: u32 = 250;
-/// Blind creates at the node's next free positions before an ADD reads the whole space instead.
-pub const PROBES: usize = 3;
+/// Blind creates at the node's next free positions before an ADD reads the space (in pages) instead.
+/// Each costs one small request (a 409 `Status` when taken); at 95 % of the blocks claimed, 8 of them
+/// find a free one in two ADDs of three.
+pub const PROBES: usize = 8;
+
+/// What reading the space page by page found.
+enum Scan {
+    /// A page proved this position unclaimed.
+    Free(crate::range::Subnet),
+    /// No page did: every block of the space.
+    All(Vec<IPBlock>),
+}
 
 /// Whether the node can trust the holder and attachment labels of the blocks it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,10 +355,22 @@ impl KubeStore {
                             probes < PROBES,
                         )? {
                             Some(p) => p,
-                            None => {
-                                full = true;
-                                continue 'again;
-                            }
+                            None => match self.scan(range, &avoid).await? {
+                                Scan::Free(net) => {
+                                    match claim_at(&self.space, &self.node, range, &net, who, now) {
+                                        Some(p) => p,
+                                        None => {
+                                            avoid.insert(net.first());
+                                            continue;
+                                        }
+                                    }
+                                }
+                                Scan::All(all) => {
+                                    blocks = all;
+                                    full = true;
+                                    continue;
+                                }
+                            },
                         }
                     };
                     let Some(w) = &plan.write else {
@@ -387,6 +409,48 @@ impl KubeStore {
                 }
             }
             return Ok(got);
+        }
+    }
+
+    /// Reads the space page by page until a page proves a block position of `range` unclaimed (one
+    /// not in `avoid`, picked by the node's hash among those the page shows), else returns every block.
+    async fn scan(
+        &mut self,
+        range: &crate::range::Range,
+        avoid: &HashSet<u128>,
+    ) -> CniResult<Scan> {
+        let mut attempt = 0;
+        'again: loop {
+            let mut lp = self.params(&Query::Space);
+            let mut all = Vec::new();
+            let mut first = true;
+            loop {
+                let l = match self.api.list(&lp).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        self.last_error = format!("list ipblocks: {e}");
+                        match judge(e, "cannot list IPBlocks") {
+                            Verdict::Fail(e) => return Err(e),
+                            _ => {
+                                attempt += 1;
+                                self.pause(attempt).await;
+                                continue 'again;
+                            }
+                        }
+                    }
+                };
+                let next = l.metadata.continue_.filter(|c| !c.is_empty());
+                let free = free_in_page(&l.items, first, next.is_none(), &self.space, range, avoid);
+                if let Some(net) = pick_for(&self.node, &free) {
+                    return Ok(Scan::Free(net));
+                }
+                all.extend(l.items.into_iter().filter(|b| b.spec.space == self.space));
+                first = false;
+                match next {
+                    Some(c) => lp = lp.continue_token(&c),
+                    None => return Ok(Scan::All(all)),
+                }
+            }
         }
     }
 
