@@ -20,28 +20,31 @@ fn node_lock(cfg: &IpamConfig) -> CniResult<plumb_cni::lock::LockGuard> {
 /// holds carry the index labels (`plumb.dev/node-…`, `plumb.dev/att-…`).
 pub const INDEX_MARKER: &str = ".kube-index-v1";
 
-/// Whether this node may trust the index labels, decided before the node lock creates the space's
-/// directory: a directory that does not exist yet means no older plumb ever reserved anything for
-/// this node in this space (it would have made the directory for its lock), so the marker is written
-/// at once; an existing directory without the marker means a first call after an upgrade. Without
-/// an absolute `dataDir` there is nowhere to remember it: every call checks.
-fn index_state(data_dir: Option<&std::path::Path>, space: &str) -> Index {
+/// Whether the space's directory under `dataDir` exists yet; asked before the node lock creates it.
+fn space_dir_exists(data_dir: Option<&std::path::Path>, space: &str) -> bool {
+    data_dir.is_some_and(|d| d.join(space).exists())
+}
+
+/// Whether this node may trust the index labels; decided under the node lock (so concurrent calls of
+/// the node agree) with `existed`, whether the space's directory existed before this call. A directory
+/// that did not exist means no older plumb ever reserved anything for this node in this space (it
+/// would have made the directory for its lock), so the marker is written at once; an existing
+/// directory without the marker means a first call after an upgrade. Without an absolute `dataDir`
+/// there is nowhere to remember it: every call checks.
+fn index_state(data_dir: Option<&std::path::Path>, space: &str, existed: bool) -> Index {
     let Some(data_dir) = data_dir else {
         return Index::Check(None);
     };
-    let dir = data_dir.join(space);
-    let marker = dir.join(INDEX_MARKER);
+    let marker = data_dir.join(space).join(INDEX_MARKER);
     if marker.exists() {
         return Index::Trusted;
     }
-    if !dir.exists() {
+    if !existed {
         // Best effort: when the marker cannot be written, the next call checks once.
-        if std::fs::create_dir_all(&dir).is_ok() {
-            let _ = std::fs::write(
-                &marker,
-                b"plumb-ipam: this node's IPBlocks carry index labels\n",
-            );
-        }
+        let _ = std::fs::write(
+            &marker,
+            b"plumb-ipam: this node's IPBlocks carry index labels\n",
+        );
         return Index::Trusted;
     }
     Index::Check(Some(marker))
@@ -64,8 +67,9 @@ pub fn add(
     statics: &[IpAddr],
 ) -> CniResult<Vec<IpAddr>> {
     let wanted = place_statics(cfg, statics)?;
-    let index = index_state(Some(&cfg.data_dir), &cfg.space);
+    let existed = space_dir_exists(Some(&cfg.data_dir), &cfg.space);
     let _lock = node_lock(cfg)?;
+    let index = index_state(Some(&cfg.data_dir), &cfg.space, existed);
     // What the attachment held before this ADD, from the ADD's own first listing (no extra request).
     let mut before: Option<Vec<IpAddr>> = None;
     let result = run(k, &cfg.space, index, async |s| {
@@ -100,7 +104,7 @@ pub fn del(k: &KubeSettings, cfg: &IpamConfig, container_id: &str, ifname: &str)
 /// in the space goes). Without an absolute `dataDir` there is no node lock to take (it would be a file
 /// relative to the current directory); the API's resourceVersion checks still keep the writes safe.
 pub fn del_at(k: &KubeSettings, loc: &Location, container_id: &str, ifname: &str) -> CniResult<()> {
-    let index = index_state(loc.data_dir.as_deref().ok(), &loc.space);
+    let existed = space_dir_exists(loc.data_dir.as_deref().ok(), &loc.space);
     let _lock = match &loc.data_dir {
         Ok(dir) => Some(lock_in(dir, &loc.space, loc.lock_timeout_secs)?),
         Err(text) => {
@@ -108,6 +112,7 @@ pub fn del_at(k: &KubeSettings, loc: &Location, container_id: &str, ifname: &str
             None
         }
     };
+    let index = index_state(loc.data_dir.as_deref().ok(), &loc.space, existed);
     run(k, &loc.space, index, async |s| {
         let q = Query::Attachment(container_id.into(), ifname.into());
         s.remove(q, |_, a| a.is_for(container_id, ifname)).await
@@ -122,7 +127,12 @@ pub fn held(
     container_id: &str,
     ifname: &str,
 ) -> CniResult<Vec<IpAddr>> {
-    let index = index_state(Some(&cfg.data_dir), &cfg.space);
+    // CHECK takes no node lock and creates no directory: without one, nothing was reserved here.
+    let existed = space_dir_exists(Some(&cfg.data_dir), &cfg.space);
+    let index = match existed {
+        true => index_state(Some(&cfg.data_dir), &cfg.space, true),
+        false => Index::Trusted,
+    };
     let ips = run(k, &cfg.space, index, async |s| {
         s.held(container_id, ifname).await
     })?;
@@ -139,8 +149,9 @@ pub fn gc(
     network: &str,
     valid: &HashSet<(&str, &str)>,
 ) -> CniResult<usize> {
-    let index = index_state(Some(&cfg.data_dir), &cfg.space);
+    let existed = space_dir_exists(Some(&cfg.data_dir), &cfg.space);
     let _lock = node_lock(cfg)?;
+    let index = index_state(Some(&cfg.data_dir), &cfg.space, existed);
     let node = k.node.clone();
     let freed = run(k, &cfg.space, index, async |s| {
         s.remove(Query::Own, |_, a| {
