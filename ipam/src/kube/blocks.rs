@@ -838,7 +838,7 @@ mod tests {
         assert!(starts.len() >= 45, "{} distinct of 50", starts.len());
         assert!(starts
             .iter()
-            .all(|o| (*o == 0 || (r.start + o) % 64 == 0) && *o < 65535));
+            .all(|o| (*o == 0 || (r.start + o).is_multiple_of(64)) && *o < 65535));
         // The order runs to the end, then wraps to the start, each block once, taken ones skipped.
         let r = range("10.5.0.0/24"); // 4 blocks
         let all = free_positions(&r, "a", &HashSet::new(), 10);
