@@ -1245,10 +1245,38 @@ fn claiming_collisions_then_borrowing_read_the_space_in_pages() {
         owners,
         ["node-a", "node-b"].iter().map(|s| s.to_string()).collect()
     );
-    // node-c now holds a reservation in the lender's block: its next ADD finds the block by its own
-    // holder label (1 list), has no block of its own with room, and borrows again after a paged read.
-    // Its DEL finds the attachment by label: 1 list + 1 update.
-    del_ok(&conf, "node-c", "c1", "eth0");
+    // node-c now holds a reservation in the lender's block, which carries node-c's holder label: its
+    // GC finds it with one listing of its own blocks and frees it with one update.
+    let lender = k
+        .blocks()
+        .into_iter()
+        .find(|b| b["spec"]["cidr"] == block_of(c).to_string())
+        .unwrap();
+    let labels = lender["metadata"]["labels"].as_object().unwrap();
+    assert!(labels.contains_key(&plumb_ipam::kube::blocks::node_label("node-c")));
+    let gc_none = with(
+        &with(&conf, "cniVersion", json!("1.1.0")),
+        "cni.dev/valid-attachments",
+        json!([]),
+    );
+    k.server.reset_counts();
+    assert_eq!(
+        run(&network_call("GC", "node-c", &gc_none)).ok(),
+        Value::Null
+    );
     assert_eq!(take_counts(&k.server), [1, 0, 0, 1, 0, 0, 0]);
     assert!(k.held_by("c1", "eth0").is_empty());
+    let lender = k
+        .server
+        .object(
+            Resource::IpBlocks,
+            None,
+            lender["metadata"]["name"].as_str().unwrap(),
+        )
+        .unwrap();
+    let labels = lender["metadata"]["labels"].as_object().unwrap();
+    assert!(
+        !labels.contains_key(&plumb_ipam::kube::blocks::node_label("node-c")),
+        "the borrower's label goes with its last reservation"
+    );
 }
