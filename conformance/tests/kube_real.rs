@@ -29,6 +29,33 @@ use std::time::{Duration, Instant};
 // Tests
 // ---------------------------------------------------------------------------------------------
 
+/// The first address (with the range's prefix) `node` gets in an empty `range`: nodes start claiming at
+/// a block derived from their name (`plumb_ipam::kube::blocks::start_offset`).
+fn first_of(range: &str, node: &str) -> String {
+    use plumb_ipam::range::Range;
+    let r = Range::build("ipam.range", range, None, None, &[], None).expect("a range");
+    let off = plumb_ipam::kube::blocks::start_offset(&r, node);
+    let off = r
+        .next_allowed(off)
+        .or_else(|| r.next_allowed(0))
+        .expect("room");
+    format!(
+        "{}/{}",
+        r.addr(off),
+        range.split('/').nth(1).expect("a prefix")
+    )
+}
+
+/// The block (as `spec.cidr` shows it) of an address given as CIDR text.
+fn block_of_cidr(cidr: &str) -> String {
+    let ip = cidr
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("an address");
+    plumb_ipam::kube::blocks::block_of(ip).to_string()
+}
+
 /// The server's schema (deploy/crds as is) accepts the blocks plumb writes (create, update, both
 /// families), rejects malformed ones with 422 naming the field, and shows the printer columns.
 #[test]
@@ -47,8 +74,12 @@ fn crd_schema_accepts_plumbs_blocks_rejects_malformed_ones_and_shows_columns() {
     );
     // Creates (one block per family), then an update of each.
     let a = add_ok(&conf, "node-a", "c1");
-    assert_eq!(address(&a, 0), "10.61.0.1/24");
-    assert_eq!(address(&a, 1), "fd00:61::1/64");
+    assert_eq!(address(&a, 0), first_of("10.61.0.0/24", "node-a"));
+    assert_eq!(address(&a, 1), first_of("fd00:61::/64", "node-a"));
+    let (v4_block, v6_block) = (
+        block_of_cidr(&address(&a, 0)),
+        block_of_cidr(&address(&a, 1)),
+    );
     add_ok(&conf, "node-a", "c2");
     let stored = blocks(cp, &space);
     assert_eq!(stored.len(), 2, "{stored:?}");
@@ -156,13 +187,13 @@ fn crd_schema_accepts_plumbs_blocks_rejects_malformed_ones_and_shows_columns() {
     want.sort_by_key(|v| v.to_string());
     assert_eq!(cells, want);
     let ranges: BTreeSet<&str> = cells.iter().filter_map(|c| c[2].as_str()).collect();
-    assert_eq!(ranges, ["10.61.0.0/26", "fd00:61::/120"].into());
+    assert_eq!(ranges, [v4_block.as_str(), v6_block.as_str()].into());
 
     del_ok(&conf, "node-a", "c1");
     del_ok(&conf, "node-a", "c2");
     assert_eq!(
         usage(cp, &space),
-        [("10.61.0.0/26".into(), 0), ("fd00:61::/120".into(), 0)]
+        [(v4_block.clone(), 0), (v6_block.clone(), 0)]
     );
 }
 
@@ -448,8 +479,8 @@ fn uncontended_add_and_del_cost_at_most_two_requests_on_the_real_server() {
     );
     let c = plugin_cost(cp, || {
         let a = add_ok(&dual, "node-a", "d1");
-        assert_eq!(address(&a, 0), "10.64.0.1/16");
-        assert_eq!(address(&a, 1), "fd00:64::1/64");
+        assert_eq!(address(&a, 0), first_of("10.64.0.0/16", "node-a"));
+        assert_eq!(address(&a, 1), first_of("fd00:64::/64", "node-a"));
     });
     eprintln!("first dual-stack ADD on a fresh node: {c:?}");
     assert_eq!(c, cost(&[("list", 1), ("create", 2)]));

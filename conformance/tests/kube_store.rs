@@ -8,6 +8,8 @@
 
 use conformance::plugin::{Call, Outcome};
 use conformance::{plumb_bin, TempDir};
+use plumb_ipam::kube::blocks::{block_of, start_offset};
+use plumb_ipam::range::Range;
 use plumb_kubeapi::{FaultKind, FaultRule, Faults, Options, Resource, TestApiServer, Verb};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -162,6 +164,36 @@ fn ip(result: &Value, i: usize) -> IpAddr {
     a.split('/').next().unwrap().parse().expect("an address")
 }
 
+/// The `n`-th address (0: the first) `node` is handed in an empty `range` (with `exclude` and
+/// `gateway`): nodes start their search at a block derived from their name (see
+/// `plumb_ipam::kube::blocks::start_offset`), then count up.
+fn nth(range: &str, exclude: &[&str], gateway: Option<&str>, node: &str, n: usize) -> IpAddr {
+    let ex: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
+    let gw = gateway.map(|g| g.parse().expect("gateway"));
+    let r = Range::build("ipam.range", range, None, None, &ex, gw).expect("a range");
+    let mut off = r
+        .next_allowed(start_offset(&r, node))
+        .or_else(|| r.next_allowed(0))
+        .expect("a free address");
+    for _ in 0..n {
+        off = r.next_allowed(off + 1).expect("room in the block");
+    }
+    r.addr(off)
+}
+
+/// node-a's `n`-th addresses of 10.1.0.0/24, for each `n`.
+fn a_ips(ns: &[usize]) -> BTreeSet<IpAddr> {
+    ns.iter()
+        .map(|n| nth("10.1.0.0/24", &[], None, "node-a", *n))
+        .collect()
+}
+
+/// [`nth`] with a prefix length, as CNI results show it.
+fn nth_cidr(range: &str, node: &str, n: usize) -> String {
+    let prefix = range.split('/').nth(1).expect("a prefix");
+    format!("{}/{prefix}", nth(range, &[], None, node, n))
+}
+
 fn ips(list: &[&str]) -> BTreeSet<IpAddr> {
     list.iter()
         .map(|s| s.parse().expect("an address"))
@@ -207,24 +239,30 @@ fn take_counts(server: &TestApiServer) -> [u64; 7] {
 fn add_is_idempotent_per_container_and_interface() {
     let k = Cluster::start();
     let conf = net("1.0.0", "net", k.ipam("10.1.0.0/24", json!({})));
+    let a = |n| nth("10.1.0.0/24", &[], None, "node-a", n);
     let first = add_ok(&conf, "node-a", "c1", "eth0");
-    assert_eq!(address(&first, 0), "10.1.0.1/24");
+    assert_eq!(address(&first, 0), nth_cidr("10.1.0.0/24", "node-a", 0));
     let again = add_ok(&conf, "node-a", "c1", "eth0");
     assert_eq!(again, first, "the same attachment gets the same result");
     // Another interface of the same container is another attachment.
     assert_eq!(
         address(&add_ok(&conf, "node-a", "c1", "net1"), 0),
-        "10.1.0.2/24"
+        nth_cidr("10.1.0.0/24", "node-a", 1)
     );
     assert_eq!(
         address(&add_ok(&conf, "node-a", "c2", "eth0"), 0),
-        "10.1.0.3/24"
+        nth_cidr("10.1.0.0/24", "node-a", 2)
     );
-    assert_eq!(k.reserved(), ips(&["10.1.0.1", "10.1.0.2", "10.1.0.3"]));
-    assert_eq!(k.held_by("c1", "eth0"), ips(&["10.1.0.1"]));
-    // The same attachment re-ADDed from another node (a retried call) still gets its address back.
-    assert_eq!(add_ok(&conf, "node-b", "c1", "eth0"), first);
-    assert_eq!(k.records().len(), 3);
+    assert_eq!(k.reserved(), [a(0), a(1), a(2)].into());
+    assert_eq!(k.held_by("c1", "eth0"), [a(0)].into());
+    // ADD is idempotent per node: a node lists only the blocks it holds, so the same attachment
+    // re-ADDed from another node (which a kubelet never does: a sandbox lives on one node) gets an
+    // address of that node; the attachment's DEL, from either node, releases both.
+    let elsewhere = add_ok(&conf, "node-b", "c1", "eth0");
+    assert_eq!(address(&elsewhere, 0), nth_cidr("10.1.0.0/24", "node-b", 0));
+    assert_eq!(k.records().len(), 4);
+    del_ok(&conf, "node-a", "c1", "eth0");
+    assert_eq!(k.reserved(), [a(1), a(2)].into());
 }
 
 #[test]
@@ -233,14 +271,17 @@ fn del_releases_and_succeeds_for_unknown_attachments_and_twice() {
     let conf = net("1.0.0", "net", k.ipam("10.1.0.0/24", json!({})));
     assert_eq!(
         address(&add_ok(&conf, "node-a", "c1", "eth0"), 0),
-        "10.1.0.1/24"
+        nth_cidr("10.1.0.0/24", "node-a", 0)
     );
     assert_eq!(
         address(&add_ok(&conf, "node-a", "c2", "eth0"), 0),
-        "10.1.0.2/24"
+        nth_cidr("10.1.0.0/24", "node-a", 1)
     );
     del_ok(&conf, "node-a", "c1", "eth0");
-    assert_eq!(k.reserved(), ips(&["10.1.0.2"]));
+    assert_eq!(
+        k.reserved(),
+        [nth("10.1.0.0/24", &[], None, "node-a", 1)].into()
+    );
     del_ok(&conf, "node-a", "c1", "eth0");
     del_ok(&conf, "node-a", "never-added", "eth0");
     // DEL from another node (the pod moved, the call is retried elsewhere) releases too.
@@ -249,7 +290,7 @@ fn del_releases_and_succeeds_for_unknown_attachments_and_twice() {
     // The released address is handed out again.
     assert_eq!(
         address(&add_ok(&conf, "node-a", "c3", "eth0"), 0),
-        "10.1.0.1/24"
+        nth_cidr("10.1.0.0/24", "node-a", 0)
     );
 }
 
@@ -269,7 +310,11 @@ fn huge_exclusions_are_jumped_and_del_needs_only_the_store_location() {
         "ADD took {:?}",
         t.elapsed()
     );
-    assert_eq!(address(&first, 0), "fd00:ad0:0:0:8000::/64");
+    assert_eq!(
+        ip(&first, 0),
+        nth("fd00:ad0::/64", &["fd00:ad0::/65"], None, "node-a", 0)
+    );
+    assert!(ip(&first, 0) >= "fd00:ad0:0:0:8000::".parse::<IpAddr>().unwrap());
     add_ok(&conf, "node-b", "c2", "eth0");
     // DEL with ranges ADD would refuse, and with a relative dataDir (no node lock, nothing created
     // relative to the current directory), still releases in the cluster.
@@ -313,11 +358,15 @@ fn check_matches_prev_result_and_fails_with_code_102_otherwise() {
     let mut wrong = result.clone();
     wrong["ips"][0]["address"] = json!("10.1.0.99/24");
     let e = check(&wrong).err(102);
-    assert_msg(&e, &["10.1.0.99", "10.1.0.1", "prevResult"]);
+    let held = nth("10.1.0.0/24", &[], None, "node-a", 0).to_string();
+    assert_msg(&e, &["10.1.0.99", &held, "prevResult"]);
     let mut missing = result.clone();
     missing["ips"].as_array_mut().unwrap().pop();
     let e = check(&missing).err(102);
-    assert_msg(&e, &["fd00:1::1"]);
+    assert_msg(
+        &e,
+        &[&nth("fd00:1::/64", &[], None, "node-a", 0).to_string()],
+    );
     let e = run(&call(
         "CHECK",
         "node-a",
@@ -475,9 +524,13 @@ fn dual_stack_ip_ranges_give_one_address_per_range() {
         ),
     );
     let r = add_ok(&conf, "node-a", "c1", "eth0");
-    assert_eq!(address(&r, 0), "10.1.0.2/24");
+    assert_eq!(
+        ip(&r, 0),
+        nth("10.1.0.0/24", &[], Some("10.1.0.1"), "node-a", 0)
+    );
+    assert_ne!(ip(&r, 0).to_string(), "10.1.0.1", "never the gateway");
     assert_eq!(r["ips"][0]["gateway"], "10.1.0.1");
-    assert_eq!(address(&r, 1), "fd00:1::1/64");
+    assert_eq!(address(&r, 1), nth_cidr("fd00:1::/64", "node-a", 0));
     assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
     let r2 = add_ok(&conf, "node-b", "c2", "eth0");
     assert_ne!(ip(&r2, 0), ip(&r, 0));
@@ -489,18 +542,15 @@ fn dual_stack_ip_ranges_give_one_address_per_range() {
         .map(|b| b["spec"]["cidr"].as_str().unwrap().to_string())
         .collect();
     // node-a and node-b each claimed one block per family.
-    assert_eq!(
-        cidrs,
+    let blocks_of = |r: &Value| {
         [
-            "10.1.0.0/26",
-            "10.1.0.64/26",
-            "fd00:1::/120",
-            "fd00:1::100/120"
+            block_of(ip(r, 0)).to_string(),
+            block_of(ip(r, 1)).to_string(),
         ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    );
+    };
+    let expected: BTreeSet<String> = blocks_of(&r).into_iter().chain(blocks_of(&r2)).collect();
+    assert_eq!(expected.len(), 4);
+    assert_eq!(cidrs, expected);
     del_ok(&conf, "node-a", "c1", "eth0");
     assert_eq!(k.reserved(), [ip(&r2, 0), ip(&r2, 1)].into());
 }
@@ -602,20 +652,32 @@ fn records_keep_the_pod_identity_node_container_and_interface() {
         "CNI_ARGS",
         "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web-0;K8S_POD_UID=uid-123;K8S_POD_INFRA_CONTAINER_ID=c1",
     );
-    assert_eq!(address(&run(&c).ok(), 0), "10.1.0.1/24");
+    assert_eq!(
+        address(&run(&c).ok(), 0),
+        nth_cidr("10.1.0.0/24", "worker-1", 0)
+    );
     add_ok(&conf, "worker-1", "c2", "net1");
+    let first = nth("10.1.0.0/24", &[], None, "worker-1", 0);
+    let block = block_of(first);
+    let key = |ip: IpAddr| {
+        let (IpAddr::V4(a), IpAddr::V4(b)) = (ip, block.network) else {
+            panic!("IPv4")
+        };
+        (u32::from(a) - u32::from(b)).to_string()
+    };
+    let second = nth("10.1.0.0/24", &[], None, "worker-1", 1);
     let blocks = k.blocks();
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     let b = &blocks[0];
     assert_eq!(b["apiVersion"], "plumb.dev/v1alpha1");
     assert_eq!(b["kind"], "IPBlock");
     assert_eq!(b["spec"]["space"], "_default");
-    assert_eq!(b["spec"]["cidr"], "10.1.0.0/26");
+    assert_eq!(b["spec"]["cidr"], block.to_string());
     assert_eq!(b["spec"]["node"], "worker-1");
     assert_eq!(b["spec"]["used"], 2);
     assert_eq!(b["spec"]["free"], 62);
     assert!(b["metadata"]["labels"]["plumb.dev/space-hash"].is_string());
-    let mut a1 = b["spec"]["allocations"]["1"].clone();
+    let mut a1 = b["spec"]["allocations"][key(first)].clone();
     let created = a1["created"].as_u64().expect("created");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -628,7 +690,7 @@ fn records_keep_the_pod_identity_node_container_and_interface() {
         json!({"containerID": "c1", "ifname": "eth0", "network": "pods", "node": "worker-1",
                "podNamespace": "ns1", "podName": "web-0", "podUID": "uid-123"})
     );
-    let mut a2 = b["spec"]["allocations"]["2"].clone();
+    let mut a2 = b["spec"]["allocations"][key(second)].clone();
     a2.as_object_mut().unwrap().remove("created");
     assert_eq!(
         a2,
@@ -652,30 +714,21 @@ fn network_name_shares_or_separates_uniqueness() {
         "red",
         k.ipam("10.1.0.0/24", json!({"network_name": "red"})),
     );
-    assert_eq!(
-        address(&add_ok(&blue, "node-a", "c1", "eth0"), 0),
-        "10.1.0.1/24"
-    );
+    let a = |n| nth("10.1.0.0/24", &[], None, "node-a", n);
+    assert_eq!(ip(&add_ok(&blue, "node-a", "c1", "eth0"), 0), a(0));
     // Same network_name, another network: unique with blue's addresses, on any node.
-    assert_eq!(
-        address(&add_ok(&green, "node-a", "c2", "eth0"), 0),
-        "10.1.0.2/24"
-    );
-    assert_eq!(
-        address(&add_ok(&green, "node-b", "c3", "eth0"), 0),
-        "10.1.0.64/24"
+    assert_eq!(ip(&add_ok(&green, "node-a", "c2", "eth0"), 0), a(1));
+    let b0 = ip(&add_ok(&green, "node-b", "c3", "eth0"), 0);
+    assert_ne!(
+        block_of(b0),
+        block_of(a(0)),
+        "node-b claims a block of its own"
     );
     // Another network_name: an independent pool.
-    assert_eq!(
-        address(&add_ok(&red, "node-a", "c1", "eth0"), 0),
-        "10.1.0.1/24"
-    );
+    assert_eq!(ip(&add_ok(&red, "node-a", "c1", "eth0"), 0), a(0));
     // The default space (no network_name) is independent of both.
     let plain = net("1.0.0", "plain", k.ipam("10.1.0.0/24", json!({})));
-    assert_eq!(
-        address(&add_ok(&plain, "node-a", "c9", "eth0"), 0),
-        "10.1.0.1/24"
-    );
+    assert_eq!(ip(&add_ok(&plain, "node-a", "c9", "eth0"), 0), a(0));
     let mut spaces: Vec<String> = k
         .blocks()
         .iter()
@@ -688,15 +741,14 @@ fn network_name_shares_or_separates_uniqueness() {
         })
         .collect();
     spaces.sort();
-    assert_eq!(
-        spaces,
-        vec![
-            "_default 10.1.0.0/26",
-            "red 10.1.0.0/26",
-            "shared 10.1.0.0/26",
-            "shared 10.1.0.64/26"
-        ]
-    );
+    let mut expected = vec![
+        format!("_default {}", block_of(a(0))),
+        format!("red {}", block_of(a(0))),
+        format!("shared {}", block_of(a(0))),
+        format!("shared {}", block_of(b0)),
+    ];
+    expected.sort();
+    assert_eq!(spaces, expected);
     // DEL in one space leaves the other alone (c1 exists in "shared" and "red").
     del_ok(&red, "node-a", "c1", "eth0");
     let mut left: Vec<String> = k
@@ -705,15 +757,14 @@ fn network_name_shares_or_separates_uniqueness() {
         .map(|(ip, a)| format!("{ip} {}", a["network"].as_str().unwrap()))
         .collect();
     left.sort();
-    assert_eq!(
-        left,
-        vec![
-            "10.1.0.1 blue",
-            "10.1.0.1 plain",
-            "10.1.0.2 green",
-            "10.1.0.64 green"
-        ]
-    );
+    let mut expected = vec![
+        format!("{} blue", a(0)),
+        format!("{} plain", a(0)),
+        format!("{} green", a(1)),
+        format!("{b0} green"),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -760,14 +811,14 @@ fn add_that_cannot_finish_before_the_deadline_is_code_11_and_leaves_nothing() {
         eprintln!("{kind:?} on every create: code 11 after {took:?}; requests (list, get, create, update, patch, delete, other) {c:?}");
         assert!(took < Duration::from_secs(5), "{took:?}");
         assert!(k.held_by("c2", "eth0").is_empty(), "{:?}", k.records());
-        assert_eq!(k.reserved(), ips(&["10.1.0.1"]));
+        assert_eq!(k.reserved(), a_ips(&[0]));
         // The v4 address was written once and removed once: two updates.
         assert_eq!(c[3], 2, "updates");
     }
     k.server.clear_faults();
     let r = add_ok(&dual, "node-a", "c2", "eth0");
-    assert_eq!(address(&r, 0), "10.1.0.2/24");
-    assert_eq!(address(&r, 1), "fd00:1::1/64");
+    assert_eq!(address(&r, 0), nth_cidr("10.1.0.0/24", "node-a", 1));
+    assert_eq!(address(&r, 1), nth_cidr("fd00:1::/64", "node-a", 0));
 }
 
 #[test]
@@ -780,7 +831,7 @@ fn writes_whose_answer_is_lost_or_refused_are_not_made_twice() {
     k.server.reset_counts();
     assert_eq!(
         address(&add_ok(&conf, "node-a", "c1", "eth0"), 0),
-        "10.1.0.1/24"
+        nth_cidr("10.1.0.0/24", "node-a", 0)
     );
     assert_eq!(take_counts(&k.server), [2, 0, 1, 0, 0, 0, 0]);
     // The same for an update.
@@ -788,7 +839,7 @@ fn writes_whose_answer_is_lost_or_refused_are_not_made_twice() {
         .set_faults(always(FaultKind::DropResponse, &[Verb::Update], 1));
     assert_eq!(
         address(&add_ok(&conf, "node-a", "c2", "eth0"), 0),
-        "10.1.0.2/24"
+        nth_cidr("10.1.0.0/24", "node-a", 1)
     );
     assert_eq!(take_counts(&k.server), [2, 0, 0, 1, 0, 0, 0]);
     // A 409 on the update: re-listed and written again, once.
@@ -796,7 +847,7 @@ fn writes_whose_answer_is_lost_or_refused_are_not_made_twice() {
         .set_faults(always(FaultKind::Conflict, &[Verb::Update], 1));
     assert_eq!(
         address(&add_ok(&conf, "node-a", "c3", "eth0"), 0),
-        "10.1.0.3/24"
+        nth_cidr("10.1.0.0/24", "node-a", 2)
     );
     assert_eq!(take_counts(&k.server), [2, 0, 0, 2, 0, 0, 0]);
     // 429 and 500 on the listing, then a dropped connection: retried.
@@ -808,18 +859,18 @@ fn writes_whose_answer_is_lost_or_refused_are_not_made_twice() {
         k.server.set_faults(always(kind, &[Verb::List], 2));
         assert_eq!(
             address(&add_ok(&conf, "node-a", "c4", "eth0"), 0),
-            "10.1.0.4/24"
+            nth_cidr("10.1.0.0/24", "node-a", 3)
         );
         del_ok(&conf, "node-a", "c4", "eth0");
     }
     k.server.reset_counts();
-    assert_eq!(k.reserved(), ips(&["10.1.0.1", "10.1.0.2", "10.1.0.3"]));
+    assert_eq!(k.reserved(), a_ips(&[0, 1, 2]));
     // DEL whose update lands with the answer lost: the retry finds nothing left and succeeds.
     k.server
         .set_faults(always(FaultKind::DropResponse, &[Verb::Update], 1));
     del_ok(&conf, "node-a", "c2", "eth0");
     assert_eq!(take_counts(&k.server), [2, 0, 0, 1, 0, 0, 0]);
-    assert_eq!(k.reserved(), ips(&["10.1.0.1", "10.1.0.3"]));
+    assert_eq!(k.reserved(), a_ips(&[0, 2]));
     for (_, a) in k.records() {
         assert_eq!(a["node"], "node-a");
     }
@@ -935,5 +986,297 @@ fn uncontended_add_and_del_cost_at_most_two_requests() {
         c,
         [1, 0, 0, 2, 0, 0, 0],
         "list, get, create, update, patch, delete, other"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cost at cluster scale: what an ADD reads does not grow with other nodes' blocks
+// ---------------------------------------------------------------------------------------------
+
+/// A block of `space` at `cidr` claimed by `node`, holding one reservation per (offset, container)
+/// of `node`, labelled as this plumb labels it (or, with `legacy`, as an older plumb did: the space
+/// hash only), as the server would store it after a create.
+fn block_object(
+    space: &str,
+    cidr: &str,
+    node: &str,
+    reservations: &[(u32, &str)],
+    legacy: bool,
+) -> Value {
+    use plumb_ipam::kube::blocks::{new_block, recount, space_hash};
+    use plumb_ipam::kube::crd::{Allocation, SPACE_LABEL};
+    let net = plumb_ipam::range::Subnet::parse(cidr, "cidr").expect("a block cidr");
+    let mut b = new_block(space, &net, node);
+    for (off, cid) in reservations {
+        b.spec.allocations.insert(
+            off.to_string(),
+            Allocation {
+                container_id: cid.to_string(),
+                ifname: "eth0".into(),
+                network: "net".into(),
+                node: node.into(),
+                pod_namespace: None,
+                pod_name: None,
+                pod_uid: None,
+                created: 1_700_000_000,
+            },
+        );
+    }
+    recount(&mut b);
+    if legacy {
+        b.metadata.labels = Some([(SPACE_LABEL.to_string(), space_hash(space))].into());
+    }
+    serde_json::to_value(&b).expect("a block as JSON")
+}
+
+/// The IPBlock requests the server logged since `from` (a sequence number), as "VERB query".
+fn block_requests(server: &TestApiServer, from: u64) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.seq > from && r.target.is_some_and(|(res, _)| res == Resource::IpBlocks))
+        .map(|r| format!("{} {}", r.method, r.query))
+        .collect()
+}
+
+fn last_seq(server: &TestApiServer) -> u64 {
+    server.requests().last().map_or(0, |r| r.seq)
+}
+
+#[test]
+fn uncontended_add_and_del_read_the_same_bytes_with_2_or_200_nodes_blocks() {
+    let k = Cluster::start();
+    // Node objects only to move the resourceVersion counter to four digits, so the resourceVersions
+    // the responses carry have the same length in both measurements.
+    for i in 0..1000 {
+        k.server
+            .put_object(
+                Resource::Nodes,
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("filler-{i}")}}),
+            )
+            .expect("a node");
+    }
+    let conf = net("1.0.0", "net", k.ipam("10.8.0.0/16", json!({})));
+    add_ok(&conf, "node-a", "c100", "eth0");
+    add_ok(&conf, "node-b", "c200", "eth0");
+    let measure = |cid: &str| {
+        k.server.reset_counts();
+        add_ok(&conf, "node-a", cid, "eth0");
+        let add = k.server.counts();
+        k.server.reset_counts();
+        del_ok(&conf, "node-a", cid, "eth0");
+        let del = k.server.counts();
+        (
+            add.total(),
+            add.response_bytes,
+            del.total(),
+            del.response_bytes,
+        )
+    };
+    let (add_req, add_bytes, del_req, del_bytes) = measure("c101");
+    // 200 more nodes' blocks, 16 reservations each, in the same space.
+    let space = "_default";
+    let existing: BTreeSet<String> = k
+        .blocks()
+        .iter()
+        .map(|b| b["spec"]["cidr"].as_str().unwrap().to_string())
+        .collect();
+    let free_cidrs = (0..1024u32)
+        .map(|i| {
+            format!(
+                "{}/26",
+                std::net::Ipv4Addr::from((10 << 24) + (8 << 16) + 64 * i)
+            )
+        })
+        .filter(|c| !existing.contains(c));
+    for (n, cidr) in (0..200u32).zip(free_cidrs) {
+        let node = format!("other-{n}");
+        let cids: Vec<String> = (0..16).map(|i| format!("x{n}-{i}")).collect();
+        let res: Vec<(u32, &str)> = cids
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32 + 1, c.as_str()))
+            .collect();
+        k.server
+            .put_object(
+                Resource::IpBlocks,
+                block_object(space, &cidr, &node, &res, false),
+            )
+            .expect("a block");
+    }
+    assert_eq!(k.blocks().len(), 202);
+    let (add_req2, add_bytes2, del_req2, del_bytes2) = measure("c102");
+    eprintln!("uncontended ADD: {add_req} requests {add_bytes} bytes with 2 nodes' blocks, {add_req2} requests {add_bytes2} bytes with 202; DEL {del_req}/{del_bytes} and {del_req2}/{del_bytes2}");
+    assert_eq!((add_req, add_req2), (2, 2), "list + update");
+    assert_eq!((del_req, del_req2), (2, 2), "list + update");
+    assert_eq!(
+        add_bytes2, add_bytes,
+        "ADD reads the same with 200 more blocks"
+    );
+    assert_eq!(
+        del_bytes2, del_bytes,
+        "DEL reads the same with 200 more blocks"
+    );
+}
+
+#[test]
+fn blocks_written_by_an_older_plumb_are_found_relabelled_and_read_in_pages() {
+    let k = Cluster::start();
+    let conf = net("1.0.0", "net", k.ipam("10.9.0.0/16", json!({})));
+    // What an older plumb left: node-a's block holding two reservations, 300 other nodes' blocks,
+    // none with the holder or attachment labels; node-a's space directory exists (it made its lock
+    // there) without the marker.
+    let space = "_default";
+    k.server
+        .put_object(
+            Resource::IpBlocks,
+            block_object(
+                space,
+                "10.9.200.0/26",
+                "node-a",
+                &[(5, "old-1"), (6, "old-2")],
+                true,
+            ),
+        )
+        .expect("a block");
+    for n in 0..300u32 {
+        let cidr = format!("10.9.{}.{}/26", n / 4, (n % 4) * 64);
+        let cid = format!("other-{n}");
+        k.server
+            .put_object(
+                Resource::IpBlocks,
+                block_object(space, &cidr, &format!("old-node-{n}"), &[(1, &cid)], true),
+            )
+            .expect("a block");
+    }
+    let dir = k.dir.path().join("data").join(space);
+    std::fs::create_dir_all(&dir).expect("the space directory");
+    // DEL of a reservation in the unlabelled block: the node reads the space once, in pages of 250,
+    // relabels its own block (one update), then finds the attachment by its label.
+    let from = last_seq(&k.server);
+    k.server.reset_counts();
+    del_ok(&conf, "node-a", "old-1", "eth0");
+    let log = block_requests(&k.server, from);
+    eprintln!("first DEL after the upgrade: {log:#?}");
+    assert!(
+        log[0].starts_with("GET ") && log[0].contains("limit=250"),
+        "{log:?}"
+    );
+    assert!(
+        log[1].starts_with("GET ") && log[1].contains("continue="),
+        "{log:?}"
+    );
+    assert_eq!(
+        take_counts(&k.server),
+        [3, 0, 0, 2, 0, 0, 0],
+        "2 pages, relabel, list, free"
+    );
+    assert!(k.held_by("old-1", "eth0").is_empty());
+    assert_eq!(k.held_by("old-2", "eth0"), ips(&["10.9.200.6"]));
+    assert!(dir.join(plumb_ipam::kube::ops::INDEX_MARKER).exists());
+    let labels = |name: &str| {
+        let b = k
+            .server
+            .object(Resource::IpBlocks, None, name)
+            .expect("the block");
+        b["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let own = k
+        .blocks()
+        .into_iter()
+        .find(|b| b["spec"]["cidr"] == "10.9.200.0/26")
+        .unwrap();
+    let own_name = own["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(labels(&own_name).contains_key(&plumb_ipam::kube::blocks::node_label("node-a")));
+    // Other nodes' old blocks are theirs to relabel: untouched.
+    let other = k
+        .blocks()
+        .into_iter()
+        .find(|b| b["spec"]["cidr"] == "10.9.0.0/26")
+        .unwrap();
+    assert_eq!(labels(other["metadata"]["name"].as_str().unwrap()).len(), 1);
+    // From now on node-a trusts its labels: an ADD is 1 list + 1 update, into its old block; the
+    // remaining old reservation is released by a DEL of 1 list + 1 update.
+    let r = add_ok(&conf, "node-a", "new-1", "eth0");
+    assert_eq!(take_counts(&k.server), [1, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(block_of(ip(&r, 0)).to_string(), "10.9.200.0/26");
+    del_ok(&conf, "node-a", "old-2", "eth0");
+    assert_eq!(take_counts(&k.server), [1, 0, 0, 1, 0, 0, 0]);
+    assert!(k.held_by("old-2", "eth0").is_empty());
+}
+
+#[test]
+fn claiming_collisions_then_borrowing_read_the_space_in_pages() {
+    let k = Cluster::start();
+    // Two blocks, claimed by node-a and node-b; node-c then finds both positions taken by its blind
+    // creates, reads the space (paged) and borrows.
+    let conf = net("1.0.0", "net", k.ipam("10.7.0.0/25", json!({})));
+    let a = ip(&add_ok(&conf, "node-a", "a1", "eth0"), 0);
+    let b = ip(&add_ok(&conf, "node-b", "b1", "eth0"), 0);
+    assert_ne!(block_of(a), block_of(b));
+    let from = last_seq(&k.server);
+    k.server.reset_counts();
+    let c = ip(&add_ok(&conf, "node-c", "c1", "eth0"), 0);
+    let log = block_requests(&k.server, from);
+    eprintln!("ADD on a node with no block, every position taken: {log:#?}");
+    assert_eq!(
+        take_counts(&k.server),
+        [2, 0, 2, 1, 0, 0, 0],
+        "own list, 2 creates (409), paged list, borrow"
+    );
+    assert!(
+        !log[0].contains("limit="),
+        "the own listing is not paged: {log:?}"
+    );
+    assert!(
+        log[3].starts_with("GET ") && log[3].contains("limit=250"),
+        "{log:?}"
+    );
+    assert!(block_of(c) == block_of(a) || block_of(c) == block_of(b));
+    let owners: BTreeSet<String> = k
+        .blocks()
+        .iter()
+        .map(|b| b["spec"]["node"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        owners,
+        ["node-a", "node-b"].iter().map(|s| s.to_string()).collect()
+    );
+    // node-c now holds a reservation in the lender's block, which carries node-c's holder label: its
+    // GC finds it with one listing of its own blocks and frees it with one update.
+    let lender = k
+        .blocks()
+        .into_iter()
+        .find(|b| b["spec"]["cidr"] == block_of(c).to_string())
+        .unwrap();
+    let labels = lender["metadata"]["labels"].as_object().unwrap();
+    assert!(labels.contains_key(&plumb_ipam::kube::blocks::node_label("node-c")));
+    let gc_none = with(
+        &with(&conf, "cniVersion", json!("1.1.0")),
+        "cni.dev/valid-attachments",
+        json!([]),
+    );
+    k.server.reset_counts();
+    assert_eq!(
+        run(&network_call("GC", "node-c", &gc_none)).ok(),
+        Value::Null
+    );
+    assert_eq!(take_counts(&k.server), [1, 0, 0, 1, 0, 0, 0]);
+    assert!(k.held_by("c1", "eth0").is_empty());
+    let lender = k
+        .server
+        .object(
+            Resource::IpBlocks,
+            None,
+            lender["metadata"]["name"].as_str().unwrap(),
+        )
+        .unwrap();
+    let labels = lender["metadata"]["labels"].as_object().unwrap();
+    assert!(
+        !labels.contains_key(&plumb_ipam::kube::blocks::node_label("node-c")),
+        "the borrower's label goes with its last reservation"
     );
 }

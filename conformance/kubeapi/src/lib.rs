@@ -388,6 +388,8 @@ pub struct Counts {
     pub faults_injected: u64,
     /// Requests refused with 401.
     pub unauthorized: u64,
+    /// Bytes of the response bodies sent (every request; dropped responses count 0).
+    pub response_bytes: u64,
 }
 
 impl Counts {
@@ -438,6 +440,8 @@ pub struct LoggedRequest {
     pub target: Option<(Resource, Verb)>,
     /// The injected fault, if any.
     pub fault: Option<FaultKind>,
+    /// Bytes of the response body (0 when the connection was dropped).
+    pub response_bytes: u64,
 }
 
 /// Server options.
@@ -841,11 +845,12 @@ fn handle_request(shared: &Shared, req: &http::Request) -> Outcome {
             None => Outcome::Respond(process(shared, req, &route)),
         }
     };
-    let status = match &outcome {
-        Outcome::Respond(r) => r.status,
-        Outcome::Drop => 0,
+    let (status, response_bytes) = match &outcome {
+        Outcome::Respond(r) => (r.status, r.body.len() as u64),
+        Outcome::Drop => (0, 0),
     };
     let mut st = shared.lock();
+    st.counts.response_bytes += response_bytes;
     st.log_seq += 1;
     let seq = st.log_seq;
     st.log_request(LoggedRequest {
@@ -856,6 +861,7 @@ fn handle_request(shared: &Shared, req: &http::Request) -> Outcome {
         status,
         target,
         fault,
+        response_bytes,
     });
     outcome
 }

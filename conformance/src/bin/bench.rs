@@ -6,6 +6,7 @@
 //! cargo run -p conformance --release --bin bench -- bridge [--iterations N] [--block B] [--existing N] [--extra K]
 //! cargo run -p conformance --release --bin bench -- kube
 //! cargo run -p conformance --release --bin bench -- kube-real [--nodes N] [--per-node M]
+//! cargo run -p conformance --release --bin bench -- kube-scale [--scale-nodes N] [--allocations M] [--samples K]
 //! cargo run -p conformance --release --bin bench -- soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]
 //! ```
 //!
@@ -41,6 +42,12 @@
 //! plumb-ipam): allocations/s ≥ 20× whereabouts', ≤ 2 requests per uncontended ADD, no failed ADD,
 //! 0 duplicates, 0 leftovers after DEL; whereabouts' duplicates, leftovers and failures are printed.
 //!
+//! Mode `kube-scale` (see `bench/kube_scale.rs`) measures what one uncontended ADD and DEL cost on the
+//! Kubernetes store (requests, response bytes, call time) with 10 and `--scale-nodes` (default 1000)
+//! nodes and a /12 IPv4 pool at 1 %, 50 % and 95 % of its blocks claimed (plus a /64 IPv6 pool), after
+//! `--allocations` (default 20,000) reservations made in batches. Targets: bytes per uncontended ADD
+//! flat (≤ 1.2× between the stages), ≤ 2 requests per uncontended ADD, no failure, no duplicate.
+//!
 //! Mode `soak` (root; see `bench/soak.rs`) is a correctness run, not a timing: `--ops` ADD/DEL pairs
 //! (default 100,000) through the release `plumb-ipam`, one process per call, from `--workers` threads
 //! (default 16) on one /22 file store, then `--bridge-ops` pairs (default 2,000) through `plumb-bridge`
@@ -72,6 +79,8 @@ mod bridge;
 mod kube;
 #[path = "bench/kube_real.rs"]
 mod kube_real;
+#[path = "bench/kube_scale.rs"]
+mod kube_scale;
 #[path = "bench/soak.rs"]
 mod soak;
 
@@ -124,6 +133,12 @@ struct Options {
     nodes: usize,
     /// Mode `kube-real`: concurrent ADDs per node.
     per_node: usize,
+    /// Mode `kube-scale`: simulated nodes.
+    scale_nodes: usize,
+    /// Mode `kube-scale`: reservations made by all nodes, half in each pool.
+    allocations: usize,
+    /// Mode `kube-scale`: uncontended ADD+DEL measured per pool and stage.
+    samples: usize,
 }
 
 /// Why the bench stopped early.
@@ -203,8 +218,9 @@ fn usage() -> String {
     format!(
         "usage: bench <mode> [--iterations N] [--block B] [--cycles K] [--existing N] [--extra K]\n\
          \x20      bench kube-real [--nodes N] [--per-node M]\n\
+         \x20      bench kube-scale [--scale-nodes N] [--allocations M] [--samples K]\n\
          \x20      bench soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]\n\
-         modes: ipam, bridge, kube, kube-real, soak\n\
+         modes: ipam, bridge, kube, kube-real, kube-scale, soak\n\
          \x20 --iterations N  whole-process ADD+DEL pairs per plugin (and per config in mode bridge; default 300)\n\
          \x20 --block B       samples of one plugin before switching to the other (default 20)\n\
          \x20 --cycles K      ipam: in-process alloc+release cycles per occupancy level (default 2000)\n\
@@ -218,6 +234,9 @@ fn usage() -> String {
          \x20 --seed X        soak: seed of the random kills (default from the clock)\n\
          \x20 --nodes N       kube-real: simulated nodes (default 20)\n\
          \x20 --per-node M    kube-real: concurrent ADDs per node (default 25)\n\
+         \x20 --scale-nodes N kube-scale: simulated nodes (default 1000, at least 10)\n\
+         \x20 --allocations M kube-scale: reservations of all nodes, half per pool (default 20000)\n\
+         \x20 --samples K     kube-scale: uncontended ADD+DEL measured per pool and stage (default 100)\n\
          env: PLUMB_BIN_DIR (default <workspace>/target/release), PLUMB_BENCH_TMP (default {DEFAULT_TMP})",
         bridge::MAX_EXISTING
     )
@@ -240,6 +259,9 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
         seed: None,
         nodes: 20,
         per_node: 25,
+        scale_nodes: 1000,
+        allocations: 20_000,
+        samples: 100,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -256,6 +278,9 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
             "--deadline" => &mut opts.deadline,
             "--nodes" => &mut opts.nodes,
             "--per-node" => &mut opts.per_node,
+            "--scale-nodes" => &mut opts.scale_nodes,
+            "--allocations" => &mut opts.allocations,
+            "--samples" => &mut opts.samples,
             "--kill-rate" => {
                 opts.kill_rate = percent(arg, it.next())?;
                 continue;
@@ -318,6 +343,7 @@ fn run_mode(opts: &Options) -> Result<Vec<Target>, Stop> {
         "bridge" => bridge::run_bridge(opts),
         "kube" => kube::run_kube(opts),
         "kube-real" => kube_real::run_kube_real(opts),
+        "kube-scale" => kube_scale::run_kube_scale(opts),
         "soak" => soak::run_soak(opts),
         other => Err(Stop::Usage(
             format!(

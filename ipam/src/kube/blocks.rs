@@ -3,7 +3,7 @@
 //! claims, or a block borrowed from another node) and which single object write makes it so. The store
 //! executes the write with the listed resourceVersion; a conflict means re-list and plan again.
 
-use super::crd::{Allocation, IPBlock, IPBlockSpec, SPACE_LABEL};
+use super::crd::{Allocation, IPBlock, IPBlockSpec};
 use crate::alloc::Attachment;
 use crate::range::{from_int, to_int, Family, Range, Subnet};
 use plumb_cni::{code, CniError, CniResult};
@@ -69,6 +69,9 @@ pub fn space_hash(space: &str) -> String {
     format!("{h:08x}")
 }
 
+pub use super::labels::{attachment_label, holds, index_labels, node_label, relabel};
+pub use super::positions::{free_in_page, free_positions, pick_for, start_offset};
+
 /// The object name of a block: readable, unique per (space, block), a valid Kubernetes name.
 pub fn block_name(space: &str, block: &Subnet) -> String {
     let clean: String = space
@@ -104,7 +107,7 @@ pub fn new_block(space: &str, block: &Subnet, node: &str) -> IPBlock {
             allocations: BTreeMap::new(),
         },
     );
-    b.metadata.labels = Some([(SPACE_LABEL.to_string(), space_hash(space))].into());
+    relabel(&mut b);
     b
 }
 
@@ -147,7 +150,9 @@ fn with_allocation(b: &IPBlock, offset: u128, a: Allocation, adopt_for: Option<&
     nb
 }
 
-fn recount(b: &mut IPBlock) {
+/// Sets `used` and `free` from the allocations, and the labels from the spec ([`relabel`]).
+pub fn recount(b: &mut IPBlock) {
+    relabel(b);
     let size = subnet(b)
         .map(|n| block_size(&n))
         .unwrap_or(0)
@@ -185,6 +190,148 @@ fn free_in(b: &IPBlock, net: &Subnet, range: &Range) -> Option<u128> {
     }
 }
 
+fn allocation_for(who: &Attachment, node: &str, now: u64) -> Allocation {
+    Allocation {
+        container_id: who.container_id.clone(),
+        ifname: who.ifname.clone(),
+        network: who.network.clone(),
+        node: node.to_string(),
+        pod_namespace: who.pod.namespace.clone(),
+        pod_name: who.pod.name.clone(),
+        pod_uid: who.pod.uid.clone(),
+        created: now,
+    }
+}
+
+/// The attachment's address in `range` among `blocks`, if it holds one there (an error when a static
+/// request asks for another).
+fn held_in(
+    blocks: &[IPBlock],
+    range: &Range,
+    who: &Attachment,
+    wanted: Option<IpAddr>,
+) -> CniResult<Option<Plan>> {
+    let held = reservations(blocks)
+        .into_iter()
+        .find(|(ip, a)| a.is_for(&who.container_id, &who.ifname) && range.allows(*ip))
+        .map(|(ip, _)| ip);
+    match (held, wanted) {
+        (Some(ip), Some(w)) if w != ip => Err(CniError::config(format!(
+            "this attachment already holds {ip} in range {}; DEL it before asking for {w}",
+            range.describe()
+        ))),
+        (Some(ip), _) => Ok(Some(Plan { ip, write: None })),
+        (None, _) => Ok(None),
+    }
+}
+
+/// The first free address of the node's own blocks in `range`, as a reservation.
+fn from_own(
+    blocks: &[IPBlock],
+    node: &str,
+    range: &Range,
+    allocation: &Allocation,
+) -> Option<Plan> {
+    for b in blocks.iter().filter(|b| b.spec.node == node) {
+        let Some(net) = subnet(b) else { continue };
+        if let Some(off) = free_in(b, &net, range) {
+            return Some(Plan {
+                ip: addr_at(&net, off),
+                write: Some(Write::Replace(with_allocation(
+                    b,
+                    off,
+                    allocation.clone(),
+                    None,
+                ))),
+            });
+        }
+    }
+    None
+}
+
+/// A new block at the first position of [`free_positions`] not in `taken`, with the reservation.
+fn claim(
+    space: &str,
+    node: &str,
+    range: &Range,
+    taken: &HashSet<u128>,
+    allocation: &Allocation,
+) -> Option<Plan> {
+    for net in free_positions(range, node, taken, 8) {
+        let nb = new_block(space, &net, node);
+        if let Some(off) = free_in(&nb, &net, range) {
+            return Some(Plan {
+                ip: addr_at(&net, off),
+                write: Some(Write::Create(with_allocation(
+                    &nb,
+                    off,
+                    allocation.clone(),
+                    None,
+                ))),
+            });
+        }
+    }
+    None
+}
+
+/// A new block at `net` claimed by `node`, with `who`'s reservation at its first address `range`
+/// allows (`None` if it allows none there).
+pub fn claim_at(
+    space: &str,
+    node: &str,
+    range: &Range,
+    net: &Subnet,
+    who: &Attachment,
+    now: u64,
+) -> Option<Plan> {
+    let nb = new_block(space, net, node);
+    let off = free_in(&nb, net, range)?;
+    Some(Plan {
+        ip: addr_at(net, off),
+        write: Some(Write::Create(with_allocation(
+            &nb,
+            off,
+            allocation_for(who, node, now),
+            None,
+        ))),
+    })
+}
+
+/// Plans ADD's address in `range` from the node's own listing (the blocks labelled with its holder
+/// label): the attachment's existing address, a static address in one of these blocks (or in a new
+/// block, created blind: a 409 says it exists), a free address of an own block, or, when `claim_new`,
+/// a new block at the first position of the node's search order that is neither one of these blocks
+/// nor in `avoid` (positions a create found taken). `None`: the whole space must be read.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_own(
+    own: &[IPBlock],
+    space: &str,
+    node: &str,
+    range: &Range,
+    who: &Attachment,
+    wanted: Option<IpAddr>,
+    now: u64,
+    avoid: &HashSet<u128>,
+    claim_new: bool,
+) -> CniResult<Option<Plan>> {
+    if let Some(p) = held_in(own, range, who, wanted)? {
+        return Ok(Some(p));
+    }
+    let allocation = allocation_for(who, node, now);
+    if let Some(ip) = wanted {
+        return plan_static(own, space, node, ip, allocation).map(Some);
+    }
+    if let Some(p) = from_own(own, node, range, &allocation) {
+        return Ok(Some(p));
+    }
+    if !claim_new {
+        return Ok(None);
+    }
+    let mut taken = avoid.clone();
+    taken.extend(own.iter().filter_map(subnet).map(|n| n.first()));
+    Ok(claim(space, node, range, &taken, &allocation))
+}
+
 /// Plans ADD's address in `range` for `who` on `node`. `blocks` is the listed snapshot of the space.
 pub fn plan_add(
     blocks: &[IPBlock],
@@ -195,29 +342,34 @@ pub fn plan_add(
     wanted: Option<IpAddr>,
     now: u64,
 ) -> CniResult<Plan> {
-    let allocation = Allocation {
-        container_id: who.container_id.clone(),
-        ifname: who.ifname.clone(),
-        network: who.network.clone(),
-        node: node.to_string(),
-        pod_namespace: who.pod.namespace.clone(),
-        pod_name: who.pod.name.clone(),
-        pod_uid: who.pod.uid.clone(),
-        created: now,
-    };
-    let held = reservations(blocks)
-        .into_iter()
-        .find(|(ip, a)| a.is_for(&who.container_id, &who.ifname) && range.allows(*ip))
-        .map(|(ip, _)| ip);
-    if let Some(ip) = held {
-        return match wanted {
-            Some(w) if w != ip => Err(CniError::config(format!(
-                "this attachment already holds {ip} in range {}; DEL it before asking for {w}",
-                range.describe()
-            ))),
-            _ => Ok(Plan { ip, write: None }),
-        };
+    plan_add_avoiding(
+        blocks,
+        space,
+        node,
+        range,
+        who,
+        wanted,
+        now,
+        &HashSet::new(),
+    )
+}
+
+/// [`plan_add`] on the whole space, also treating the block positions in `avoid` as taken.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_add_avoiding(
+    blocks: &[IPBlock],
+    space: &str,
+    node: &str,
+    range: &Range,
+    who: &Attachment,
+    wanted: Option<IpAddr>,
+    now: u64,
+    avoid: &HashSet<u128>,
+) -> CniResult<Plan> {
+    if let Some(p) = held_in(blocks, range, who, wanted)? {
+        return Ok(p);
     }
+    let allocation = allocation_for(who, node, now);
     if let Some(ip) = wanted {
         return plan_static(blocks, space, node, ip, allocation);
     }
@@ -227,36 +379,16 @@ pub fn plan_add(
         .filter(|(_, n)| n.family() == range.family())
         .collect();
     // 1. The node's own blocks.
-    for (b, net) in in_range.iter().filter(|(b, _)| b.spec.node == node) {
-        if let Some(off) = free_in(b, net, range) {
-            return Ok(Plan {
-                ip: addr_at(net, off),
-                write: Some(Write::Replace(with_allocation(b, off, allocation, None))),
-            });
-        }
+    if let Some(p) = from_own(blocks, node, range, &allocation) {
+        return Ok(p);
     }
-    // 2. A block nobody has claimed yet: from the range's first allowed address, jump to the next
-    // allowed address after each block that exists, so the search is bounded by the listed blocks and
-    // the exclusions, never by the number of addresses or blocks in the range.
-    let taken: HashSet<u128> = in_range.iter().map(|(_, n)| n.first()).collect();
-    let mut next = range.next_allowed(0);
-    while let Some(off) = next {
-        let net = block_of(range.addr(off));
-        if !taken.contains(&net.first()) {
-            let mut nb = new_block(space, &net, node);
-            if let Some(off) = free_in(&nb, &net, range) {
-                nb = with_allocation(&nb, off, allocation, None);
-                return Ok(Plan {
-                    ip: addr_at(&net, off),
-                    write: Some(Write::Create(nb)),
-                });
-            }
-        }
-        next = net
-            .last()
-            .checked_sub(range.start)
-            .and_then(|o| o.checked_add(1))
-            .and_then(|o| range.next_allowed(o));
+    // 2. A block nobody has claimed yet, in the node's search order (from a node-derived offset):
+    // the search jumps every listed block and the exclusions, so it is bounded by them, never by the
+    // number of addresses or blocks in the range.
+    let mut taken: HashSet<u128> = in_range.iter().map(|(_, n)| n.first()).collect();
+    taken.extend(avoid);
+    if let Some(p) = claim(space, node, range, &taken, &allocation) {
+        return Ok(p);
     }
     // 3. Borrow: unowned blocks first (adopting them), then other nodes' blocks.
     let mut others: Vec<&(&IPBlock, Subnet)> = in_range
@@ -283,7 +415,9 @@ pub fn plan_add(
     ))
 }
 
-fn plan_static(
+/// Plans a static address from the blocks that may hold its block (one listed by name, or none: then
+/// a create of its block).
+pub fn plan_static(
     blocks: &[IPBlock],
     space: &str,
     node: &str,
@@ -354,6 +488,7 @@ pub fn plan_removal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube::crd::{INDEX_LABEL, INDEX_VERSION, SPACE_LABEL};
     use plumb_cni::args::PodRef;
 
     fn who(c: &str) -> Attachment {
@@ -488,8 +623,59 @@ mod tests {
         );
         let r = range("fd00::/64");
         let p = plan_add(&[], "v6", "a", &r, &who("c"), None, 1).unwrap();
-        assert_eq!(p.ip.to_string(), "fd00::1");
-        assert_eq!(p.write.unwrap().block().spec.cidr, "fd00::/120");
+        assert_eq!(p.ip, first_free(&r, "a"));
+        assert_eq!(
+            p.write.unwrap().block().spec.cidr,
+            block_of(first_free(&r, "a")).to_string()
+        );
+    }
+
+    /// The first address a node with no blocks gets in an empty range.
+    fn first_free(r: &Range, node: &str) -> IpAddr {
+        let off = r
+            .next_allowed(start_offset(r, node))
+            .or_else(|| r.next_allowed(0))
+            .unwrap();
+        r.addr(off)
+    }
+
+    #[test]
+    fn labels_follow_the_spec() {
+        let long = format!("{}.example.com", "n".repeat(240));
+        let mut b = new_block("s", &block_of("10.9.0.1".parse().unwrap()), &long);
+        b.spec.allocations.insert("3".into(), p_alloc());
+        recount(&mut b);
+        let l = b.metadata.labels.clone().unwrap();
+        let key_ok = |k: &str| {
+            let name = k.strip_prefix("plumb.dev/").unwrap();
+            name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        assert!(l.keys().all(|k| key_ok(k)), "{l:?}");
+        assert_eq!(l[SPACE_LABEL], space_hash("s"));
+        assert_eq!(l[INDEX_LABEL], INDEX_VERSION);
+        assert!(l.contains_key(&node_label(&long)));
+        assert!(
+            l.contains_key(&node_label("other")),
+            "a borrower holds it too"
+        );
+        assert!(l.contains_key(&attachment_label("x", "eth0")));
+        assert_eq!(l.len(), 5);
+        assert_ne!(node_label("a"), node_label("b"));
+        assert_ne!(attachment_label("ab", "c"), attachment_label("a", "bc"));
+        // Removing the reservation drops the borrower's and the attachment's labels; orphaning
+        // drops the owner's; labels not plumb's stay.
+        b.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "x".into());
+        b.spec.allocations.clear();
+        b.spec.node = String::new();
+        assert!(relabel(&mut b));
+        let l = b.metadata.labels.clone().unwrap();
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert_eq!(l["team"], "x");
+        assert!(!relabel(&mut b), "unchanged");
     }
 
     #[test]
@@ -504,7 +690,7 @@ mod tests {
             );
             p
         };
-        for (text, ex, first) in [
+        for (text, ex, allowed_from) in [
             ("fd00:ad0::/64", "fd00:ad0::/65", "fd00:ad0:0:0:8000::"),
             ("fd00::/8", "fd00::/9", "fd80::"),
         ] {
@@ -512,13 +698,15 @@ mod tests {
             let p = bounded(text, &|| {
                 plan_add(&[], "s", "a", &r, &who("c"), None, 1).unwrap()
             });
-            assert_eq!(p.ip.to_string(), first, "{text}");
+            assert_eq!(p.ip, first_free(&r, "a"), "{text}");
+            assert!(p.ip >= allowed_from.parse::<IpAddr>().unwrap(), "{text}");
         }
         // 3,000 blocks claimed by another node ahead of the free space: the search jumps them.
         let r = range("fd00:7::/64");
+        let start = start_offset(&r, "a");
         let mut blocks = Vec::new();
         for i in 0..3000u128 {
-            let net = block_of(r.addr(i * 256));
+            let net = block_of(r.addr(start + i * 256));
             let mut b = new_block("s", &net, "other");
             b.spec.allocations.insert("7".into(), p_alloc());
             blocks.push(b);
@@ -526,8 +714,8 @@ mod tests {
         let p = bounded("3000 blocks", &|| {
             plan_add(&blocks, "s", "a", &r, &who("c"), None, 1).unwrap()
         });
-        assert_eq!(p.ip.to_string(), "fd00:7::b:b800"); // block 3000 = 0xbb8, times 256
-                                                        // A hand-made block covering a whole /64 with one allocation is stepped in one jump.
+        assert_eq!(p.ip, r.addr(start + 3000 * 256));
+        // A hand-made block covering a whole /64 with one allocation is stepped in one jump.
         let net = Subnet::parse("fd00:8::/64", "t").unwrap();
         let mut b = new_block("s", &net, "a");
         b.spec.allocations.insert("1".into(), p_alloc());

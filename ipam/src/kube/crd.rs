@@ -10,6 +10,20 @@ use std::collections::BTreeMap;
 pub const GROUP: &str = "plumb.dev";
 /// Label carrying a hash of the block's space, used to list one space's blocks.
 pub const SPACE_LABEL: &str = "plumb.dev/space-hash";
+/// Label (value `v1`) saying the block carries the holder and attachment labels below, kept by every
+/// write of this plumb. Blocks without it were written by an older plumb.
+pub const INDEX_LABEL: &str = "plumb.dev/index";
+/// Prefix of the holder labels: `plumb.dev/node-<16 hex digits of the node name's hash>` (value `""`)
+/// for the owner and for every node holding a reservation in the block. A node lists its own blocks
+/// (and those it borrowed from) with this label; `spec.node` and the allocations' `node` stay the
+/// truth, so two names with the same hash only list a little more.
+pub const NODE_LABEL_PREFIX: &str = "plumb.dev/node-";
+/// Prefix of the attachment labels: `plumb.dev/att-<16 hex digits of the hash of containerID and
+/// ifname>` (value `""`) for every attachment holding a reservation in the block (DEL and CHECK find
+/// an attachment's blocks with it, wherever they are).
+pub const ATTACHMENT_LABEL_PREFIX: &str = "plumb.dev/att-";
+/// Value of [`INDEX_LABEL`].
+pub const INDEX_VERSION: &str = "v1";
 
 /// A block of addresses and its reservations.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -3,8 +3,10 @@
 
 pub mod blocks;
 pub mod crd;
+pub mod labels;
 pub mod nodes;
 pub mod ops;
+pub mod positions;
 pub mod reconcile;
 pub mod store;
 

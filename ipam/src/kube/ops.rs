@@ -2,7 +2,7 @@
 //! node's own requests never conflict with each other; API conflicts then come only from borrowing.
 
 use super::blocks::reservations;
-use super::store::{run, KubeSettings};
+use super::store::{run, Index, KubeSettings, Query};
 use crate::alloc::{place_statics, Attachment};
 use crate::config::{IpamConfig, Location};
 use crate::plugin::KubeStore;
@@ -14,6 +14,40 @@ use std::time::Duration;
 
 fn node_lock(cfg: &IpamConfig) -> CniResult<plumb_cni::lock::LockGuard> {
     lock_in(&cfg.data_dir, &cfg.space, cfg.lock_timeout_secs)
+}
+
+/// Name of the marker file, in the space's directory under `dataDir`, saying the blocks this node
+/// holds carry the index labels (`plumb.dev/node-…`, `plumb.dev/att-…`).
+pub const INDEX_MARKER: &str = ".kube-index-v1";
+
+/// Whether the space's directory under `dataDir` exists yet; asked before the node lock creates it.
+fn space_dir_exists(data_dir: Option<&std::path::Path>, space: &str) -> bool {
+    data_dir.is_some_and(|d| d.join(space).exists())
+}
+
+/// Whether this node may trust the index labels; decided under the node lock (so concurrent calls of
+/// the node agree) with `existed`, whether the space's directory existed before this call. A directory
+/// that did not exist means no older plumb ever reserved anything for this node in this space (it
+/// would have made the directory for its lock), so the marker is written at once; an existing
+/// directory without the marker means a first call after an upgrade. Without an absolute `dataDir`
+/// there is nowhere to remember it: every call checks.
+fn index_state(data_dir: Option<&std::path::Path>, space: &str, existed: bool) -> Index {
+    let Some(data_dir) = data_dir else {
+        return Index::Check(None);
+    };
+    let marker = data_dir.join(space).join(INDEX_MARKER);
+    if marker.exists() {
+        return Index::Trusted;
+    }
+    if !existed {
+        // Best effort: when the marker cannot be written, the next call checks once.
+        let _ = std::fs::write(
+            &marker,
+            b"plumb-ipam: this node's IPBlocks carry index labels\n",
+        );
+        return Index::Trusted;
+    }
+    Index::Check(Some(marker))
 }
 
 fn lock_in(
@@ -33,10 +67,12 @@ pub fn add(
     statics: &[IpAddr],
 ) -> CniResult<Vec<IpAddr>> {
     let wanted = place_statics(cfg, statics)?;
+    let existed = space_dir_exists(Some(&cfg.data_dir), &cfg.space);
     let _lock = node_lock(cfg)?;
+    let index = index_state(Some(&cfg.data_dir), &cfg.space, existed);
     // What the attachment held before this ADD, from the ADD's own first listing (no extra request).
     let mut before: Option<Vec<IpAddr>> = None;
-    let result = run(k, &cfg.space, async |s| {
+    let result = run(k, &cfg.space, index, async |s| {
         s.allocate(cfg, who, &wanted, now_secs(), &mut before).await
     });
     // No listing succeeded: nothing was written, so there is nothing to undo.
@@ -47,7 +83,7 @@ pub fn add(
             ..k.clone()
         };
         let (cid, ifname) = (who.container_id.clone(), who.ifname.clone());
-        let _ = run(&short, &cfg.space, async |s| {
+        let _ = run(&short, &cfg.space, Index::Trusted, async |s| {
             let now = s.held(&cid, &ifname).await?;
             let extra: Vec<IpAddr> = now.into_iter().filter(|ip| !before.contains(ip)).collect();
             if extra.is_empty() {
@@ -68,6 +104,7 @@ pub fn del(k: &KubeSettings, cfg: &IpamConfig, container_id: &str, ifname: &str)
 /// in the space goes). Without an absolute `dataDir` there is no node lock to take (it would be a file
 /// relative to the current directory); the API's resourceVersion checks still keep the writes safe.
 pub fn del_at(k: &KubeSettings, loc: &Location, container_id: &str, ifname: &str) -> CniResult<()> {
+    let existed = space_dir_exists(loc.data_dir.as_deref().ok(), &loc.space);
     let _lock = match &loc.data_dir {
         Ok(dir) => Some(lock_in(dir, &loc.space, loc.lock_timeout_secs)?),
         Err(text) => {
@@ -75,8 +112,10 @@ pub fn del_at(k: &KubeSettings, loc: &Location, container_id: &str, ifname: &str
             None
         }
     };
-    run(k, &loc.space, async |s| {
-        s.remove(|_, a| a.is_for(container_id, ifname)).await
+    let index = index_state(loc.data_dir.as_deref().ok(), &loc.space, existed);
+    run(k, &loc.space, index, async |s| {
+        let q = Query::Attachment(container_id.into(), ifname.into());
+        s.remove(q, |_, a| a.is_for(container_id, ifname)).await
     })
     .map(|_| ())
 }
@@ -88,7 +127,15 @@ pub fn held(
     container_id: &str,
     ifname: &str,
 ) -> CniResult<Vec<IpAddr>> {
-    let ips = run(k, &cfg.space, async |s| s.held(container_id, ifname).await)?;
+    // CHECK takes no node lock and creates no directory: without one, nothing was reserved here.
+    let existed = space_dir_exists(Some(&cfg.data_dir), &cfg.space);
+    let index = match existed {
+        true => index_state(Some(&cfg.data_dir), &cfg.space, true),
+        false => Index::Trusted,
+    };
+    let ips = run(k, &cfg.space, index, async |s| {
+        s.held(container_id, ifname).await
+    })?;
     Ok(ips
         .into_iter()
         .filter(|ip| cfg.range_for(*ip).is_some())
@@ -102,10 +149,12 @@ pub fn gc(
     network: &str,
     valid: &HashSet<(&str, &str)>,
 ) -> CniResult<usize> {
+    let existed = space_dir_exists(Some(&cfg.data_dir), &cfg.space);
     let _lock = node_lock(cfg)?;
+    let index = index_state(Some(&cfg.data_dir), &cfg.space, existed);
     let node = k.node.clone();
-    let freed = run(k, &cfg.space, async |s| {
-        s.remove(|_, a| {
+    let freed = run(k, &cfg.space, index, async |s| {
+        s.remove(Query::Own, |_, a| {
             a.network == network
                 && a.node == node
                 && !valid.contains(&(a.container_id.as_str(), a.ifname.as_str()))
@@ -115,9 +164,29 @@ pub fn gc(
     Ok(freed.len())
 }
 
-/// STATUS: code 50 when the API cannot be listed or a range is full.
+/// STATUS: code 50 when the API cannot be listed or a range is full. A range with a free address
+/// in one of the node's own blocks is not full (one listing of them); otherwise the space is read, in
+/// pages, and counted.
 pub fn status(k: &KubeSettings, cfg: &IpamConfig) -> CniResult<()> {
-    let blocks = run(k, &cfg.space, async |s| s.list_retrying().await).map_err(|e| CniError {
+    let node = k.node.clone();
+    let blocks = run(k, &cfg.space, Index::Trusted, async |s| {
+        let own = s.list_retrying(&Query::Own).await?;
+        let has_room = |r: &crate::range::Range| {
+            own.iter().filter(|b| b.spec.node == node).any(|b| {
+                super::blocks::subnet(b).is_some_and(|net| {
+                    (0..super::blocks::block_size(&net).min(1 << 16)).any(|o| {
+                        let ip = super::blocks::addr_at(&net, o);
+                        r.allows(ip) && !b.spec.allocations.contains_key(&o.to_string())
+                    })
+                })
+            })
+        };
+        if cfg.ranges.iter().all(has_room) {
+            return Ok(own);
+        }
+        s.list_retrying(&Query::Space).await
+    })
+    .map_err(|e| CniError {
         code: code::NOT_AVAILABLE,
         ..e
     })?;

@@ -203,17 +203,9 @@ pub fn verdict(a: &Allocation, snap: &Snapshot, now: u64, grace_secs: u64) -> Ve
     }
 }
 
-fn block_size(b: &IPBlock) -> u32 {
-    subnet(b)
-        .map(|n| super::blocks::block_size(&n))
-        .unwrap_or(0)
-        .min(u32::MAX as u128) as u32
-}
-
+/// Counts and labels (holders, attachments) from the spec, as the nodes write them.
 fn recount(b: &mut IPBlock) {
-    let size = block_size(b);
-    b.spec.used = b.spec.allocations.len() as u32;
-    b.spec.free = size.saturating_sub(b.spec.used);
+    super::blocks::recount(b);
 }
 
 fn name_of(b: &IPBlock) -> &str {
