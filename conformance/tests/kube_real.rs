@@ -29,23 +29,6 @@ use std::time::{Duration, Instant};
 // Tests
 // ---------------------------------------------------------------------------------------------
 
-/// The first address (with the range's prefix) `node` gets in an empty `range`: nodes start claiming at
-/// a block derived from their name (`plumb_ipam::kube::blocks::start_offset`).
-fn first_of(range: &str, node: &str) -> String {
-    use plumb_ipam::range::Range;
-    let r = Range::build("ipam.range", range, None, None, &[], None).expect("a range");
-    let off = plumb_ipam::kube::blocks::start_offset(&r, node);
-    let off = r
-        .next_allowed(off)
-        .or_else(|| r.next_allowed(0))
-        .expect("room");
-    format!(
-        "{}/{}",
-        r.addr(off),
-        range.split('/').nth(1).expect("a prefix")
-    )
-}
-
 /// The block (as `spec.cidr` shows it) of an address given as CIDR text.
 fn block_of_cidr(cidr: &str) -> String {
     let ip = cidr

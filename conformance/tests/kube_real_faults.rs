@@ -134,7 +134,10 @@ fn refused_connections_are_retried_then_code_11_at_the_deadline_with_nothing_res
     let conf = lab.conf("10.70.0.0/24", 2);
     lab.fwd.inject(Fault::Refuse, 1);
     let before = lab.fwd.counts().connections;
-    assert_eq!(address(&add_ok(&conf, "node-a", "c1"), 0), "10.70.0.1/24");
+    assert_eq!(
+        address(&add_ok(&conf, "node-a", "c1"), 0),
+        first_of("10.70.0.0/24", "node-a")
+    );
     let conns = lab.fwd.counts().connections - before;
     eprintln!("one refused connection: ADD succeeded over {conns} connections");
     assert!(conns >= 2, "{conns} connections");
@@ -178,8 +181,13 @@ fn a_list_answer_cut_mid_body_is_retried_and_never_reserves_twice() {
     }
     let empty = lab.conf_in(&unique_name("krf-emp"), "10.71.0.0/24", 2);
     let short = lab.bytes_to_client(|| del_ok(&empty, "node-a", "x"));
-    // A DEL of nothing: handshake + this space's list answer.
-    let full = lab.bytes_to_client(|| del_ok(&conf, "node-a", "nothing"));
+    // A STATUS: handshake + the answer to the list of node-a's blocks, the same list its ADD makes
+    // (a DEL lists only the blocks holding its attachment).
+    let mut status = conf.clone();
+    status["cniVersion"] = json!("1.1.0");
+    let full = lab.bytes_to_client(|| {
+        assert_eq!(cni("STATUS", &status, "node-a", "status").ok(), Value::Null);
+    });
     let cut = short + (full - short) / 2;
     eprintln!(
         "handshake + empty list: {short} B; handshake + list of 20: {full} B; cut at {cut} B"
@@ -191,7 +199,10 @@ fn a_list_answer_cut_mid_body_is_retried_and_never_reserves_twice() {
 
     lab.fwd.inject(Fault::CutAfter(cut), 1);
     let asked = plugin_requests(lab.r, || {
-        assert_eq!(address(&add_ok(&conf, "node-a", "c1"), 0), "10.71.0.21/24");
+        assert_eq!(
+            address(&add_ok(&conf, "node-a", "c1"), 0),
+            nth_of("10.71.0.0/24", "node-a", 20)
+        );
     });
     eprintln!("list answer cut once: requests {asked:?}");
     assert_eq!(
@@ -244,7 +255,10 @@ fn a_committed_write_whose_answer_is_cut_is_not_made_twice_and_del_frees_it() {
     eprintln!("handshake + empty list: {short} B; + create answer: {created} B; cut at {cut} B");
     lab.fwd.inject(Fault::CutAfter(cut), 1);
     let asked = plugin_requests(lab.r, || {
-        assert_eq!(address(&add_ok(&conf, "node-a", "c1"), 0), "10.72.0.1/24");
+        assert_eq!(
+            address(&add_ok(&conf, "node-a", "c1"), 0),
+            first_of("10.72.0.0/24", "node-a")
+        );
     });
     eprintln!("create answer cut: requests {asked:?}");
     assert_eq!(
@@ -318,7 +332,10 @@ fn a_stalled_connection_gives_up_at_timeout_seconds_with_code_11() {
     assert_eq!(asked, reqs(&[]));
     assert!(lab.holders().is_empty());
     lab.fwd.clear_faults();
-    assert_eq!(address(&add_ok(&conf, "node-a", "c1"), 0), "10.73.0.1/24");
+    assert_eq!(
+        address(&add_ok(&conf, "node-a", "c1"), 0),
+        first_of("10.73.0.0/24", "node-a")
+    );
     del_ok(&conf, "node-a", "c1");
     assert!(lab.holders().is_empty());
 }
@@ -333,7 +350,10 @@ fn a_delay_under_timeout_seconds_succeeds_and_one_beyond_it_is_code_11() {
     lab.fwd.inject(Fault::Delay(Duration::from_millis(1500)), 1);
     let start = Instant::now();
     let asked = plugin_requests(lab.r, || {
-        assert_eq!(address(&add_ok(&conf, "node-a", "c1"), 0), "10.74.0.1/24");
+        assert_eq!(
+            address(&add_ok(&conf, "node-a", "c1"), 0),
+            first_of("10.74.0.0/24", "node-a")
+        );
     });
     let took = start.elapsed();
     eprintln!("delayed 1.5 s: ADD took {took:?}, requests {asked:?}");

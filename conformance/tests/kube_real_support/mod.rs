@@ -443,3 +443,29 @@ pub fn server_addr(cp: &ControlPlane) -> std::net::SocketAddr {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("not https://<ip>:<port>: {}", cp.url()))
 }
+
+/// The `n`th address (0: the first; with the range's prefix) `node` gets in an empty `range`: nodes
+/// start claiming at a block derived from their name (`plumb_ipam::kube::blocks::start_offset`) and
+/// fill it in order.
+pub fn nth_of(range: &str, node: &str, n: usize) -> String {
+    use plumb_ipam::range::Range;
+    let r = Range::build("ipam.range", range, None, None, &[], None).expect("a range");
+    let mut off = plumb_ipam::kube::blocks::start_offset(&r, node);
+    off = r
+        .next_allowed(off)
+        .or_else(|| r.next_allowed(0))
+        .expect("room");
+    for _ in 0..n {
+        off = r.next_allowed(off + 1).expect("room");
+    }
+    format!(
+        "{}/{}",
+        r.addr(off),
+        range.split('/').nth(1).expect("a prefix")
+    )
+}
+
+/// The first address `node` gets in an empty `range` ([`nth_of`] 0).
+pub fn first_of(range: &str, node: &str) -> String {
+    nth_of(range, node, 0)
+}
