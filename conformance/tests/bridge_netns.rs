@@ -13,11 +13,11 @@ use conformance::plugin::{Call, Outcome};
 use conformance::result::{first_address, host_veth};
 use conformance::skip::unavailable;
 use conformance::skip::{have_command, skip};
-use conformance::{plumb_bin, unique_name, TempDir, REFERENCE_CNI_DIR};
+use conformance::{peers, plumb_bin, unique_name, TempDir};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -897,14 +897,10 @@ fn macspoofchk_chained_after_reference_bridge() {
     if unavailable(test, &["nft", "ping"]) {
         return;
     }
-    let reference = PathBuf::from(REFERENCE_CNI_DIR).join("bridge");
-    if !reference.exists() {
-        skip(
-            test,
-            "Debian's reference bridge is missing (apt containernetworking-plugins)",
-        );
+    // The reference bridge v1.10 (scripts/peers); a loud skip without Go >= 1.26.
+    let Some(reference) = peers::bin(test, "bridge") else {
         return;
-    }
+    };
     let lab = Lab::new(41);
     let mut ref_conf = lab.conf("1.0.0", json!({}));
     ref_conf["type"] = json!("bridge");

@@ -1,32 +1,29 @@
-//! plumb-bridge side by side with Debian's reference `bridge` plugin (containernetworking/plugins
-//! v1.1.1 in /usr/lib/cni): the same configuration, with the same `host-local` (or `static`) IPAM, is
-//! given to the reference (`"type": "bridge"`) on one bridge and namespace and to plumb-bridge
-//! (`"type": "plumb-bridge"`) on another, each with its own subnet of the same shape
-//! (`10.241.<2·slot>.0/24` for the reference, `10.241.<2·slot+1>.0/24` for plumb). Everything the two
-//! leave behind is read back, mapped onto placeholders (`@V4`, `@BR`, `@VETH`, ...) and compared
-//! key by key: the ADD result, the container interface (link, addresses, routes, sysctls), the host
-//! veth (link, bridge-port flags, sysctls), the bridge (link, addresses, routes, sysctls, how its MAC
-//! was assigned), CHECK, DEL and a second DEL.
+//! plumb-bridge side by side with the reference `bridge` plugin (containernetworking/plugins v1.10,
+//! built from its Go module by `scripts/peers`; see `conformance::peers`): the same configuration, with
+//! the same `host-local` (or `static`) IPAM of v1.10, is given to the reference (`"type": "bridge"`) on
+//! one bridge and namespace and to plumb-bridge (`"type": "plumb-bridge"`) on another, each with its
+//! own subnet of the same shape (`10.241.<2·slot>.0/24` for the reference, `10.241.<2·slot+1>.0/24` for
+//! plumb). Everything the two leave behind is read back, mapped onto placeholders (`@V4`, `@BR`,
+//! `@VETH`, ...) and compared key by key: the ADD result, the container interface (link, addresses,
+//! routes, sysctls), the host veth (link, bridge-port flags, sysctls), the bridge (link, addresses,
+//! routes, sysctls, how its MAC was assigned), CHECK, DEL and a second DEL.
 //!
 //! The differences that are allowed are asserted to be exactly what they are, in
-//! [`assert_allowed_differences`]:
+//! [`assert_allowed_differences`] (docs/bridge.md lists them, "Where plumb differs from the reference"):
 //!
 //! * the host veth's name: the reference picks `veth` + 8 random hex digits, plumb derives
 //!   `plb` + 12 hex digits from (containerID, ifname) so DEL finds it without the netns;
 //! * every unicast MAC (random on both sides; the bridge's derives from them); the *relation*
 //!   "the bridge has its port's MAC" is still compared;
-//! * `txqlen` of both veth ends: v1.1.1 creates veths with `txqueuelen 0` (a side effect of the Go
-//!   netlink library's zero value, fixed upstream since, which now leaves the kernel default as it
-//!   already did for the bridge); plumb leaves the kernel default of 1000;
-//! * `dns` in the result: v1.1.1 always prints `"dns": {}` unless the config has `dns`, discarding
-//!   the IPAM plugin's DNS (fixed upstream since: the IPAM's DNS is kept unless the config sets one);
-//!   plumb reports the config's `dns` when it sets something, else the IPAM's, and leaves the key out
-//!   when there is none.
+//! * `txqlen` of the host veth: v1.10 creates the pair inside the container and its host end comes up
+//!   with `txqueuelen 0`; plumb leaves the kernel default of 1000 there (the container interface has
+//!   the kernel default on both sides and is compared).
 //!
-//! CHECK: where v1.1.1 fails its own CHECK of a fresh attachment (layer 2 only: it runs IPAM CHECK
-//! with an empty type; a result route without `gw` when a gateway is known: ADD installs it via the
-//! gateway, CHECK looks for it without one) the reference's exact failure is asserted and plumb must
-//! pass; [`check_detects_drift`] shows both notice a missing route or address.
+//! `dns` in the result is compared and asserted on both sides: the config's `dns` when it sets
+//! something, else the IPAM plugin's, else no key. Both CHECK every fresh attachment successfully
+//! (v1.1.1 failed its own CHECK of layer-2 attachments and of gateway-less result routes);
+//! [`check_detects_drift`] shows both notice a missing route or address. Debian's v1.1.1 in
+//! /usr/lib/cni is no longer used here.
 //!
 //! Error behaviour is compared in the tests at the end: the reference answers every refusal with the
 //! generic code 999, plumb with code 7 naming the field; where the reference leaves something behind
@@ -40,11 +37,11 @@
 
 use conformance::netns::{run, Netns};
 use conformance::plugin::{Call, Outcome};
-use conformance::skip::{skip, skip_unless_netns};
-use conformance::{plumb_bin, unique_name, TempDir, REFERENCE_CNI_DIR};
+use conformance::skip::skip_unless_netns;
+use conformance::{peers, plumb_bin, unique_name, TempDir};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -117,7 +114,7 @@ impl Side {
 
     fn binary(&self) -> PathBuf {
         match self.imp {
-            Impl::Reference => Path::new(REFERENCE_CNI_DIR).join("bridge"),
+            Impl::Reference => reference_dir().join("bridge"),
             Impl::Plumb => plumb_bin("plumb-bridge"),
         }
     }
@@ -154,6 +151,7 @@ impl Side {
             IFNAME,
             conf,
         )
+        .env("CNI_PATH", &cni_path())
         .run(&self.binary())
     }
 
@@ -492,14 +490,8 @@ fn assert_self_consistent(side: &Side, pod: usize, raw: &Raw) {
 }
 
 /// The allowed differences, each asserted to be exactly what the module documentation says; then
-/// removed from both sides so that everything else must be equal. `config_dns` is the config's `dns`
-/// (Null when it sets nothing), `ipam_dns` what the IPAM plugin reports (Null when nothing).
-fn assert_allowed_differences(
-    reference: &mut Raw,
-    plumb: &mut Raw,
-    config_dns: &Value,
-    ipam_dns: &Value,
-) {
+/// removed from both sides so that everything else must be equal.
+fn assert_allowed_differences(reference: &mut Raw, plumb: &mut Raw) {
     // Host veth names.
     let rv = reference.veth_link["ifname"].as_str().unwrap_or_default();
     assert!(
@@ -512,58 +504,28 @@ fn assert_allowed_differences(
         "plumb host veth name {pv:?} is not plb + 12 hex digits"
     );
 
-    // txqueuelen of both veth ends: 0 from v1.1.1 (absent from `ip -j` output), the kernel default
-    // from plumb.
-    for (what, r, p) in [
-        (
-            "container interface",
-            &mut reference.pod_link,
-            &mut plumb.pod_link,
-        ),
-        ("host veth", &mut reference.veth_link, &mut plumb.veth_link),
-    ] {
-        let rq = r.as_object_mut().expect("link").remove("txqlen");
-        assert!(
-            rq.is_none() || rq == Some(json!(0)),
-            "reference {what} txqlen is {rq:?}, expected 0"
-        );
-        let pq = p.as_object_mut().expect("link").remove("txqlen");
-        assert_eq!(
-            pq,
-            Some(json!(KERNEL_VETH_TXQLEN)),
-            "plumb {what} txqlen should be the kernel default"
-        );
-    }
-
-    // dns.
-    let rd = reference
-        .result
+    // txqueuelen of the host veth: v1.10 creates the pair from the container side and leaves its host
+    // end at 0 (absent from `ip -j` output); plumb leaves the kernel default on both ends. The container
+    // interface's (the kernel default on both sides) is compared like everything else.
+    let rq = reference
+        .veth_link
         .as_object_mut()
-        .expect("result")
-        .remove("dns");
-    let pd = plumb.result.as_object_mut().expect("result").remove("dns");
-    if config_dns.is_null() {
-        assert_eq!(
-            rd,
-            Some(json!({})),
-            "reference v1.1.1 reports an empty dns when the config sets none"
-        );
-        if ipam_dns.is_null() {
-            assert_eq!(
-                pd, None,
-                "plumb reports no dns when neither config nor IPAM has one"
-            );
-        } else {
-            assert_eq!(
-                pd.as_ref(),
-                Some(ipam_dns),
-                "plumb reports the IPAM plugin's dns"
-            );
-        }
-    } else {
-        assert_eq!(rd.as_ref(), Some(config_dns), "reference: the config's dns");
-        assert_eq!(pd.as_ref(), Some(config_dns), "plumb: the config's dns");
-    }
+        .expect("link")
+        .remove("txqlen");
+    assert!(
+        rq.is_none() || rq == Some(json!(0)),
+        "reference host veth txqlen is {rq:?}, expected 0"
+    );
+    let pq = plumb
+        .veth_link
+        .as_object_mut()
+        .expect("link")
+        .remove("txqlen");
+    assert_eq!(
+        pq,
+        Some(json!(KERNEL_VETH_TXQLEN)),
+        "plumb host veth txqlen should be the kernel default"
+    );
 }
 
 /// Normalised, flattened view of one side; MACs are masked but whether the bridge has its port's MAC
@@ -642,8 +604,6 @@ struct Case {
     prepare: fn(&Side),
     /// What the IPAM plugin reports as DNS (Null: nothing).
     ipam_dns: Value,
-    /// A CHECK the reference v1.1.1 gets wrong: the message it fails with (plumb must pass).
-    reference_check_bug: Option<&'static str>,
 }
 
 impl Case {
@@ -655,7 +615,6 @@ impl Case {
             pods: 1,
             prepare: |_| {},
             ipam_dns: Value::Null,
-            reference_check_bug: None,
         }
     }
 }
@@ -672,24 +631,34 @@ fn config_dns(fields: &Value) -> Value {
     }
 }
 
+/// Whether the test can run: root with `ip`, and the reference plugins v1.10 built by `scripts/peers`
+/// (a loud skip when Go >= 1.26 is missing).
 fn prerequisites(test: &str) -> bool {
     if skip_unless_netns(test) {
         return false;
     }
+    let Some(dir) = peers::dir(test) else {
+        return false;
+    };
     for p in ["bridge", "host-local", "static"] {
-        let path = Path::new(REFERENCE_CNI_DIR).join(p);
-        if !path.exists() {
-            skip(
-                test,
-                &format!(
-                    "needs the reference plugin {} (apt containernetworking-plugins)",
-                    path.display()
-                ),
-            );
-            return false;
-        }
+        assert!(
+            dir.join(p).is_file(),
+            "{} is missing from the peers: run scripts/peers",
+            dir.join(p).display()
+        );
     }
     true
+}
+
+/// The reference plugins v1.10 (`bridge`, `host-local`, `static`, ...), found by [`prerequisites`].
+fn reference_dir() -> PathBuf {
+    peers::dir("bridge_reference").expect("prerequisites found the peers")
+}
+
+/// CNI_PATH of both sides: plumb's binaries, then the reference plugins v1.10, so both delegate to the
+/// same `host-local` and `static`.
+fn cni_path() -> String {
+    peers::cni_path("bridge_reference").expect("prerequisites found the peers")
 }
 
 fn compare(case: Case) {
@@ -704,7 +673,11 @@ fn compare(case: Case) {
     for s in &sides {
         (case.prepare)(s);
     }
-    let cfg_dns = config_dns(&case.fields);
+    // The dns both report: the config's when it sets something, else the IPAM plugin's, else none.
+    let want_dns = match config_dns(&case.fields) {
+        Value::Null => case.ipam_dns.clone(),
+        d => d,
+    };
     let mut results = [Vec::new(), Vec::new()];
     for pod in 0..case.pods {
         let mut raws = Vec::new();
@@ -719,7 +692,14 @@ fn compare(case: Case) {
             let mut it = raws.into_iter();
             (it.next().expect("reference"), it.next().expect("plumb"))
         };
-        assert_allowed_differences(&mut rr, &mut pr, &cfg_dns, &case.ipam_dns);
+        for (who, raw) in [("reference", &rr), ("plumb", &pr)] {
+            assert_eq!(
+                raw.result.get("dns").unwrap_or(&Value::Null),
+                &want_dns,
+                "{who}: dns of the result"
+            );
+        }
+        assert_allowed_differences(&mut rr, &mut pr);
         assert_same(
             &format!("{} pod {pod} after ADD", case.test),
             &flat(&sides[0], pod, &rr),
@@ -727,16 +707,12 @@ fn compare(case: Case) {
         );
     }
 
-    // CHECK with the ADD result as prevResult: both pass, but where the reference has a bug.
+    // CHECK with the ADD result as prevResult: both pass.
     for (i, s) in sides.iter().enumerate() {
         for (pod, result) in results[i].iter().enumerate() {
             let mut conf = s.conf(&case.fields);
             conf["prevResult"] = result.clone();
             let out = s.call("CHECK", pod, &conf);
-            if let (Impl::Reference, Some(bug)) = (s.imp, case.reference_check_bug) {
-                assert_reference_refusal(&out, bug);
-                continue;
-            }
             assert_eq!(
                 out.exit,
                 0,
@@ -961,32 +937,23 @@ fn empty_dns_object() {
 
 /// No `ipam` at all: layer 2 only. The reference accepts it (its README asks for `"ipam": {}`).
 ///
-/// The reference v1.1.1 cannot CHECK a layer-2 attachment: it runs IPAM CHECK with an empty IPAM
-/// type and fails with "no plugin name provided". plumb skips IPAM there and passes.
+///
+/// Both CHECK it without an IPAM plugin (v1.1.1 failed its own CHECK here: "no plugin name provided").
 #[test]
 fn layer2_without_ipam() {
-    let mut c = Case::new("layer2_without_ipam", 13, json!({"bridge": "@BR"}));
-    c.reference_check_bug = Some(REFERENCE_L2_CHECK_BUG);
+    let c = Case::new("layer2_without_ipam", 13, json!({"bridge": "@BR"}));
     compare(c);
 }
 
 #[test]
 fn layer2_empty_ipam() {
-    let mut c = Case::new(
+    let c = Case::new(
         "layer2_empty_ipam",
         14,
         json!({"bridge": "@BR", "ipam": {}}),
     );
-    c.reference_check_bug = Some(REFERENCE_L2_CHECK_BUG);
     compare(c);
 }
-
-/// How the reference v1.1.1 fails CHECK of a layer-2 attachment.
-const REFERENCE_L2_CHECK_BUG: &str = "no plugin name provided";
-
-/// How the reference v1.1.1 fails CHECK when a route of the result has no `gw` but a gateway is
-/// known: ADD installed it via that gateway, CHECK looks for it without one.
-const REFERENCE_ROUTE_CHECK_BUG: &str = "not found in routing table";
 
 fn dual_stack() -> Value {
     json!({"type": "host-local", "dataDir": "@DATA",
@@ -994,27 +961,48 @@ fn dual_stack() -> Value {
            "routes": [{"dst": "198.18.0.0/24"}, {"dst": "fd99::/64"}]})
 }
 
-/// host-local gives both gateways, so the result's gateway-less routes go via them: the reference
-/// fails its own CHECK of those routes (see [`REFERENCE_ROUTE_CHECK_BUG`]).
+/// host-local gives both gateways, so the result's gateway-less routes go via them, and both CHECK
+/// them so (v1.1.1 looked for them without the gateway and failed its own CHECK). Both switch on
+/// `keep_addr_on_down` on the container interface for its IPv6 address.
 #[test]
 fn dual_stack_without_dad() {
-    let mut c = Case::new(
+    let c = Case::new(
         "dual_stack_without_dad",
         15,
         json!({"bridge": "@BR", "ipam": dual_stack()}),
     );
-    c.reference_check_bug = Some(REFERENCE_ROUTE_CHECK_BUG);
     compare(c);
 }
 
 #[test]
 fn dual_stack_with_dad() {
-    let mut c = Case::new(
+    let c = Case::new(
         "dual_stack_with_dad",
         16,
         json!({"bridge": "@BR", "enabledad": true, "ipam": dual_stack()}),
     );
-    c.reference_check_bug = Some(REFERENCE_ROUTE_CHECK_BUG);
+    compare(c);
+}
+
+/// A pod namespace whose defaults switch IPv6 off (`default` and `lo` `disable_ipv6=1`, as some
+/// runtimes and hardened hosts have it): both switch it on for `lo` and the container interface before
+/// adding the IPv6 address, and both attach dual stack.
+#[test]
+fn dual_stack_with_ipv6_off_in_the_pod() {
+    let mut c = Case::new(
+        "dual_stack_with_ipv6_off_in_the_pod",
+        36,
+        json!({"bridge": "@BR", "ipam": dual_stack()}),
+    );
+    c.prepare = |side| {
+        for pod in &side.pods {
+            for dev in ["default", "lo"] {
+                let key = format!("net.ipv6.conf.{dev}.disable_ipv6");
+                pod.exec(&["sysctl", "-q", "-w", &format!("{key}=1")]);
+                assert_eq!(pod.exec(&["sysctl", "-n", &key]).trim(), "1", "{key}");
+            }
+        }
+    };
     compare(c);
 }
 
@@ -1262,7 +1250,7 @@ fn hairpin_and_promisc_together() {
 
 /// isGateway on a bridge that holds another IPv4 address (in the subnet, or in another one) and no
 /// forceAddress: both refuse and leave the bridge's address alone, and both release the IP. The
-/// reference v1.1.1 leaves the container interface behind (it has no rollback; the runtime's DEL
+/// reference v1.10 leaves the container interface behind (it has no rollback; the runtime's DEL
 /// removes it); plumb undoes its veth.
 #[test]
 fn gateway_address_conflict_without_force() {
@@ -1305,7 +1293,7 @@ fn gateway_address_conflict_without_force() {
             match s.imp {
                 Impl::Reference => assert!(
                     link_exists(Some(&s.pods[0]), IFNAME),
-                    "reference v1.1.1 was expected to leave {IFNAME} behind after the failed ADD"
+                    "reference v1.10 was expected to leave {IFNAME} behind after the failed ADD"
                 ),
                 Impl::Plumb => assert!(
                     pod_is_empty(&s.pods[0]),

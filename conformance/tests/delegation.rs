@@ -1,14 +1,16 @@
-//! Delegation through the spec layer to real IPAM binaries: plumb-ipam and Debian's host-local are run the
-//! way a main plugin runs its IPAM, and their results and error codes come back intact.
+//! Delegation through the spec layer to real IPAM binaries: plumb-ipam and the reference host-local
+//! (containernetworking/plugins v1.10, built by `scripts/peers`) are run the way a main plugin runs its
+//! IPAM, and their results and error codes come back intact.
 
-use conformance::{bin_dir, skip::skip, TempDir, REFERENCE_CNI_DIR};
+use conformance::{bin_dir, peers, TempDir};
 use plumb_cni::delegate;
 use plumb_cni::{Command, Version};
 use serde_json::json;
 use std::path::PathBuf;
 
+/// plumb's binaries only.
 fn dirs() -> Vec<PathBuf> {
-    vec![bin_dir(), PathBuf::from(REFERENCE_CNI_DIR)]
+    vec![bin_dir()]
 }
 
 fn vars(cid: &str) -> [(&str, &str); 4] {
@@ -54,15 +56,12 @@ fn delegates_to_plumb_ipam_in_each_version() {
 
 #[test]
 fn delegates_to_host_local() {
-    let host_local = PathBuf::from(REFERENCE_CNI_DIR).join("host-local");
-    if !host_local.exists() {
-        skip(
-            "delegates_to_host_local",
-            "Debian's host-local is missing (apt containernetworking-plugins)",
-        );
+    // A loud skip without Go >= 1.26 to build the reference plugins.
+    let Some(reference) = peers::dir("delegates_to_host_local") else {
         return;
-    }
-    for v in ["0.3.1", "0.4.0", "1.0.0"] {
+    };
+    let dirs = || vec![bin_dir(), reference.clone()];
+    for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
         let data = TempDir::new("deleghl");
         let stdin = conf(
             v,

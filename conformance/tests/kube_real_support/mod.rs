@@ -174,6 +174,7 @@ impl Installer {
             .env("PLUMB_CNI_BIN_DIR", dir.join("cni-bin"))
             .env("PLUMB_CONF_DIR", &conf_dir)
             .env("PLUMB_TOKEN_DIR", &token_dir)
+            .env("PLUMB_DATA_DIR", dir.join("data"))
             .env("PLUMB_API_SERVER", cp.url())
             .env("PLUMB_REFRESH_SECONDS", "1")
             .stdout(Stdio::null())

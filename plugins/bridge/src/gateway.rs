@@ -52,6 +52,11 @@ pub fn ensure(
         // Listed again for each gateway: an address added for an earlier one counts too.
         let existing = addresses(nl, gw_link.index).map_err(os("cannot list gateway addresses"))?;
         if existing.contains(&(gw, subnet.prefix)) {
+            // Already there (another pod's ADD, or the admin): the MAC is pinned all the same, as the
+            // reference v1.10 does, so it never follows the lowest port MAC.
+            if cfg.vlan == 0 {
+                pin_mac(nl, bridge)?;
+            }
             continue;
         }
         let in_the_way: Vec<(IpAddr, u8)> = existing

@@ -524,6 +524,9 @@ fn configure_container(
             );
             let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
         }
+        if ips.iter().any(|(ip, _, _)| ip.is_ipv6()) {
+            enable_ipv6(&name)?;
+        }
         for (ip, prefix, _) in &ips {
             add_address(&mut c, l.index, *ip, *prefix, false)?;
         }
@@ -557,6 +560,27 @@ fn configure_container(
         })
     })
     .map_err(os("cannot configure the container interface"))
+}
+
+/// Before the first IPv6 address goes on `ifname` (in the container's namespace), as the reference
+/// plugins v1.10 do: IPv6 switched on for `lo` and the interface if the namespace's defaults have it
+/// off, and `keep_addr_on_down` set, so a chained plugin that takes the link down and up (tuning
+/// changing the MAC or MTU) does not make the kernel drop the addresses.
+fn enable_ipv6(ifname: &str) -> io::Result<()> {
+    for dev in ["lo", ifname] {
+        let key = format!("net/ipv6/conf/{dev}/disable_ipv6");
+        if sysctl::read(&key).is_ok_and(|v| v.trim() != "0") {
+            sysctl::write(&key, "0").map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot enable IPv6 on {dev} ({key}): {e}"),
+                )
+            })?;
+        }
+    }
+    let key = format!("net/ipv6/conf/{ifname}/keep_addr_on_down");
+    sysctl::write(&key, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot set {key} to 1: {e}")))
 }
 
 fn result(
