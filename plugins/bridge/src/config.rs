@@ -3,8 +3,13 @@
 
 use plumb_cni::config::{opt_bool, opt_str, opt_u64};
 use plumb_cni::result::Dns;
-use plumb_cni::{AddResult, CniError, CniResult, NetConf, Version};
+use plumb_cni::{CniError, CniResult, NetConf};
 use serde_json::{Map, Value};
+
+pub use plumb_attach::fields::{
+    ipam_type, lenient_ipam_type, parse_dns, pick_mac, validate_ifname,
+};
+use plumb_attach::plan::PortPlan;
 
 /// Highest VLAN id a port may carry (4095 is reserved).
 pub const MAX_VLAN: u16 = 4094;
@@ -156,6 +161,28 @@ impl BridgeConfig {
         Ok(cfg)
     }
 
+    /// The attach engine's plan for the pod's port: everything of this config the engine uses.
+    pub fn port_plan(&self) -> PortPlan {
+        PortPlan {
+            bridge: self.bridge.clone(),
+            mtu: self.mtu,
+            mac: self.mac,
+            vlan: self.vlan,
+            trunk: self.trunk.clone(),
+            preserve_default_vlan: self.preserve_default_vlan,
+            hairpin: self.hairpin,
+            port_isolation: self.port_isolation,
+            macspoofchk: self.macspoofchk,
+            ip_masq: self.ip_masq,
+            is_gateway: self.is_gateway,
+            is_default_gateway: self.is_default_gateway,
+            enable_dad: self.enable_dad,
+            disable_container_interface: self.disable_container_interface,
+            ipam_type: self.ipam_type.clone(),
+            dns: self.dns.clone(),
+        }
+    }
+
     /// Whether the port carries any VLAN configuration (which needs a VLAN-filtering bridge).
     pub fn uses_vlans(&self) -> bool {
         self.vlan != 0 || !self.trunk.is_empty()
@@ -232,51 +259,6 @@ impl DelConfig {
     }
 }
 
-/// `ipam.type` if it is a non-empty string, for DEL (which must not fail on a config ADD refused).
-pub fn lenient_ipam_type(raw: &Map<String, Value>) -> Option<String> {
-    raw.get("ipam")
-        .and_then(|i| i.get("type"))
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-}
-
-/// `dns` overrides the IPAM plugin's DNS only when it sets something, as in the reference plugin: a
-/// `nameservers`, `search` or `options` list (even an empty one) or a non-empty `domain`. `"dns": {}`
-/// keeps the IPAM plugin's DNS.
-pub fn parse_dns(raw: &Map<String, Value>) -> CniResult<Option<Dns>> {
-    let sets_something = |o: &Map<String, Value>| {
-        ["nameservers", "search", "options"]
-            .iter()
-            .any(|k| !matches!(o.get(*k), None | Some(Value::Null)))
-            || (!matches!(o.get("domain"), None | Some(Value::Null))
-                && o.get("domain").and_then(Value::as_str) != Some(""))
-    };
-    match raw.get("dns") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) if !sets_something(o) => Ok(None),
-        Some(v) => AddResult::parse(
-            &serde_json::json!({"cniVersion": "1.1.0", "dns": v}),
-            Version::V1_1_0,
-        )
-        .map(|r| Some(r.dns))
-        .map_err(|e| CniError::config(format!("field \"dns\": {}", e.msg))),
-    }
-}
-
-/// `ipam.type` when an `ipam` section is given; an `ipam` object without a type is an error.
-pub fn ipam_type(raw: &Map<String, Value>) -> CniResult<Option<String>> {
-    match raw.get("ipam") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) if m.is_empty() => Ok(None),
-        Some(Value::Object(m)) => match opt_str(m, "type")? {
-            Some(t) if !t.is_empty() => Ok(Some(t)),
-            _ => Err(CniError::config("field \"ipam.type\" is required when \"ipam\" is given (e.g. \"plumb-ipam\", \"host-local\")")),
-        },
-        Some(_) => Err(CniError::config("field \"ipam\" must be a JSON object")),
-    }
-}
-
 fn parse_trunk(raw: &Map<String, Value>) -> CniResult<Vec<(u16, u16)>> {
     parse_ranges(raw, "vlanTrunk")
 }
@@ -327,50 +309,6 @@ pub fn parse_ranges(raw: &Map<String, Value>, field: &str) -> CniResult<Vec<(u16
         out.push(span);
     }
     Ok(out)
-}
-
-/// The container MAC, from runtimeConfig.mac, args.cni.mac or CNI_ARGS `MAC=` (in that order).
-pub fn pick_mac(conf: &NetConf, cni_args_mac: Option<&str>) -> CniResult<Option<[u8; 6]>> {
-    let from_rc =
-        opt_str(&conf.runtime_config, "mac").map_err(|e| named(e, "runtimeConfig.mac"))?;
-    let from_args = opt_str(&conf.args_cni, "mac").map_err(|e| named(e, "args.cni.mac"))?;
-    let (source, text) = match (from_rc, from_args, cni_args_mac) {
-        (Some(m), _, _) => ("runtimeConfig.mac", m),
-        (None, Some(m), _) => ("args.cni.mac", m),
-        (None, None, Some(m)) => ("CNI_ARGS MAC", m.to_string()),
-        (None, None, None) => return Ok(None),
-    };
-    let mac = plumb_net::link::parse_mac(&text).ok_or_else(|| {
-        CniError::config(format!(
-            "{source} {text:?} is not a MAC address like 02:42:ac:11:00:02"
-        ))
-    })?;
-    if mac[0] & 1 == 1 {
-        return Err(CniError::config(format!("{source} {text} is a multicast address; a unicast MAC has the lowest bit of the first byte clear")));
-    }
-    Ok(Some(mac))
-}
-
-fn named(mut e: CniError, field: &str) -> CniError {
-    e.msg = format!("{field}: {}", e.msg);
-    e
-}
-
-/// Checks an interface name given in the config: 1-15 bytes, no `/`, `:` or whitespace.
-pub fn validate_ifname(field: &str, name: &str) -> CniResult<()> {
-    let bad = name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
-    if bad {
-        return Err(CniError::config(format!(
-            "{field} {name:?} is not a valid interface name: 1-15 bytes, no '/', ':' or whitespace"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@
 //! carries the alias [`MARK`]`<uplink>`, by which `plumb-bridge --gc-uplinks` finds it.
 
 use crate::config::{validate_ifname, BridgeConfig, UplinkLayout};
-use crate::naming;
-use crate::plugin::{os, Undo, LOCK_TIMEOUT};
+use plumb_attach::attach::{OwnStep, Undo};
+use plumb_attach::lock::LOCK_TIMEOUT;
+use plumb_attach::naming;
+use plumb_attach::os::os;
 use plumb_cni::lock::LockGuard;
 use plumb_cni::{code, CniError, CniResult};
 use plumb_net::addr::{addresses, routes};
@@ -330,7 +332,7 @@ pub fn ensure(
                                 format!("{name} vanished after creation"),
                             )
                         })?;
-                    undo.push(Undo::UplinkVlanIf(l.clone()));
+                    undo.push(UplinkStep::VlanIf(l.clone()).into());
                     link::set_alias(nl, &l, &mark)
                         .map_err(os("cannot mark the uplink VLAN interface"))?;
                     l
@@ -342,7 +344,7 @@ pub fn ensure(
                 link::set_controller(nl, &sub, bridge)
                     .map_err(os("cannot make the uplink VLAN interface a bridge port"))?;
                 // Released again on rollback, so that a bridge this ADD made is empty and goes too.
-                undo.push(Undo::UplinkJoined(sub.clone()));
+                undo.push(UplinkStep::Joined(sub.clone()).into());
             }
             if !sub.up {
                 link::set_up(nl, &sub, true)
@@ -353,14 +355,14 @@ pub fn ensure(
             if uplink.controller != Some(bridge.index) {
                 link::set_controller(nl, uplink, bridge)
                     .map_err(os("cannot make the uplink a port of the bridge"))?;
-                undo.push(Undo::UplinkJoined(uplink.clone()));
+                undo.push(UplinkStep::Joined(uplink.clone()).into());
                 // A pure trunk: untagged frames from the switch belong to no pod's VLAN.
                 vlan::remove(
                     nl,
                     uplink,
                     Target::Port,
-                    crate::ports::DEFAULT_VLAN,
-                    crate::ports::DEFAULT_VLAN,
+                    plumb_attach::ports::DEFAULT_VLAN,
+                    plumb_attach::ports::DEFAULT_VLAN,
                 )
                 .map_err(os("cannot remove the default VLAN from the uplink"))?;
             }
@@ -378,7 +380,7 @@ pub fn ensure(
                 .collect();
             let missing = runs(missing);
             if !missing.is_empty() {
-                undo.push(Undo::UplinkVlans(uplink.clone(), missing.clone()));
+                undo.push(UplinkStep::Vlans(uplink.clone(), missing.clone()).into());
             }
             for &(lo, hi) in &missing {
                 vlan::add(nl, uplink, Target::Port, lo, hi, false, false)
@@ -389,21 +391,52 @@ pub fn ensure(
     Ok(())
 }
 
+/// One uplink step of an ADD, taken back if the ADD fails later.
+#[derive(Debug)]
+pub enum UplinkStep {
+    /// The uplink's VLAN interface, created by this ADD (per-VLAN uplink layout).
+    VlanIf(Link),
+    /// The uplink (one-bridge layout) or its VLAN interface (per-VLAN layout), made a port of the
+    /// bridge by this ADD.
+    Joined(Link),
+    /// VLAN ranges this ADD added to the uplink port.
+    Vlans(Link, Vec<(u16, u16)>),
+}
+
+impl From<UplinkStep> for Undo {
+    fn from(step: UplinkStep) -> Undo {
+        Undo::Own(Box::new(step))
+    }
+}
+
+impl OwnStep for UplinkStep {
+    fn label(&self) -> &'static str {
+        match self {
+            UplinkStep::VlanIf(_) => "uplink vlan interface",
+            UplinkStep::Joined(_) => "uplink port",
+            UplinkStep::Vlans(..) => "uplink vlans",
+        }
+    }
+
+    fn undo(&self, nl: &mut Route) -> Result<(), String> {
+        undo(nl, self).map_err(|e| e.to_string())
+    }
+}
+
 /// Takes back one uplink step of a failed ADD.
-pub fn undo(nl: &mut Route, step: &Undo) -> std::io::Result<()> {
+fn undo(nl: &mut Route, step: &UplinkStep) -> std::io::Result<()> {
     match step {
-        Undo::UplinkVlanIf(l) => match link::by_index(nl, l.index)? {
+        UplinkStep::VlanIf(l) => match link::by_index(nl, l.index)? {
             Some(now) if now.name == l.name => link::delete(nl, l.index, &l.name),
             _ => Ok(()),
         },
-        Undo::UplinkJoined(l) => link::set_nomaster(nl, l),
-        Undo::UplinkVlans(l, ranges) => {
+        UplinkStep::Joined(l) => link::set_nomaster(nl, l),
+        UplinkStep::Vlans(l, ranges) => {
             for &(lo, hi) in ranges {
                 vlan::remove(nl, l, Target::Port, lo, hi)?;
             }
             Ok(())
         }
-        _ => Ok(()),
     }
 }
 

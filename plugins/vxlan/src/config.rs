@@ -1,7 +1,8 @@
 //! The plumb-vxlan configuration, read strictly: every field is checked here, before anything on the
 //! node is touched, and an error names the field and how to fix it.
 
-use plumb_bridge::config::{ipam_type, lenient_ipam_type, parse_dns, pick_mac, validate_ifname};
+use plumb_attach::fields::{ipam_type, lenient_ipam_type, parse_dns, pick_mac, validate_ifname};
+use plumb_attach::plan::PortPlan;
 use plumb_cni::config::{opt_bool, opt_str, opt_str_list, opt_u64};
 use plumb_cni::result::Dns;
 use plumb_cni::{CniError, CniResult, NetConf};
@@ -137,6 +138,20 @@ impl DelConfig {
 }
 
 impl VxlanConfig {
+    /// The attach engine's plan for the pod's port: the overlay bridge, the clamped `mtu`, no gateway,
+    /// no VLANs.
+    pub fn port_plan(&self, mtu: u32) -> PortPlan {
+        PortPlan {
+            bridge: self.bridge.clone(),
+            mtu: Some(mtu),
+            macspoofchk: self.macspoofchk,
+            ipam_type: self.ipam_type.clone(),
+            dns: self.dns.clone(),
+            mac: self.mac,
+            ..PortPlan::default()
+        }
+    }
+
     /// Reads and validates the configuration; `cni_args_mac` is CNI_ARGS `MAC=`, if given.
     pub fn from_conf(conf: &NetConf, cni_args_mac: Option<&str>) -> CniResult<VxlanConfig> {
         let raw = &conf.raw;
