@@ -7,7 +7,7 @@
 //! interface holding the node's addresses or default route is never made a bridge port. What plumb makes
 //! carries the alias [`MARK`]`<uplink>`, by which `plumb-bridge --gc-uplinks` finds it.
 
-use crate::config::{validate_ifname, BridgeConfig, UplinkLayout};
+use crate::config::{wanted_ranges, BridgeConfig, UplinkLayout};
 use plumb_attach::attach::{OwnStep, Undo};
 use plumb_attach::lock::LOCK_TIMEOUT;
 use plumb_attach::naming;
@@ -22,76 +22,6 @@ use std::net::IpAddr;
 
 /// The alias prefix of the bridges and VLAN interfaces plumb made for an uplink (`plumb-uplink:<uplink>`).
 pub const MARK: &str = "plumb-uplink:";
-
-/// Checks the uplink fields together and settles the layout; in the per-VLAN layout `vlan` moves from
-/// the pod port to the uplink's VLAN interface (the port itself carries no VLAN configuration).
-pub fn settle_config(cfg: &mut BridgeConfig, vlan_filtering: bool) -> CniResult<()> {
-    let Some(up) = cfg.uplink.clone() else {
-        if vlan_filtering {
-            return Err(CniError::config("field \"vlanFiltering\" selects the one-bridge layout of \"uplink\"; set \"uplink\" to the node's trunked NIC, or drop it (\"vlan\"/\"vlanTrunk\" turn VLAN filtering on by themselves)"));
-        }
-        if !cfg.uplink_trunk.is_empty() {
-            return Err(CniError::config(
-                "field \"uplinkTrunk\" needs \"uplink\" and \"vlanFiltering\": true",
-            ));
-        }
-        return Ok(());
-    };
-    validate_ifname("field \"uplink\"", &up)?;
-    if up == cfg.bridge {
-        return Err(CniError::config(format!(
-            "field \"uplink\" {up:?} is the bridge itself; name the node's trunked NIC"
-        )));
-    }
-    if vlan_filtering {
-        if !cfg.uses_vlans() {
-            return Err(CniError::config("with \"uplink\" and \"vlanFiltering\": true the pod port needs \"vlan\" or \"vlanTrunk\": the uplink carries only the VLANs of the attachments"));
-        }
-        if !cfg.uplink_trunk.is_empty() {
-            for (lo, hi) in attachment_ranges(cfg) {
-                if let Some(v) = (lo..=hi).find(|v| !in_ranges(&cfg.uplink_trunk, *v)) {
-                    return Err(CniError::config(format!("VLAN {v} of this attachment is not in \"uplinkTrunk\", so the uplink would not carry it; add it to \"uplinkTrunk\"")));
-                }
-            }
-        }
-        cfg.uplink_layout = Some(UplinkLayout::Trunk);
-        return Ok(());
-    }
-    if !cfg.uplink_trunk.is_empty() {
-        return Err(CniError::config("field \"uplinkTrunk\" needs \"vlanFiltering\": true (the one VLAN-filtering bridge layout)"));
-    }
-    if !cfg.trunk.is_empty() || cfg.preserve_default_vlan {
-        return Err(CniError::config("fields \"vlanTrunk\"/\"preserveDefaultVlan\" do not apply to a per-VLAN bridge (\"uplink\" with \"vlan\"), which carries one VLAN untagged; set \"vlanFiltering\": true for trunk ports"));
-    }
-    if cfg.vlan == 0 {
-        return Err(CniError::config("field \"uplink\" needs \"vlan\" (a per-VLAN bridge with <uplink>.<vlan> as its port) or \"vlanFiltering\": true (one VLAN-filtering bridge with the uplink as its trunk port)"));
-    }
-    cfg.uplink_layout = Some(UplinkLayout::PerVlan(cfg.vlan));
-    cfg.vlan = 0;
-    Ok(())
-}
-
-/// The VLAN ranges of the attachment's port: `vlanTrunk` and the access `vlan`.
-pub fn attachment_ranges(cfg: &BridgeConfig) -> Vec<(u16, u16)> {
-    let mut r = cfg.trunk.clone();
-    if cfg.vlan != 0 {
-        r.push((cfg.vlan, cfg.vlan));
-    }
-    r
-}
-
-/// The VLANs the uplink must carry for this attachment: `uplinkTrunk` if given, else its own.
-pub fn wanted_ranges(cfg: &BridgeConfig) -> Vec<(u16, u16)> {
-    if cfg.uplink_trunk.is_empty() {
-        attachment_ranges(cfg)
-    } else {
-        cfg.uplink_trunk.clone()
-    }
-}
-
-fn in_ranges(ranges: &[(u16, u16)], vid: u16) -> bool {
-    ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&vid))
-}
 
 /// Sorted, contiguous runs of a set of VLAN ids (for range requests).
 fn runs(mut vids: Vec<u16>) -> Vec<(u16, u16)> {
