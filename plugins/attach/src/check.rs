@@ -208,3 +208,36 @@ pub fn expected_vlans(cfg: &PortPlan, _filtering: Option<bool>) -> BTreeSet<Memb
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(vid: u16, pvid: bool, untagged: bool) -> Membership {
+        Membership {
+            vid,
+            pvid,
+            untagged,
+        }
+    }
+
+    #[test]
+    fn expected_vlans_of_access_trunk_and_default_vlan() {
+        let plan = |vlan, trunk: &[(u16, u16)], preserve| PortPlan {
+            vlan,
+            trunk: trunk.to_vec(),
+            preserve_default_vlan: preserve,
+            ..PortPlan::default()
+        };
+        // An access VLAN inside the trunk stays the untagged PVID, not a tagged member.
+        let got = expected_vlans(&plan(20, &[(19, 21)], false), Some(true));
+        let want = BTreeSet::from([m(19, false, false), m(20, true, true), m(21, false, false)]);
+        assert_eq!(got, want);
+        // preserveDefaultVlan keeps VLAN 1 untagged; it is the PVID only without an access VLAN.
+        let got = expected_vlans(&plan(0, &[(5, 5)], true), Some(true));
+        assert_eq!(got, BTreeSet::from([m(1, true, true), m(5, false, false)]));
+        let got = expected_vlans(&plan(7, &[], true), Some(true));
+        assert_eq!(got, BTreeSet::from([m(1, false, true), m(7, true, true)]));
+        assert!(expected_vlans(&plan(0, &[], false), None).is_empty());
+    }
+}

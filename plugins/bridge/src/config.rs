@@ -395,6 +395,42 @@ mod tests {
     }
 
     #[test]
+    fn port_plan_carries_every_port_field() {
+        let c = cfg(json!({
+            "bridge": "br7", "isDefaultGateway": true, "ipMasq": true, "mtu": 1400,
+            "hairpinMode": true, "portIsolation": true, "vlan": 20,
+            "vlanTrunk": [{"minID": 30, "maxID": 32}], "preserveDefaultVlan": true,
+            "enabledad": true, "macspoofchk": true, "disableContainerInterface": true,
+            "ipam": {"type": "plumb-ipam"}, "dns": {"nameservers": ["10.0.0.53"]},
+            "runtimeConfig": {"mac": "02:00:00:00:00:07"}
+        }))
+        .unwrap();
+        let p = c.port_plan();
+        assert_eq!(
+            (p.bridge.as_str(), p.mtu, p.mac, p.vlan, p.trunk.as_slice()),
+            (
+                "br7",
+                Some(1400),
+                Some([2, 0, 0, 0, 0, 7]),
+                20,
+                &[(30, 32)][..]
+            )
+        );
+        assert!(p.preserve_default_vlan && p.hairpin && p.port_isolation && p.macspoofchk);
+        assert!(p.ip_masq && p.is_gateway && p.is_default_gateway && p.enable_dad);
+        assert!(p.disable_container_interface && p.uses_vlans());
+        assert_eq!(p.ipam_type.as_deref(), Some("plumb-ipam"));
+        assert_eq!(p.dns, c.dns);
+        assert_eq!(
+            cfg(json!({})).unwrap().port_plan(),
+            PortPlan {
+                bridge: "cni0".into(),
+                ..PortPlan::default()
+            }
+        );
+    }
+
+    #[test]
     fn defaults_match_the_reference() {
         let c = cfg(json!({})).unwrap();
         assert_eq!(c.bridge, "cni0");

@@ -446,6 +446,29 @@ mod tests {
     }
 
     #[test]
+    fn port_plan_is_the_overlay_bridge_with_the_given_mtu_and_nothing_else() {
+        let c = parse(json!({
+            "bridge": "gw0", "vni": 42, "group": "239.1.1.1", "macspoofchk": true,
+            "ipam": {"type": "plumb-ipam"}, "runtimeConfig": {"mac": "02:00:00:00:00:09"}
+        }))
+        .unwrap();
+        let p = c.port_plan(1450);
+        assert_eq!(
+            p,
+            PortPlan {
+                bridge: "gw0".into(),
+                mtu: Some(1450),
+                mac: Some([2, 0, 0, 0, 0, 9]),
+                macspoofchk: true,
+                ipam_type: Some("plumb-ipam".into()),
+                dns: c.dns.clone(),
+                ..PortPlan::default()
+            }
+        );
+        assert!(!p.is_gateway && !p.ip_masq && !p.uses_vlans());
+    }
+
+    #[test]
     fn del_reads_leniently_what_add_refuses() {
         let del = |v: Value| {
             let mut base = json!({"cniVersion": "1.0.0", "name": "gw", "type": "plumb-vxlan"});
