@@ -13,7 +13,7 @@ use conformance::plugin::{Call, Outcome};
 use conformance::result::{first_address, host_veth};
 use conformance::skip::{skip, unavailable};
 use conformance::{plumb_bin, unique_name, TempDir};
-use plumb_bridge::naming::uplink_vlan;
+use plumb_attach::naming::uplink_vlan;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;

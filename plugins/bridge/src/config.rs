@@ -3,8 +3,13 @@
 
 use plumb_cni::config::{opt_bool, opt_str, opt_u64};
 use plumb_cni::result::Dns;
-use plumb_cni::{AddResult, CniError, CniResult, NetConf, Version};
+use plumb_cni::{CniError, CniResult, NetConf};
 use serde_json::{Map, Value};
+
+pub use plumb_attach::fields::{
+    ipam_type, lenient_ipam_type, parse_dns, pick_mac, validate_ifname,
+};
+use plumb_attach::plan::PortPlan;
 
 /// Highest VLAN id a port may carry (4095 is reserved).
 pub const MAX_VLAN: u16 = 4094;
@@ -138,7 +143,7 @@ impl BridgeConfig {
             uplink_layout: None,
             uplink_trunk: parse_ranges(raw, "uplinkTrunk")?,
         };
-        crate::uplink::settle_config(&mut cfg, flag("vlanFiltering")?)?;
+        settle_uplink(&mut cfg, flag("vlanFiltering")?)?;
         if let Some(backend) = opt_str(raw, "ipMasqBackend")? {
             if backend != "iptables" && backend != "nftables" {
                 return Err(CniError::config(format!(
@@ -156,6 +161,28 @@ impl BridgeConfig {
         Ok(cfg)
     }
 
+    /// The attach engine's plan for the pod's port: everything of this config the engine uses.
+    pub fn port_plan(&self) -> PortPlan {
+        PortPlan {
+            bridge: self.bridge.clone(),
+            mtu: self.mtu,
+            mac: self.mac,
+            vlan: self.vlan,
+            trunk: self.trunk.clone(),
+            preserve_default_vlan: self.preserve_default_vlan,
+            hairpin: self.hairpin,
+            port_isolation: self.port_isolation,
+            macspoofchk: self.macspoofchk,
+            ip_masq: self.ip_masq,
+            is_gateway: self.is_gateway,
+            is_default_gateway: self.is_default_gateway,
+            enable_dad: self.enable_dad,
+            disable_container_interface: self.disable_container_interface,
+            ipam_type: self.ipam_type.clone(),
+            dns: self.dns.clone(),
+        }
+    }
+
     /// Whether the port carries any VLAN configuration (which needs a VLAN-filtering bridge).
     pub fn uses_vlans(&self) -> bool {
         self.vlan != 0 || !self.trunk.is_empty()
@@ -165,6 +192,76 @@ impl BridgeConfig {
     pub fn vlan_gateway_name(&self) -> String {
         format!("{}.{}", self.bridge, self.vlan)
     }
+}
+
+/// Checks the uplink fields together and settles the layout; in the per-VLAN layout `vlan` moves from
+/// the pod port to the uplink's VLAN interface (the port itself carries no VLAN configuration).
+pub fn settle_uplink(cfg: &mut BridgeConfig, vlan_filtering: bool) -> CniResult<()> {
+    let Some(up) = cfg.uplink.clone() else {
+        if vlan_filtering {
+            return Err(CniError::config("field \"vlanFiltering\" selects the one-bridge layout of \"uplink\"; set \"uplink\" to the node's trunked NIC, or drop it (\"vlan\"/\"vlanTrunk\" turn VLAN filtering on by themselves)"));
+        }
+        if !cfg.uplink_trunk.is_empty() {
+            return Err(CniError::config(
+                "field \"uplinkTrunk\" needs \"uplink\" and \"vlanFiltering\": true",
+            ));
+        }
+        return Ok(());
+    };
+    validate_ifname("field \"uplink\"", &up)?;
+    if up == cfg.bridge {
+        return Err(CniError::config(format!(
+            "field \"uplink\" {up:?} is the bridge itself; name the node's trunked NIC"
+        )));
+    }
+    if vlan_filtering {
+        if !cfg.uses_vlans() {
+            return Err(CniError::config("with \"uplink\" and \"vlanFiltering\": true the pod port needs \"vlan\" or \"vlanTrunk\": the uplink carries only the VLANs of the attachments"));
+        }
+        if !cfg.uplink_trunk.is_empty() {
+            for (lo, hi) in attachment_ranges(cfg) {
+                if let Some(v) = (lo..=hi).find(|v| !in_ranges(&cfg.uplink_trunk, *v)) {
+                    return Err(CniError::config(format!("VLAN {v} of this attachment is not in \"uplinkTrunk\", so the uplink would not carry it; add it to \"uplinkTrunk\"")));
+                }
+            }
+        }
+        cfg.uplink_layout = Some(UplinkLayout::Trunk);
+        return Ok(());
+    }
+    if !cfg.uplink_trunk.is_empty() {
+        return Err(CniError::config("field \"uplinkTrunk\" needs \"vlanFiltering\": true (the one VLAN-filtering bridge layout)"));
+    }
+    if !cfg.trunk.is_empty() || cfg.preserve_default_vlan {
+        return Err(CniError::config("fields \"vlanTrunk\"/\"preserveDefaultVlan\" do not apply to a per-VLAN bridge (\"uplink\" with \"vlan\"), which carries one VLAN untagged; set \"vlanFiltering\": true for trunk ports"));
+    }
+    if cfg.vlan == 0 {
+        return Err(CniError::config("field \"uplink\" needs \"vlan\" (a per-VLAN bridge with <uplink>.<vlan> as its port) or \"vlanFiltering\": true (one VLAN-filtering bridge with the uplink as its trunk port)"));
+    }
+    cfg.uplink_layout = Some(UplinkLayout::PerVlan(cfg.vlan));
+    cfg.vlan = 0;
+    Ok(())
+}
+
+/// The VLAN ranges of the attachment's port: `vlanTrunk` and the access `vlan`.
+pub fn attachment_ranges(cfg: &BridgeConfig) -> Vec<(u16, u16)> {
+    let mut r = cfg.trunk.clone();
+    if cfg.vlan != 0 {
+        r.push((cfg.vlan, cfg.vlan));
+    }
+    r
+}
+
+/// The VLANs the uplink must carry for this attachment: `uplinkTrunk` if given, else its own.
+pub fn wanted_ranges(cfg: &BridgeConfig) -> Vec<(u16, u16)> {
+    if cfg.uplink_trunk.is_empty() {
+        attachment_ranges(cfg)
+    } else {
+        cfg.uplink_trunk.clone()
+    }
+}
+
+fn in_ranges(ranges: &[(u16, u16)], vid: u16) -> bool {
+    ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&vid))
 }
 
 /// What DEL needs of the configuration, read leniently: DEL must succeed on a config ADD would refuse
@@ -232,51 +329,6 @@ impl DelConfig {
     }
 }
 
-/// `ipam.type` if it is a non-empty string, for DEL (which must not fail on a config ADD refused).
-pub fn lenient_ipam_type(raw: &Map<String, Value>) -> Option<String> {
-    raw.get("ipam")
-        .and_then(|i| i.get("type"))
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-}
-
-/// `dns` overrides the IPAM plugin's DNS only when it sets something, as in the reference plugin: a
-/// `nameservers`, `search` or `options` list (even an empty one) or a non-empty `domain`. `"dns": {}`
-/// keeps the IPAM plugin's DNS.
-pub fn parse_dns(raw: &Map<String, Value>) -> CniResult<Option<Dns>> {
-    let sets_something = |o: &Map<String, Value>| {
-        ["nameservers", "search", "options"]
-            .iter()
-            .any(|k| !matches!(o.get(*k), None | Some(Value::Null)))
-            || (!matches!(o.get("domain"), None | Some(Value::Null))
-                && o.get("domain").and_then(Value::as_str) != Some(""))
-    };
-    match raw.get("dns") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) if !sets_something(o) => Ok(None),
-        Some(v) => AddResult::parse(
-            &serde_json::json!({"cniVersion": "1.1.0", "dns": v}),
-            Version::V1_1_0,
-        )
-        .map(|r| Some(r.dns))
-        .map_err(|e| CniError::config(format!("field \"dns\": {}", e.msg))),
-    }
-}
-
-/// `ipam.type` when an `ipam` section is given; an `ipam` object without a type is an error.
-pub fn ipam_type(raw: &Map<String, Value>) -> CniResult<Option<String>> {
-    match raw.get("ipam") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) if m.is_empty() => Ok(None),
-        Some(Value::Object(m)) => match opt_str(m, "type")? {
-            Some(t) if !t.is_empty() => Ok(Some(t)),
-            _ => Err(CniError::config("field \"ipam.type\" is required when \"ipam\" is given (e.g. \"plumb-ipam\", \"host-local\")")),
-        },
-        Some(_) => Err(CniError::config("field \"ipam\" must be a JSON object")),
-    }
-}
-
 fn parse_trunk(raw: &Map<String, Value>) -> CniResult<Vec<(u16, u16)>> {
     parse_ranges(raw, "vlanTrunk")
 }
@@ -329,50 +381,6 @@ pub fn parse_ranges(raw: &Map<String, Value>, field: &str) -> CniResult<Vec<(u16
     Ok(out)
 }
 
-/// The container MAC, from runtimeConfig.mac, args.cni.mac or CNI_ARGS `MAC=` (in that order).
-pub fn pick_mac(conf: &NetConf, cni_args_mac: Option<&str>) -> CniResult<Option<[u8; 6]>> {
-    let from_rc =
-        opt_str(&conf.runtime_config, "mac").map_err(|e| named(e, "runtimeConfig.mac"))?;
-    let from_args = opt_str(&conf.args_cni, "mac").map_err(|e| named(e, "args.cni.mac"))?;
-    let (source, text) = match (from_rc, from_args, cni_args_mac) {
-        (Some(m), _, _) => ("runtimeConfig.mac", m),
-        (None, Some(m), _) => ("args.cni.mac", m),
-        (None, None, Some(m)) => ("CNI_ARGS MAC", m.to_string()),
-        (None, None, None) => return Ok(None),
-    };
-    let mac = plumb_net::link::parse_mac(&text).ok_or_else(|| {
-        CniError::config(format!(
-            "{source} {text:?} is not a MAC address like 02:42:ac:11:00:02"
-        ))
-    })?;
-    if mac[0] & 1 == 1 {
-        return Err(CniError::config(format!("{source} {text} is a multicast address; a unicast MAC has the lowest bit of the first byte clear")));
-    }
-    Ok(Some(mac))
-}
-
-fn named(mut e: CniError, field: &str) -> CniError {
-    e.msg = format!("{field}: {}", e.msg);
-    e
-}
-
-/// Checks an interface name given in the config: 1-15 bytes, no `/`, `:` or whitespace.
-pub fn validate_ifname(field: &str, name: &str) -> CniResult<()> {
-    let bad = name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
-    if bad {
-        return Err(CniError::config(format!(
-            "{field} {name:?} is not a valid interface name: 1-15 bytes, no '/', ':' or whitespace"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +392,42 @@ mod tests {
             c[k] = v.clone();
         }
         BridgeConfig::from_conf(&NetConf::parse(c.to_string().as_bytes()).unwrap(), None)
+    }
+
+    #[test]
+    fn port_plan_carries_every_port_field() {
+        let c = cfg(json!({
+            "bridge": "br7", "isDefaultGateway": true, "ipMasq": true, "mtu": 1400,
+            "hairpinMode": true, "portIsolation": true, "vlan": 20,
+            "vlanTrunk": [{"minID": 30, "maxID": 32}], "preserveDefaultVlan": true,
+            "enabledad": true, "macspoofchk": true, "disableContainerInterface": true,
+            "ipam": {"type": "plumb-ipam"}, "dns": {"nameservers": ["10.0.0.53"]},
+            "runtimeConfig": {"mac": "02:00:00:00:00:07"}
+        }))
+        .unwrap();
+        let p = c.port_plan();
+        assert_eq!(
+            (p.bridge.as_str(), p.mtu, p.mac, p.vlan, p.trunk.as_slice()),
+            (
+                "br7",
+                Some(1400),
+                Some([2, 0, 0, 0, 0, 7]),
+                20,
+                &[(30, 32)][..]
+            )
+        );
+        assert!(p.preserve_default_vlan && p.hairpin && p.port_isolation && p.macspoofchk);
+        assert!(p.ip_masq && p.is_gateway && p.is_default_gateway && p.enable_dad);
+        assert!(p.disable_container_interface && p.uses_vlans());
+        assert_eq!(p.ipam_type.as_deref(), Some("plumb-ipam"));
+        assert_eq!(p.dns, c.dns);
+        assert_eq!(
+            cfg(json!({})).unwrap().port_plan(),
+            PortPlan {
+                bridge: "cni0".into(),
+                ..PortPlan::default()
+            }
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! remains.
 
 use crate::config::BridgeConfig;
-use crate::plugin::{os, Undo};
+use plumb_attach::attach::{OwnStep, Undo};
+use plumb_attach::os::os;
 use plumb_cni::result::{Cidr, IpConfig};
 use plumb_cni::{CniError, CniResult};
 use plumb_net::addr::{add_address, addresses};
@@ -12,6 +13,26 @@ use plumb_net::nl::Route;
 use plumb_net::sysctl;
 use plumb_net::vlan::{self, Target};
 use std::net::IpAddr;
+
+/// The undo step of a VLAN gateway interface this ADD created (label `vlan gateway`): removed if no
+/// other port uses its VLAN.
+#[derive(Debug)]
+pub struct VlanGateway {
+    /// The bridge.
+    pub bridge: String,
+    /// The VLAN.
+    pub vid: u16,
+}
+
+impl OwnStep for VlanGateway {
+    fn label(&self) -> &'static str {
+        "vlan gateway"
+    }
+
+    fn undo(&self, host: &mut Route) -> Result<(), String> {
+        remove_vlan_gateway_if_unused(host, &self.bridge, self.vid).map_err(|e| e.to_string())
+    }
+}
 
 /// Puts each gateway address on the gateway interface and enables forwarding. Each thing it makes is
 /// pushed on `undo` the moment it exists (the VLAN gateway interface, each address it adds), so a
@@ -33,7 +54,10 @@ pub fn ensure(
     let gw_link = if cfg.vlan != 0 {
         let (l, created) = vlan_gateway(nl, cfg, bridge)?;
         if created {
-            undo.push(Undo::VlanGateway);
+            undo.push(Undo::Own(Box::new(VlanGateway {
+                bridge: cfg.bridge.clone(),
+                vid: cfg.vlan,
+            })));
         }
         l
     } else {

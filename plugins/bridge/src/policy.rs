@@ -4,9 +4,9 @@
 //! limits are enforced by plumb-ipam itself, which the config delegates to.
 
 use crate::config::{BridgeConfig, UplinkLayout};
+use plumb_attach::fields::given_bool;
 use plumb_cni::policy::Guard;
 use plumb_cni::{CniResult, Request};
-use serde_json::Value;
 
 /// Checks `cfg` against the policy for the request's namespace and turns the spoof check on where the
 /// policy requires it and the config does not mention it. Returns the guard, for checks of fields
@@ -26,10 +26,4 @@ pub fn enforce(req: &Request, cfg: &mut BridgeConfig) -> CniResult<Guard> {
     guard.vlan_spans("uplinkTrunk", &cfg.uplink_trunk)?;
     cfg.macspoofchk = guard.macspoofchk(given_bool(req, "macspoofchk"))?;
     Ok(guard)
-}
-
-/// A boolean field as the config gives it (`None` when absent or null; the config reader has already
-/// refused any other type).
-pub fn given_bool(req: &Request, field: &str) -> Option<bool> {
-    req.conf.raw.get(field).and_then(Value::as_bool)
 }

@@ -1,15 +1,12 @@
-//! The bridge and its ports: create or verify the bridge (VLAN filtering enforced on a bridge that
-//! already exists), then attach a host veth with its port options and VLANs.
+//! The bridge itself: create or verify it (VLAN filtering enforced on a bridge that already exists),
+//! and remove one a failed ADD created. Its ports are the attach engine's (`plumb_attach::ports`).
 
 use crate::config::BridgeConfig;
-use crate::plugin::os;
+use plumb_attach::attach::OwnStep;
+use plumb_attach::os::os;
 use plumb_cni::{CniError, CniResult};
-use plumb_net::link::{self, Link, PortOptions};
+use plumb_net::link::{self, Link};
 use plumb_net::nl::{is_exists, Route};
-use plumb_net::vlan::{self, Target};
-
-/// VLAN 1 is what a VLAN-filtering bridge gives every new port (its `default_pvid`).
-pub const DEFAULT_VLAN: u16 = 1;
 
 /// Creates the bridge if it is missing, or checks the one there is; enforces VLAN filtering when the
 /// config uses VLANs, promiscuous mode when asked, and brings it up. Runs under the bridge lock.
@@ -30,6 +27,20 @@ pub fn ensure_bridge(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<(Link, boo
             Err(e)
         }
         (Err(e), None) => Err(e),
+    }
+}
+
+/// The undo step of a bridge this ADD created (label `bridge`): removed when no other port joined it.
+#[derive(Debug)]
+pub struct CreatedBridge(pub Link);
+
+impl OwnStep for CreatedBridge {
+    fn label(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn undo(&self, host: &mut Route) -> Result<(), String> {
+        remove_created_bridge(host, &self.0).map_err(|e| e.to_string())
     }
 }
 
@@ -119,32 +130,4 @@ fn ensure_bridge_inner(
                 format!("bridge {name} vanished"),
             )
         })
-}
-
-/// Makes the host veth a port of the bridge with the config's options and VLANs, and brings it up.
-pub fn attach(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link, port: &Link) -> CniResult<()> {
-    link::set_controller(nl, port, bridge)
-        .map_err(os("cannot attach the host veth to the bridge"))?;
-    let opts = PortOptions {
-        hairpin: cfg.hairpin.then_some(true),
-        learning: None,
-        isolated: cfg.port_isolation.then_some(true),
-    };
-    link::set_port_options(nl, port, opts).map_err(os("cannot set bridge port options"))?;
-    if cfg.uses_vlans() {
-        if !cfg.preserve_default_vlan && cfg.vlan != DEFAULT_VLAN {
-            vlan::remove(nl, port, Target::Port, DEFAULT_VLAN, DEFAULT_VLAN)
-                .map_err(os("cannot remove the default VLAN from the port"))?;
-        }
-        for &(lo, hi) in &cfg.trunk {
-            vlan::add(nl, port, Target::Port, lo, hi, false, false)
-                .map_err(os("cannot add trunk VLANs to the port"))?;
-        }
-        // After the trunk, so an access VLAN inside a trunk range stays the untagged PVID.
-        if cfg.vlan != 0 {
-            vlan::add(nl, port, Target::Port, cfg.vlan, cfg.vlan, true, true)
-                .map_err(os("cannot add the access VLAN to the port"))?;
-        }
-    }
-    link::set_up(nl, port, true).map_err(os("cannot bring the host veth up"))
 }

@@ -7,9 +7,11 @@
 //! interface holding the node's addresses or default route is never made a bridge port. What plumb makes
 //! carries the alias [`MARK`]`<uplink>`, by which `plumb-bridge --gc-uplinks` finds it.
 
-use crate::config::{validate_ifname, BridgeConfig, UplinkLayout};
-use crate::naming;
-use crate::plugin::{os, Undo, LOCK_TIMEOUT};
+use crate::config::{wanted_ranges, BridgeConfig, UplinkLayout};
+use plumb_attach::attach::{OwnStep, Undo};
+use plumb_attach::lock::LOCK_TIMEOUT;
+use plumb_attach::naming;
+use plumb_attach::os::os;
 use plumb_cni::lock::LockGuard;
 use plumb_cni::{code, CniError, CniResult};
 use plumb_net::addr::{addresses, routes};
@@ -20,76 +22,6 @@ use std::net::IpAddr;
 
 /// The alias prefix of the bridges and VLAN interfaces plumb made for an uplink (`plumb-uplink:<uplink>`).
 pub const MARK: &str = "plumb-uplink:";
-
-/// Checks the uplink fields together and settles the layout; in the per-VLAN layout `vlan` moves from
-/// the pod port to the uplink's VLAN interface (the port itself carries no VLAN configuration).
-pub fn settle_config(cfg: &mut BridgeConfig, vlan_filtering: bool) -> CniResult<()> {
-    let Some(up) = cfg.uplink.clone() else {
-        if vlan_filtering {
-            return Err(CniError::config("field \"vlanFiltering\" selects the one-bridge layout of \"uplink\"; set \"uplink\" to the node's trunked NIC, or drop it (\"vlan\"/\"vlanTrunk\" turn VLAN filtering on by themselves)"));
-        }
-        if !cfg.uplink_trunk.is_empty() {
-            return Err(CniError::config(
-                "field \"uplinkTrunk\" needs \"uplink\" and \"vlanFiltering\": true",
-            ));
-        }
-        return Ok(());
-    };
-    validate_ifname("field \"uplink\"", &up)?;
-    if up == cfg.bridge {
-        return Err(CniError::config(format!(
-            "field \"uplink\" {up:?} is the bridge itself; name the node's trunked NIC"
-        )));
-    }
-    if vlan_filtering {
-        if !cfg.uses_vlans() {
-            return Err(CniError::config("with \"uplink\" and \"vlanFiltering\": true the pod port needs \"vlan\" or \"vlanTrunk\": the uplink carries only the VLANs of the attachments"));
-        }
-        if !cfg.uplink_trunk.is_empty() {
-            for (lo, hi) in attachment_ranges(cfg) {
-                if let Some(v) = (lo..=hi).find(|v| !in_ranges(&cfg.uplink_trunk, *v)) {
-                    return Err(CniError::config(format!("VLAN {v} of this attachment is not in \"uplinkTrunk\", so the uplink would not carry it; add it to \"uplinkTrunk\"")));
-                }
-            }
-        }
-        cfg.uplink_layout = Some(UplinkLayout::Trunk);
-        return Ok(());
-    }
-    if !cfg.uplink_trunk.is_empty() {
-        return Err(CniError::config("field \"uplinkTrunk\" needs \"vlanFiltering\": true (the one VLAN-filtering bridge layout)"));
-    }
-    if !cfg.trunk.is_empty() || cfg.preserve_default_vlan {
-        return Err(CniError::config("fields \"vlanTrunk\"/\"preserveDefaultVlan\" do not apply to a per-VLAN bridge (\"uplink\" with \"vlan\"), which carries one VLAN untagged; set \"vlanFiltering\": true for trunk ports"));
-    }
-    if cfg.vlan == 0 {
-        return Err(CniError::config("field \"uplink\" needs \"vlan\" (a per-VLAN bridge with <uplink>.<vlan> as its port) or \"vlanFiltering\": true (one VLAN-filtering bridge with the uplink as its trunk port)"));
-    }
-    cfg.uplink_layout = Some(UplinkLayout::PerVlan(cfg.vlan));
-    cfg.vlan = 0;
-    Ok(())
-}
-
-/// The VLAN ranges of the attachment's port: `vlanTrunk` and the access `vlan`.
-pub fn attachment_ranges(cfg: &BridgeConfig) -> Vec<(u16, u16)> {
-    let mut r = cfg.trunk.clone();
-    if cfg.vlan != 0 {
-        r.push((cfg.vlan, cfg.vlan));
-    }
-    r
-}
-
-/// The VLANs the uplink must carry for this attachment: `uplinkTrunk` if given, else its own.
-pub fn wanted_ranges(cfg: &BridgeConfig) -> Vec<(u16, u16)> {
-    if cfg.uplink_trunk.is_empty() {
-        attachment_ranges(cfg)
-    } else {
-        cfg.uplink_trunk.clone()
-    }
-}
-
-fn in_ranges(ranges: &[(u16, u16)], vid: u16) -> bool {
-    ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&vid))
-}
 
 /// Sorted, contiguous runs of a set of VLAN ids (for range requests).
 fn runs(mut vids: Vec<u16>) -> Vec<(u16, u16)> {
@@ -330,7 +262,7 @@ pub fn ensure(
                                 format!("{name} vanished after creation"),
                             )
                         })?;
-                    undo.push(Undo::UplinkVlanIf(l.clone()));
+                    undo.push(UplinkStep::VlanIf(l.clone()).into());
                     link::set_alias(nl, &l, &mark)
                         .map_err(os("cannot mark the uplink VLAN interface"))?;
                     l
@@ -342,7 +274,7 @@ pub fn ensure(
                 link::set_controller(nl, &sub, bridge)
                     .map_err(os("cannot make the uplink VLAN interface a bridge port"))?;
                 // Released again on rollback, so that a bridge this ADD made is empty and goes too.
-                undo.push(Undo::UplinkJoined(sub.clone()));
+                undo.push(UplinkStep::Joined(sub.clone()).into());
             }
             if !sub.up {
                 link::set_up(nl, &sub, true)
@@ -353,14 +285,14 @@ pub fn ensure(
             if uplink.controller != Some(bridge.index) {
                 link::set_controller(nl, uplink, bridge)
                     .map_err(os("cannot make the uplink a port of the bridge"))?;
-                undo.push(Undo::UplinkJoined(uplink.clone()));
+                undo.push(UplinkStep::Joined(uplink.clone()).into());
                 // A pure trunk: untagged frames from the switch belong to no pod's VLAN.
                 vlan::remove(
                     nl,
                     uplink,
                     Target::Port,
-                    crate::ports::DEFAULT_VLAN,
-                    crate::ports::DEFAULT_VLAN,
+                    plumb_attach::ports::DEFAULT_VLAN,
+                    plumb_attach::ports::DEFAULT_VLAN,
                 )
                 .map_err(os("cannot remove the default VLAN from the uplink"))?;
             }
@@ -378,7 +310,7 @@ pub fn ensure(
                 .collect();
             let missing = runs(missing);
             if !missing.is_empty() {
-                undo.push(Undo::UplinkVlans(uplink.clone(), missing.clone()));
+                undo.push(UplinkStep::Vlans(uplink.clone(), missing.clone()).into());
             }
             for &(lo, hi) in &missing {
                 vlan::add(nl, uplink, Target::Port, lo, hi, false, false)
@@ -389,21 +321,52 @@ pub fn ensure(
     Ok(())
 }
 
+/// One uplink step of an ADD, taken back if the ADD fails later.
+#[derive(Debug)]
+pub enum UplinkStep {
+    /// The uplink's VLAN interface, created by this ADD (per-VLAN uplink layout).
+    VlanIf(Link),
+    /// The uplink (one-bridge layout) or its VLAN interface (per-VLAN layout), made a port of the
+    /// bridge by this ADD.
+    Joined(Link),
+    /// VLAN ranges this ADD added to the uplink port.
+    Vlans(Link, Vec<(u16, u16)>),
+}
+
+impl From<UplinkStep> for Undo {
+    fn from(step: UplinkStep) -> Undo {
+        Undo::Own(Box::new(step))
+    }
+}
+
+impl OwnStep for UplinkStep {
+    fn label(&self) -> &'static str {
+        match self {
+            UplinkStep::VlanIf(_) => "uplink vlan interface",
+            UplinkStep::Joined(_) => "uplink port",
+            UplinkStep::Vlans(..) => "uplink vlans",
+        }
+    }
+
+    fn undo(&self, nl: &mut Route) -> Result<(), String> {
+        undo(nl, self).map_err(|e| e.to_string())
+    }
+}
+
 /// Takes back one uplink step of a failed ADD.
-pub fn undo(nl: &mut Route, step: &Undo) -> std::io::Result<()> {
+fn undo(nl: &mut Route, step: &UplinkStep) -> std::io::Result<()> {
     match step {
-        Undo::UplinkVlanIf(l) => match link::by_index(nl, l.index)? {
+        UplinkStep::VlanIf(l) => match link::by_index(nl, l.index)? {
             Some(now) if now.name == l.name => link::delete(nl, l.index, &l.name),
             _ => Ok(()),
         },
-        Undo::UplinkJoined(l) => link::set_nomaster(nl, l),
-        Undo::UplinkVlans(l, ranges) => {
+        UplinkStep::Joined(l) => link::set_nomaster(nl, l),
+        UplinkStep::Vlans(l, ranges) => {
             for &(lo, hi) in ranges {
                 vlan::remove(nl, l, Target::Port, lo, hi)?;
             }
             Ok(())
         }
-        _ => Ok(()),
     }
 }
 

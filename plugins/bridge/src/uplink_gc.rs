@@ -8,8 +8,8 @@
 //! use) or comes after and makes the piece again. Bridges and interfaces plumb did not make are never
 //! removed; the NIC of the one-bridge layout is released (by the kernel) when its marked bridge goes.
 
-use crate::plugin::lock_bridge;
 use crate::uplink::{lock_port, MARK};
+use plumb_attach::lock::lock_bridge;
 use plumb_cni::{CniError, CniResult};
 use plumb_net::link::{self, Link};
 use plumb_net::nl::Route;
@@ -111,7 +111,7 @@ pub fn describe(u: &Unused) -> String {
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> CniError + '_ {
-    crate::plugin::os(what)
+    plumb_attach::os::os(what)
 }
 
 /// Removes one piece after re-checking, under its lock, that it is still unused; `Ok(false)` when it

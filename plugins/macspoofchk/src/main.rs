@@ -3,9 +3,9 @@
 //! the host veth from `prevResult`, installs the same nftables chain plumb-bridge would, and passes
 //! `prevResult` on unchanged.
 
-use plumb_bridge::cleanup::Cleanup;
-use plumb_bridge::firewall;
-use plumb_bridge::plugin::{open_netns, os};
+use plumb_attach::cleanup::Cleanup;
+use plumb_attach::firewall;
+use plumb_attach::os::{open_netns, os};
 use plumb_cni::{code, AddResult, CniError, CniResult, Plugin, Request};
 use plumb_net::link::{self, parse_mac};
 use plumb_net::netns::{self, Netns};

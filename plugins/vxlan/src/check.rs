@@ -4,7 +4,7 @@
 
 use crate::config::{Role, VxlanConfig};
 use crate::{router, underlay, vtep};
-use plumb_bridge::plugin::{open_netns, os};
+use plumb_attach::os::{open_netns, os};
 use plumb_cni::{code, CniError, CniResult, Request};
 use plumb_net::fdb;
 use plumb_net::link;
@@ -99,6 +99,6 @@ pub fn check(req: &Request, cfg: &VxlanConfig) -> CniResult<()> {
             return Err(mismatch(what));
         }
     }
-    let port = crate::plugin::port_config(cfg, underlay::veth_mtu(&ns, mtu)?);
-    plumb_bridge::check::check(req, &port)
+    let port = cfg.port_plan(underlay::veth_mtu(&ns, mtu)?);
+    plumb_attach::check::check(req, &port, None)
 }

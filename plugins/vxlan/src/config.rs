@@ -1,7 +1,8 @@
 //! The plumb-vxlan configuration, read strictly: every field is checked here, before anything on the
 //! node is touched, and an error names the field and how to fix it.
 
-use plumb_bridge::config::{ipam_type, lenient_ipam_type, parse_dns, pick_mac, validate_ifname};
+use plumb_attach::fields::{ipam_type, lenient_ipam_type, parse_dns, pick_mac, validate_ifname};
+use plumb_attach::plan::PortPlan;
 use plumb_cni::config::{opt_bool, opt_str, opt_str_list, opt_u64};
 use plumb_cni::result::Dns;
 use plumb_cni::{CniError, CniResult, NetConf};
@@ -137,6 +138,20 @@ impl DelConfig {
 }
 
 impl VxlanConfig {
+    /// The attach engine's plan for the pod's port: the overlay bridge, the clamped `mtu`, no gateway,
+    /// no VLANs.
+    pub fn port_plan(&self, mtu: u32) -> PortPlan {
+        PortPlan {
+            bridge: self.bridge.clone(),
+            mtu: Some(mtu),
+            macspoofchk: self.macspoofchk,
+            ipam_type: self.ipam_type.clone(),
+            dns: self.dns.clone(),
+            mac: self.mac,
+            ..PortPlan::default()
+        }
+    }
+
     /// Reads and validates the configuration; `cni_args_mac` is CNI_ARGS `MAC=`, if given.
     pub fn from_conf(conf: &NetConf, cni_args_mac: Option<&str>) -> CniResult<VxlanConfig> {
         let raw = &conf.raw;
@@ -428,6 +443,29 @@ mod tests {
 
     fn msg(v: Value) -> String {
         parse(v).unwrap_err().msg
+    }
+
+    #[test]
+    fn port_plan_is_the_overlay_bridge_with_the_given_mtu_and_nothing_else() {
+        let c = parse(json!({
+            "bridge": "gw0", "vni": 42, "group": "239.1.1.1", "macspoofchk": true,
+            "ipam": {"type": "plumb-ipam"}, "runtimeConfig": {"mac": "02:00:00:00:00:09"}
+        }))
+        .unwrap();
+        let p = c.port_plan(1450);
+        assert_eq!(
+            p,
+            PortPlan {
+                bridge: "gw0".into(),
+                mtu: Some(1450),
+                mac: Some([2, 0, 0, 0, 0, 9]),
+                macspoofchk: true,
+                ipam_type: Some("plumb-ipam".into()),
+                dns: c.dns.clone(),
+                ..PortPlan::default()
+            }
+        );
+        assert!(!p.is_gateway && !p.ip_masq && !p.uses_vlans());
     }
 
     #[test]

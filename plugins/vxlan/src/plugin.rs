@@ -4,12 +4,11 @@
 
 use crate::config::{DelConfig, Role, VxlanConfig};
 use crate::{peers, router, underlay, vtep};
-use plumb_bridge::cleanup::{self, Cleanup};
-use plumb_bridge::config::BridgeConfig;
-use plumb_bridge::firewall;
-use plumb_bridge::plugin::{
-    add_attachment, delete_host_veth, lock_bridge, open_netns, os, rollback, sweep_bridge_locks,
-};
+use plumb_attach::attach::{add_attachment, delete_host_veth, rollback};
+use plumb_attach::cleanup::{self, Cleanup};
+use plumb_attach::firewall;
+use plumb_attach::lock::{lock_bridge, sweep_bridge_locks};
+use plumb_attach::os::{open_netns, os};
 use plumb_cni::result::Interface;
 use plumb_cni::{
     code, delegate, failpoint, AddResult, CniError, CniResult, Command, Plugin, Request,
@@ -22,19 +21,6 @@ use plumb_net::nl::Route;
 /// The plumb-vxlan plugin.
 #[derive(Debug, Default)]
 pub struct Vxlan;
-
-/// The plumb-bridge settings of the pod's port: the overlay bridge, the clamped MTU, no gateway.
-pub(crate) fn port_config(cfg: &VxlanConfig, mtu: u32) -> BridgeConfig {
-    BridgeConfig {
-        bridge: cfg.bridge.clone(),
-        mtu: Some(mtu),
-        macspoofchk: cfg.macspoofchk,
-        ipam_type: cfg.ipam_type.clone(),
-        dns: cfg.dns.clone(),
-        mac: cfg.mac,
-        ..BridgeConfig::default()
-    }
-}
 
 fn masquerade_out(cfg: &VxlanConfig) -> Option<&str> {
     match &cfg.role {
@@ -82,23 +68,31 @@ impl Plugin for Vxlan {
             )));
         }
         let mtu = underlay::overlay_mtu(&cfg, &underlay)?;
-        let port = port_config(&cfg, underlay::veth_mtu(&ns, mtu)?);
+        let port = cfg.port_plan(underlay::veth_mtu(&ns, mtu)?);
         let want = listed.and_then(|p| vtep::wanted_peers(&cfg, &p, &own));
         let shared = vtep::ensure(&mut host, &cfg, &underlay, mtu, want.as_deref())?;
         failpoint::check("vtep").inspect_err(|_| vtep::remove_created(&mut host, &shared))?;
         let mut undo = Vec::new();
         let mut changed = router::Changed::default();
         let chain = router::chain(&req.conf.name, &req.env.container_id, &req.env.ifname);
-        let attached = add_attachment(req, &port, &ns, &mut host, shared.bridge.clone(), &mut undo)
-            .and_then(|r| {
-                verify_routes(&ns, &req.env.ifname, &r)?;
-                if let Role::Router { masquerade_out } = &cfg.role {
-                    router::install(&ns, &chain, &r.ips, masquerade_out.as_deref(), &mut changed)
-                        .map_err(os("cannot set up the router role in the pod"))?;
-                    failpoint::check("router")?;
-                }
-                Ok(r)
-            });
+        let attached = add_attachment(
+            req,
+            &port,
+            &ns,
+            &mut host,
+            shared.bridge.clone(),
+            &mut undo,
+            None,
+        )
+        .and_then(|r| {
+            verify_routes(&ns, &req.env.ifname, &r)?;
+            if let Role::Router { masquerade_out } = &cfg.role {
+                router::install(&ns, &chain, &r.ips, masquerade_out.as_deref(), &mut changed)
+                    .map_err(os("cannot set up the router role in the pod"))?;
+                failpoint::check("router")?;
+            }
+            Ok(r)
+        });
         let mut result = match attached {
             Ok(r) => r,
             Err(e) => {

@@ -4,7 +4,7 @@
 //! ([`listed_peers`]). The IPAM limits are enforced by plumb-ipam, which the config delegates to.
 
 use crate::config::{Flood, VxlanConfig};
-use plumb_bridge::policy::given_bool;
+use plumb_attach::fields::given_bool;
 use plumb_cni::policy::Guard;
 use plumb_cni::{CniResult, Request};
 use std::net::IpAddr;

@@ -2,7 +2,7 @@
 //! IP forwarding for each family the pod got an address of, and an nftables nat chain per attachment
 //! masquerading overlay traffic that leaves through `outInterface`.
 
-use plumb_bridge::naming;
+use plumb_attach::naming;
 use plumb_cni::result::IpConfig;
 use plumb_net::link;
 use plumb_net::netns::Netns;

@@ -2,7 +2,7 @@
 //! own addresses (skipped in `peers`), and the MTU of a pod's primary interface (to clamp to).
 
 use crate::config::{Mtu, VxlanConfig};
-use plumb_bridge::plugin::os;
+use plumb_attach::os::os;
 use plumb_cni::{code, CniError, CniResult};
 use plumb_net::addr::{addresses, routes};
 use plumb_net::link::{self, Link};

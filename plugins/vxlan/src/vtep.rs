@@ -3,7 +3,7 @@
 //! lock. A VTEP whose settings differ from the config is an error; it is never changed under pods.
 
 use crate::config::{Flood, VxlanConfig};
-use plumb_bridge::plugin::os;
+use plumb_attach::os::os;
 use plumb_cni::{code, CniError, CniResult};
 use plumb_net::link::{self, Link};
 use plumb_net::nl::{is_exists, Route};

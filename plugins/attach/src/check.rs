@@ -1,12 +1,14 @@
 //! CHECK: what the reference bridge plugin verifies (container interface, its MAC and addresses, the
 //! host veth on the right bridge) plus VLAN membership, MTU and the spoof-check chain; then IPAM CHECK.
+//! Shared by every plugin whose pod port is the engine's.
 
-use crate::config::BridgeConfig;
-use crate::plugin::os;
+use crate::os::{open_netns, os};
+use crate::plan::PortPlan;
 use crate::ports::DEFAULT_VLAN;
 use crate::{firewall, naming};
 use plumb_cni::{code, delegate, CniError, CniResult, Command, Request};
 use plumb_net::addr::{addresses, routes, RouteEntry};
+use plumb_net::link::Link;
 use plumb_net::link::{self, format_mac};
 use plumb_net::nl::Route;
 use plumb_net::vlan::{self, Membership};
@@ -16,10 +18,14 @@ fn mismatch(msg: String) -> CniError {
     CniError::new(code::CHECK_MISMATCH, msg)
 }
 
-/// Verifies the attachment against `prevResult` and the config.
-pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
+/// The plugin's own check of the bridge (its uplink, say), run once the bridge is found.
+pub type BridgeCheck<'a> = &'a dyn Fn(&mut Route, &Link) -> CniResult<()>;
+
+/// Verifies the attachment against `prevResult` and the plan; `bridge_check` is the plugin's check of
+/// the bridge itself, run after the pod side and before the host veth.
+pub fn check(req: &Request, cfg: &PortPlan, bridge_check: Option<BridgeCheck>) -> CniResult<()> {
     // First: a gone or host CNI_NETNS is answered as such, whatever prevResult says.
-    let ns = crate::plugin::open_netns(req)?;
+    let ns = open_netns(req)?;
     let prev = req
         .conf
         .prev_result
@@ -86,7 +92,9 @@ pub fn check(req: &Request, cfg: &BridgeConfig) -> CniResult<()> {
     let bridge = link::by_name(&mut host, &cfg.bridge)
         .map_err(os("cannot look up the bridge"))?
         .ok_or_else(|| mismatch(format!("bridge {} does not exist", cfg.bridge)))?;
-    crate::uplink::check(&mut host, cfg, &bridge)?;
+    if let Some(bridge_check) = bridge_check {
+        bridge_check(&mut host, &bridge)?;
+    }
     let host_name = naming::host_veth(cid, ifname);
     let hv = link::by_name(&mut host, &host_name)
         .map_err(os("cannot look up the host veth"))?
@@ -171,7 +179,7 @@ fn check_routes(
 }
 
 /// The VLAN memberships a port must have for the config.
-pub fn expected_vlans(cfg: &BridgeConfig, _filtering: Option<bool>) -> BTreeSet<Membership> {
+pub fn expected_vlans(cfg: &PortPlan, _filtering: Option<bool>) -> BTreeSet<Membership> {
     let mut s = BTreeSet::new();
     if cfg.preserve_default_vlan && cfg.vlan != DEFAULT_VLAN {
         s.insert(Membership {
@@ -199,4 +207,37 @@ pub fn expected_vlans(cfg: &BridgeConfig, _filtering: Option<bool>) -> BTreeSet<
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(vid: u16, pvid: bool, untagged: bool) -> Membership {
+        Membership {
+            vid,
+            pvid,
+            untagged,
+        }
+    }
+
+    #[test]
+    fn expected_vlans_of_access_trunk_and_default_vlan() {
+        let plan = |vlan, trunk: &[(u16, u16)], preserve| PortPlan {
+            vlan,
+            trunk: trunk.to_vec(),
+            preserve_default_vlan: preserve,
+            ..PortPlan::default()
+        };
+        // An access VLAN inside the trunk stays the untagged PVID, not a tagged member.
+        let got = expected_vlans(&plan(20, &[(19, 21)], false), Some(true));
+        let want = BTreeSet::from([m(19, false, false), m(20, true, true), m(21, false, false)]);
+        assert_eq!(got, want);
+        // preserveDefaultVlan keeps VLAN 1 untagged; it is the PVID only without an access VLAN.
+        let got = expected_vlans(&plan(0, &[(5, 5)], true), Some(true));
+        assert_eq!(got, BTreeSet::from([m(1, true, true), m(5, false, false)]));
+        let got = expected_vlans(&plan(7, &[], true), Some(true));
+        assert_eq!(got, BTreeSet::from([m(1, false, true), m(7, true, true)]));
+        assert!(expected_vlans(&plan(0, &[], false), None).is_empty());
+    }
 }

@@ -1,0 +1,384 @@
+//! The attachment itself, once the plugin has its bridge: the veth pair as a bridge port, IPAM, the
+//! pod side, the plugin's gateway step, masquerade and spoof check, each step pushed on an undo stack
+//! that [`rollback`] takes back newest first; and the host veth's removal for DEL.
+
+use crate::os::os;
+use crate::plan::PortPlan;
+use crate::{firewall, naming, ports, results};
+use plumb_cni::result::{Interface, IpConfig};
+use plumb_cni::{code, delegate, failpoint, AddResult, CniError, CniResult, Command, Request};
+use plumb_net::addr::{add_address, add_route_global, RouteSpec};
+use plumb_net::link::{self, format_mac, Link, VethSpec};
+use plumb_net::netns::Netns;
+use plumb_net::nl::Route;
+use plumb_net::sysctl;
+use std::io;
+use std::net::IpAddr;
+
+/// A step of the plugin's own (a bridge it created, an uplink piece, a VLAN gateway interface) on the
+/// shared undo stack, so one rollback takes back the plugin's and the engine's steps in one order.
+pub trait OwnStep: std::fmt::Debug {
+    /// The step's name in log lines and in `PLUMB_FAILPOINT=rollback-<label>`.
+    fn label(&self) -> &'static str;
+    /// Takes the step back; the error as the log line shows it.
+    fn undo(&self, host: &mut Route) -> Result<(), String>;
+}
+
+/// One step to take back if ADD fails later.
+#[derive(Debug)]
+pub enum Undo {
+    /// The host veth (its peer goes with it).
+    HostVeth(String),
+    /// The IPAM reservation (IPAM DEL).
+    Ipam,
+    /// The spoof-check chain.
+    Spoofcheck,
+    /// The masquerade chains.
+    Masquerade,
+    /// A gateway address this ADD added to the bridge (or VLAN gateway interface) at `index`; only
+    /// this exact address is removed, never one that was there before.
+    GatewayAddress {
+        /// The interface the address was added to.
+        index: u32,
+        /// The address.
+        ip: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+    },
+    /// A step of the plugin's own.
+    Own(Box<dyn OwnStep>),
+}
+
+impl Undo {
+    /// The step's name in log lines.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Undo::HostVeth(_) => "host veth",
+            Undo::Ipam => "ipam",
+            Undo::Spoofcheck => "spoofcheck",
+            Undo::Masquerade => "masquerade",
+            Undo::GatewayAddress { .. } => "gateway address",
+            Undo::Own(step) => step.label(),
+        }
+    }
+}
+
+/// The plugin's gateway step (`isGateway`): puts the result's gateway addresses on its side of the
+/// bridge, pushing each thing it makes on the undo stack.
+pub type GatewayStep<'a> =
+    &'a dyn Fn(&mut Route, &Link, &[IpConfig], &mut Vec<Undo>) -> CniResult<()>;
+
+/// Everything ADD does once the bridge is there: the veth pair as a bridge port, IPAM, the container
+/// side, the gateway (the plugin's `gateway` step, with `isGateway`), masquerade and spoof check.
+/// Each step it makes is pushed on `undo`.
+pub fn add_attachment(
+    req: &Request,
+    cfg: &PortPlan,
+    ns: &Netns,
+    host: &mut Route,
+    bridge: Link,
+    undo: &mut Vec<Undo>,
+    gateway: Option<GatewayStep>,
+) -> CniResult<AddResult> {
+    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+    let host_name = naming::host_veth(cid, ifname);
+    if link::by_name(host, &host_name)
+        .map_err(os("cannot look up the host veth"))?
+        .is_some()
+    {
+        return Err(CniError::new(
+            code::INTERFACE_EXISTS,
+            format!("host interface {host_name} of container {cid} interface {ifname} already exists; DEL this attachment before adding it again"),
+        ));
+    }
+    let taken = {
+        let name = ifname.clone();
+        ns.run(move || Ok(link::by_name(&mut Route::open()?, &name)?.is_some()))
+            .map_err(os("cannot look into the container netns"))?
+    };
+    if taken {
+        return Err(CniError::new(
+            code::INTERFACE_EXISTS,
+            format!("the container already has an interface named {ifname}"),
+        ));
+    }
+    let spec = VethSpec {
+        host_name: &host_name,
+        peer_name: ifname,
+        peer_netns_fd: ns.fd(),
+        mtu: cfg.mtu,
+        peer_mac: cfg.mac,
+        host_mac: None,
+    };
+    link::create_veth(host, &spec).map_err(os("cannot create the veth pair"))?;
+    undo.push(Undo::HostVeth(host_name.clone()));
+    failpoint::check("veth")?;
+    let host_veth = link::by_name(host, &host_name)
+        .map_err(os("cannot look up the host veth"))?
+        .ok_or_else(|| {
+            CniError::new(
+                code::IO_FAILURE,
+                format!("host veth {host_name} vanished after creation"),
+            )
+        })?;
+    // As the reference does: the host veth takes no router advertisements (the runtime owns its routes).
+    let _ = sysctl::write(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
+    ports::attach(host, cfg, &bridge, &host_veth)?;
+    failpoint::check("port")?;
+
+    let mut ipam_result = match &cfg.ipam_type {
+        Some(ipam) => {
+            let r = delegate::add(ipam, &req.env.path, &req.stdin, req.conf.version, &[])?;
+            undo.push(Undo::Ipam);
+            failpoint::check("ipam")?;
+            r
+        }
+        None => AddResult::default(),
+    };
+    // Before the container is touched: the result must be what the container gets.
+    if cfg.is_gateway {
+        results::require_gateways(&ipam_result)?;
+    }
+    results::check_addresses(&ipam_result)?;
+    if cfg.is_default_gateway {
+        results::add_default_routes(&mut ipam_result)?;
+    }
+    results::check_routes(&ipam_result)?;
+    let container = configure_container(ns, cfg, ifname, &ipam_result)?;
+    failpoint::check("container")?;
+    if let Some(gateway) = gateway.filter(|_| cfg.is_gateway && !ipam_result.ips.is_empty()) {
+        gateway(host, &bridge, &ipam_result.ips, undo)?;
+        failpoint::check("gateway")?;
+    }
+    let network = &req.conf.name;
+    if cfg.ip_masq {
+        undo.push(Undo::Masquerade);
+        for ipc in &ipam_result.ips {
+            firewall::add_masquerade(
+                network,
+                cid,
+                ifname,
+                ipc.address.addr,
+                ipc.address.network(),
+            )
+            .map_err(os("cannot install the masquerade rule"))?;
+        }
+        failpoint::check("masquerade")?;
+    }
+    if cfg.macspoofchk {
+        let mac = container.mac.ok_or_else(|| {
+            CniError::new(
+                code::IO_FAILURE,
+                "the container interface has no MAC address",
+            )
+        })?;
+        undo.push(Undo::Spoofcheck);
+        firewall::add_spoofcheck(network, cid, ifname, &host_name, mac)
+            .map_err(os("cannot install the MAC spoof check"))?;
+        failpoint::check("spoofcheck")?;
+    }
+    let bridge = link::by_index(host, bridge.index)
+        .map_err(os("cannot read the bridge"))?
+        .unwrap_or(bridge);
+    Ok(result(
+        req,
+        cfg,
+        &bridge,
+        &host_veth,
+        &container,
+        ipam_result,
+    ))
+}
+
+/// Takes back the steps of a failed ADD, newest first; a step that fails is logged and skipped.
+pub fn rollback(req: &Request, cfg: &PortPlan, host: &mut Route, undo: Vec<Undo>) {
+    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
+    for step in undo.into_iter().rev() {
+        let label = step.label();
+        log::debug!("rollback step: {label}");
+        if let Err(e) = failpoint::check(&format!("rollback-{label}")) {
+            plumb_cni::log::failed_step(&format!("rollback {label}"), &e.msg);
+            continue;
+        }
+        let outcome = match step {
+            Undo::HostVeth(name) => link::delete_by_name(host, &name).map_err(|e| e.to_string()),
+            Undo::Ipam => match &cfg.ipam_type {
+                Some(ipam) => delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
+            },
+            Undo::Spoofcheck => {
+                firewall::del_spoofcheck(&req.conf.name, cid, ifname).map_err(|e| e.to_string())
+            }
+            Undo::Masquerade => {
+                firewall::del_masquerade(&req.conf.name, cid, ifname).map_err(|e| e.to_string())
+            }
+            Undo::GatewayAddress { index, ip, prefix } => {
+                plumb_net::addr::del_address(host, index, ip, prefix).map_err(|e| e.to_string())
+            }
+            Undo::Own(step) => step.undo(host),
+        };
+        if let Err(e) = outcome {
+            eprintln!("plumb-bridge: rollback step failed: {e}");
+            plumb_cni::log::failed_step(&format!("rollback {label}"), &e);
+        }
+    }
+}
+
+/// Deletes the attachment's host veth (derived name, and a veth: anything else by that name is not
+/// ours); its peer in the container goes with it.
+pub fn delete_host_veth(host: &mut Route, cid: &str, ifname: &str) -> CniResult<()> {
+    let name = naming::host_veth(cid, ifname);
+    match link::by_name(host, &name).map_err(os("cannot look up the host veth"))? {
+        Some(l) if l.kind.as_deref() == Some("veth") => {
+            link::delete(host, l.index, &name).map_err(os("cannot delete the host veth"))
+        }
+        Some(l) => Err(CniError::new(
+            code::IO_FAILURE,
+            format!(
+                "{name} is a {} interface, not this attachment's veth; it was left alone",
+                l.kind.as_deref().unwrap_or("plain")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What ADD learned about the container interface.
+#[derive(Debug, Clone)]
+pub struct ContainerSide {
+    /// The interface.
+    pub mac: Option<[u8; 6]>,
+    /// Its MTU.
+    pub mtu: u32,
+}
+
+fn configure_container(
+    ns: &Netns,
+    cfg: &PortPlan,
+    ifname: &str,
+    r: &AddResult,
+) -> CniResult<ContainerSide> {
+    let ips: Vec<(IpAddr, u8, Option<IpAddr>)> = r
+        .ips
+        .iter()
+        .map(|i| (i.address.addr, i.address.prefix, i.gateway))
+        .collect();
+    let routes: Vec<(IpAddr, u8, Option<IpAddr>, Option<u32>)> = r
+        .routes
+        .iter()
+        .map(|rt| (rt.dst.addr, rt.dst.prefix, rt.gw, rt.mtu))
+        .collect();
+    let (up, dad) = (!cfg.disable_container_interface, cfg.enable_dad);
+    let layer3 = cfg.ipam_type.is_some();
+    let name = ifname.to_string();
+    ns.run(move || {
+        let mut c = Route::open()?;
+        let l = link::by_name(&mut c, &name)?
+            .ok_or_else(|| io::Error::other(format!("{name} missing in the container")))?;
+        if layer3 {
+            // The reference's sysctls on an interface that gets addresses: DAD as `enabledad` says
+            // (off by default, so addresses are usable at once) and gratuitous ARP on link changes.
+            // Best effort, as there: a kernel without IPv6 has no accept_dad.
+            if dad {
+                let _ = sysctl::write(&format!("net/ipv6/conf/{name}/enhanced_dad"), "1");
+            }
+            let _ = sysctl::write(
+                &format!("net/ipv6/conf/{name}/accept_dad"),
+                if dad { "1" } else { "0" },
+            );
+            let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
+        }
+        if ips.iter().any(|(ip, _, _)| ip.is_ipv6()) {
+            enable_ipv6(&name)?;
+        }
+        for (ip, prefix, _) in &ips {
+            add_address(&mut c, l.index, *ip, *prefix, false)?;
+        }
+        if up {
+            link::set_up(&mut c, &l, true)?;
+            for (dst, prefix, gw, mtu) in &routes {
+                // A route without a next hop goes via the first gateway of its family, if any.
+                let gw = gw.or_else(|| {
+                    ips.iter()
+                        .filter(|i| i.0.is_ipv4() == dst.is_ipv4())
+                        .find_map(|i| i.2)
+                });
+                // Scope universe even without a next hop, as the reference installs container routes.
+                add_route_global(
+                    &mut c,
+                    &RouteSpec {
+                        dst: *dst,
+                        prefix: *prefix,
+                        gw,
+                        oif: l.index,
+                        mtu: *mtu,
+                        priority: None,
+                    },
+                )?;
+            }
+        }
+        let l = link::by_index(&mut c, l.index)?.unwrap_or(l);
+        Ok(ContainerSide {
+            mac: l.mac,
+            mtu: l.mtu,
+        })
+    })
+    .map_err(os("cannot configure the container interface"))
+}
+
+/// Before the first IPv6 address goes on `ifname` (in the container's namespace), as the reference
+/// plugins v1.10 do: IPv6 switched on for `lo` and the interface if the namespace's defaults have it
+/// off, and `keep_addr_on_down` set, so a chained plugin that takes the link down and up (tuning
+/// changing the MAC or MTU) does not make the kernel drop the addresses.
+fn enable_ipv6(ifname: &str) -> io::Result<()> {
+    for dev in ["lo", ifname] {
+        let key = format!("net/ipv6/conf/{dev}/disable_ipv6");
+        if sysctl::read(&key).is_ok_and(|v| v.trim() != "0") {
+            sysctl::write(&key, "0").map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot enable IPv6 on {dev} ({key}): {e}"),
+                )
+            })?;
+        }
+    }
+    let key = format!("net/ipv6/conf/{ifname}/keep_addr_on_down");
+    sysctl::write(&key, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot set {key} to 1: {e}")))
+}
+
+fn result(
+    req: &Request,
+    cfg: &PortPlan,
+    bridge: &Link,
+    host: &Link,
+    c: &ContainerSide,
+    ipam: AddResult,
+) -> AddResult {
+    let iface = |name: &str, mac: Option<[u8; 6]>, mtu: u32, sandbox: Option<String>| Interface {
+        name: name.to_string(),
+        mac: mac.map(|m| format_mac(&m)),
+        mtu: Some(mtu),
+        sandbox,
+        ..Default::default()
+    };
+    let dns = cfg.dns.clone().unwrap_or(ipam.dns);
+    AddResult {
+        interfaces: vec![
+            iface(&bridge.name, bridge.mac, bridge.mtu, None),
+            iface(&host.name, host.mac, host.mtu, None),
+            iface(&req.env.ifname, c.mac, c.mtu, req.env.netns.clone()),
+        ],
+        ips: ipam
+            .ips
+            .into_iter()
+            .map(|i| IpConfig {
+                interface: Some(2),
+                ..i
+            })
+            .collect(),
+        routes: ipam.routes,
+        dns,
+    }
+}

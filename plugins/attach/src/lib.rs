@@ -1,0 +1,18 @@
+//! plumb-attach: the attach engine plumb-bridge, plumb-vxlan and plumb-macspoofchk share. A plugin
+//! parses its config into a [`plan::PortPlan`], makes or finds its bridge, and hands both to
+//! [`attach::add_attachment`]: the veth pair as a bridge port with its options and VLANs, IPAM, the pod
+//! side (addresses, routes), masquerade and the MAC spoof check, each step on an undo stack that
+//! [`attach::rollback`] takes back. [`check::check`] verifies such a port, [`cleanup`] runs DEL as a
+//! best-effort sweep. No module here imports a plugin crate; the plugins import this one.
+
+pub mod attach;
+pub mod check;
+pub mod cleanup;
+pub mod fields;
+pub mod firewall;
+pub mod lock;
+pub mod naming;
+pub mod os;
+pub mod plan;
+pub mod ports;
+pub mod results;
