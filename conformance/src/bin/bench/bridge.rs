@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 /// The /16 plumb-ipam allocates from.
 const PLUMB_SUBNET: &str = "10.31.0.0/16";
+/// Its gateway: `isGateway` needs one named (host-local takes the first address by itself).
+const PLUMB_GATEWAY: &str = "10.31.0.1";
 /// The /16 host-local allocates from.
 const REFERENCE_SUBNET: &str = "10.32.0.0/16";
 /// The CNI network name in both configs.
@@ -374,8 +376,8 @@ impl Lab {
     /// Creates both node namespaces and prints their configs.
     fn create_nodes(&mut self) -> Result<(), String> {
         let data = |name: &str| self.tmp.path().join(name);
-        let plumb_ipam =
-            json!({"type": "plumb-ipam", "range": PLUMB_SUBNET, "dataDir": data("plumb-ipam")});
+        let plumb_ipam = json!({"type": "plumb-ipam", "range": PLUMB_SUBNET, "gateway": PLUMB_GATEWAY,
+                    "dataDir": data("plumb-ipam")});
         let host_local = json!({"type": "host-local", "ranges": [[{"subnet": REFERENCE_SUBNET}]],
                                 "dataDir": data("host-local")});
         let plumb = self.binaries.plumb_bridge.clone();
