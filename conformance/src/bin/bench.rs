@@ -28,9 +28,9 @@
 //!    median ≤ floor DEL median + 1 ms;
 //! 2. plumb and the reference with `macspoofchk: true` (target: plumb ADD median ≤ 0.25 × the
 //!    reference's);
-//! 3. ADD latency with 0 and with 1000 (`--existing`) attachments on each node (plumb's made with
-//!    macspoofchk), plumb with and without macspoofchk, the reference and the floor; targets: plumb's
-//!    growth in ms (median at N − median at 0), with and without macspoofchk, ≤ 1.1 × the floor's;
+//! 3. ADD latency with 0 and with 1000 (`--existing`) attachments (made without macspoofchk) on each
+//!    node, plumb with and without macspoofchk, the reference and the floor; targets: plumb's growth in
+//!    ms (median at N − median at 0), with and without macspoofchk, ≤ 1.1 × the floor's;
 //! 4. plumb-ipam against the reference's host-local as whole processes, as in mode `ipam` (target ≤ 0.4).
 //!
 //! The ratios against the reference ADD+DEL are printed as `info` lines without a target.
