@@ -72,12 +72,24 @@ pub fn del_address(nl: &mut Route, index: u32, ip: IpAddr, prefix: u8) -> io::Re
     }
 }
 
-/// The addresses of a link (all links when `index` is 0), as `(ip, prefix)`.
+/// The addresses of a link (all links when `index` is 0), as `(ip, prefix)`. For one link the kernel
+/// is asked for that link's addresses only, so the cost does not grow with the links of the namespace
+/// (each host veth of a bridge has its own IPv6 link-local address).
 pub fn addresses(nl: &mut Route, index: u32) -> io::Result<Vec<(IpAddr, u8)>> {
-    let replies = nl.dump(
-        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-        "list addresses",
-    )?;
+    let replies = match index {
+        0 => nl.dump(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            "list addresses",
+        )?,
+        _ => {
+            let mut m = AddressMessage::default();
+            m.header.index = index;
+            nl.dump_filtered(
+                RouteNetlinkMessage::GetAddress(m),
+                &format!("list addresses of link #{index}"),
+            )?
+        }
+    };
     let mut out = Vec::new();
     for r in replies {
         let RouteNetlinkMessage::NewAddress(m) = r else {

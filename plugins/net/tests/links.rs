@@ -110,6 +110,27 @@ fn bridge_veth_address_route_and_port_options() {
             )?;
             let a = addresses(&mut c, p.index)?;
             let r = routes(&mut c, false)?;
+            // One link's addresses come from a filtered dump: lo's are not among eth7's, and the
+            // whole-namespace listing (index 0) still has both.
+            let lo = link::by_name(&mut c, "lo")?.expect("lo");
+            link::set_up(&mut c, &lo, true)?;
+            let lo_addrs = addresses(&mut c, lo.index)?;
+            let all = addresses(&mut c, 0)?;
+            let own = addresses(&mut c, p.index)?;
+            assert!(
+                lo_addrs.contains(&("127.0.0.1".parse().unwrap(), 8)),
+                "{lo_addrs:?}"
+            );
+            assert!(
+                !lo_addrs.contains(&("10.199.0.2".parse().unwrap(), 24)),
+                "{lo_addrs:?}"
+            );
+            assert!(!own.iter().any(|x| x.0.is_loopback()), "{own:?}");
+            assert!(all.contains(&("127.0.0.1".parse().unwrap(), 8)), "{all:?}");
+            assert!(
+                all.contains(&("10.199.0.2".parse().unwrap(), 24)),
+                "{all:?}"
+            );
             Ok((p, a, r))
         })
         .unwrap();

@@ -11,9 +11,10 @@
 //! plumb lock files of the bench's bridges and the temp dir, then a comparison of the root namespace's
 //! `nft list ruleset` with the one taken before the run.
 
+use super::floor::Floor;
 use super::{
-    bench_dir, interleave, ms, release_bin_dir, release_binary, syncfs, warn_if_stale, Options,
-    Spread, Stop, Target, IFNAME, WARMUP_PAIRS,
+    bench_dir, interleave, ms, process_bench, release_bin_dir, release_binary, syncfs,
+    warn_if_stale, Options, ProcessPlugin, Spread, Stop, Target, IFNAME, WARMUP_PAIRS,
 };
 use conformance::plugin::Call;
 use conformance::{unique_name, TempDir, REFERENCE_CNI_DIR};
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 
 /// The /16 plumb-ipam allocates from.
 const PLUMB_SUBNET: &str = "10.31.0.0/16";
+/// Its gateway: `isGateway` needs one named (host-local takes the first address by itself).
+const PLUMB_GATEWAY: &str = "10.31.0.1";
 /// The /16 host-local allocates from.
 const REFERENCE_SUBNET: &str = "10.32.0.0/16";
 /// The CNI network name in both configs.
@@ -115,7 +118,8 @@ fn print_load(when: &str) {
 /// The plugin binaries, once root, `ip`, `nft`, the references and the release plumb binaries are there.
 struct Binaries {
     plumb_bridge: PathBuf,
-    reference_bridge: PathBuf,
+    /// The directory of the reference plugins (`bridge`, `host-local`).
+    reference_dir: PathBuf,
 }
 
 /// Checks what the mode needs and prints the binaries it uses.
@@ -142,14 +146,12 @@ fn preflight(opts: &Options) -> Result<Binaries, Stop> {
         warn_if_stale(&release_binary(name)?, sources);
     }
     let plumb_bridge = release_bin_dir().join("plumb-bridge");
-    let reference_bridge = Path::new(REFERENCE_CNI_DIR).join("bridge");
-    for p in [
-        &reference_bridge,
-        &Path::new(REFERENCE_CNI_DIR).join("host-local"),
-    ] {
+    let reference_dir = reference_dir();
+    for name in ["bridge", "host-local"] {
+        let p = reference_dir.join(name);
         if !p.is_file() {
             return Err(Stop::Error(format!(
-                "{} is missing: install Debian's containernetworking-plugins",
+                "{} is missing: run scripts/peers (v1.10) or install Debian's containernetworking-plugins",
                 p.display()
             )));
         }
@@ -157,8 +159,36 @@ fn preflight(opts: &Options) -> Result<Binaries, Stop> {
     }
     Ok(Binaries {
         plumb_bridge,
-        reference_bridge,
+        reference_dir,
     })
+}
+
+/// The reference plugins: the v1.10 build of `scripts/peers` when it is there (`PLUMB_PEERS_DIR`, or
+/// the script's cache, which a warm run only checks), else Debian's /usr/lib/cni.
+fn reference_dir() -> PathBuf {
+    let peers = match std::env::var_os("PLUMB_PEERS_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => Command::new(conformance::workspace_root().join("scripts/peers"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                let out = String::from_utf8_lossy(&o.stdout).into_owned();
+                out.lines().last().map(|l| PathBuf::from(l.trim()))
+            }),
+    };
+    match peers {
+        Some(d) if d.join("bridge").is_file() && d.join("host-local").is_file() => {
+            println!("reference plugins: the v1.10 build of scripts/peers");
+            d
+        }
+        _ => {
+            println!("reference plugins: Debian's {REFERENCE_CNI_DIR} (scripts/peers gave no v1.10 build)");
+            PathBuf::from(REFERENCE_CNI_DIR)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -309,6 +339,8 @@ struct Lab {
     made: u64,
     /// The plumb release dir, then the reference dir.
     cni_path: String,
+    /// The kernel floor's node, once created.
+    floor: Option<Floor>,
 }
 
 impl Lab {
@@ -319,7 +351,11 @@ impl Lab {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let cni_path = format!("{}:{REFERENCE_CNI_DIR}", release_bin_dir().display());
+        let cni_path = format!(
+            "{}:{}",
+            release_bin_dir().display(),
+            binaries.reference_dir.display()
+        );
         println!("CNI_PATH={cni_path}");
         Ok(Lab {
             binaries,
@@ -333,18 +369,19 @@ impl Lab {
             nonce: nanos ^ ((std::process::id() as u64) << 40),
             made: 0,
             cni_path,
+            floor: None,
         })
     }
 
     /// Creates both node namespaces and prints their configs.
     fn create_nodes(&mut self) -> Result<(), String> {
         let data = |name: &str| self.tmp.path().join(name);
-        let plumb_ipam =
-            json!({"type": "plumb-ipam", "range": PLUMB_SUBNET, "dataDir": data("plumb-ipam")});
+        let plumb_ipam = json!({"type": "plumb-ipam", "range": PLUMB_SUBNET, "gateway": PLUMB_GATEWAY,
+                    "dataDir": data("plumb-ipam")});
         let host_local = json!({"type": "host-local", "ranges": [[{"subnet": REFERENCE_SUBNET}]],
                                 "dataDir": data("host-local")});
         let plumb = self.binaries.plumb_bridge.clone();
-        let reference = self.binaries.reference_bridge.clone();
+        let reference = self.binaries.reference_dir.join("bridge");
         for (label, binary, ty, ipam) in [
             ("plumb", plumb, "plumb-bridge", plumb_ipam),
             ("reference", reference, "bridge", host_local),
@@ -377,6 +414,18 @@ impl Lab {
             });
         }
         println!("every config is used as is and with \"macspoofchk\": true");
+        let netns = unique_name(NODE_PREFIX);
+        if netns_exists(&netns) {
+            return Err(format!("netns {netns} exists already (not the bench's)"));
+        }
+        self.netns.push(netns.clone());
+        checked(
+            &format!("ip netns add {netns}"),
+            Command::new("ip").args(["netns", "add", &netns]).output(),
+        )?;
+        let bridge = unique_name("fl");
+        self.floor = Some(Floor::create(&netns, &bridge)?);
+        println!("floor node netns {netns}: bridge {bridge} with 10.33.0.1/16; ADD and DEL from this process through plumb-net (see bench/floor.rs)");
         Ok(())
     }
 
@@ -437,24 +486,6 @@ impl Lab {
         Ok(took)
     }
 
-    /// One timed pair in a fresh container namespace: the ADD and the DEL process times.
-    fn pair(&mut self, node: usize, spoof: bool) -> Result<[Duration; 2], String> {
-        check_interrupt()?;
-        let att = self.new_att(node, spoof)?;
-        let add = self.add(&att)?;
-        Ok([add, self.del(&att)?])
-    }
-
-    /// One timed ADD in a fresh container namespace, then its un-timed DEL, so the number of
-    /// attachments on the node is the same for every sample.
-    fn lone_add(&mut self, node: usize) -> Result<Duration, String> {
-        check_interrupt()?;
-        let att = self.new_att(node, false)?;
-        let took = self.add(&att)?;
-        self.del(&att)?;
-        Ok(took)
-    }
-
     /// Ports on a node's bridge, counted by `ip link show master`.
     fn ports(&self, node: usize) -> Result<usize, String> {
         let n = &self.nodes[node];
@@ -489,171 +520,361 @@ pub(super) fn netns_exists(name: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The three measurements
+// The measurements
 // ---------------------------------------------------------------------------------------------------
 
-/// Creates the nodes and the container namespace pool, then runs the three measurements.
+/// What one timed sample runs: a plugin through its node (with or without `macspoofchk`), or the
+/// kernel floor in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// Node `node`'s plugin, with the config with `macspoofchk` when `spoof`.
+    Plugin { node: usize, spoof: bool },
+    /// The kernel floor ([`Floor`]).
+    Floor,
+}
+
+/// plumb-bridge + plumb-ipam without macspoofchk.
+const PLUMB_PLAIN: Subject = Subject::Plugin {
+    node: PLUMB,
+    spoof: false,
+};
+/// plumb-bridge + plumb-ipam with macspoofchk.
+const PLUMB_SPOOF: Subject = Subject::Plugin {
+    node: PLUMB,
+    spoof: true,
+};
+/// The reference without macspoofchk.
+const REF_PLAIN: Subject = Subject::Plugin {
+    node: REFERENCE,
+    spoof: false,
+};
+/// The reference with macspoofchk.
+const REF_SPOOF: Subject = Subject::Plugin {
+    node: REFERENCE,
+    spoof: true,
+};
+
+impl Lab {
+    /// The subject's name in the output.
+    fn label(&self, s: Subject) -> String {
+        match s {
+            Subject::Plugin { node, spoof } => format!(
+                "{}{}",
+                self.nodes[node].label,
+                if spoof { "+spoof" } else { "" }
+            ),
+            Subject::Floor => "floor".into(),
+        }
+    }
+
+    /// The floor, once created.
+    fn floor(&mut self) -> Result<&mut Floor, String> {
+        self.floor
+            .as_mut()
+            .ok_or_else(|| "no floor node (a bench bug)".to_string())
+    }
+
+    /// One ADD of `s` in a fresh container namespace, which stays; returns its time and what DEL needs.
+    fn add_of(&mut self, s: Subject) -> Result<(Duration, Live), String> {
+        check_interrupt()?;
+        match s {
+            Subject::Plugin { node, spoof } => {
+                let att = self.new_att(node, spoof)?;
+                Ok((self.add(&att)?, Live::Plugin(att)))
+            }
+            Subject::Floor => {
+                let pod = self
+                    .pool
+                    .pop()
+                    .ok_or("the container netns pool is used up (a bench bug)")?;
+                let (veth, took) = self.floor()?.add(&pod)?;
+                Ok((took, Live::Floor(veth)))
+            }
+        }
+    }
+
+    /// DEL of what [`Lab::add_of`] made; returns its time.
+    fn del_of(&mut self, live: &Live) -> Result<Duration, String> {
+        match live {
+            Live::Plugin(att) => self.del(att),
+            Live::Floor(veth) => self.floor()?.del(veth),
+        }
+    }
+
+    /// One timed pair of `s` in a fresh container namespace: the ADD and the DEL times.
+    fn pair_of(&mut self, s: Subject) -> Result<[Duration; 2], String> {
+        let (add, live) = self.add_of(s)?;
+        Ok([add, self.del_of(&live)?])
+    }
+
+    /// Ports on the bridge of a plugin node or of the floor.
+    fn ports_of(&mut self, s: Subject) -> Result<usize, String> {
+        match s {
+            Subject::Plugin { node, .. } => self.ports(node),
+            Subject::Floor => self.floor()?.ports(),
+        }
+    }
+}
+
+/// What an ADD made, for its DEL.
+enum Live {
+    /// A plugin attachment.
+    Plugin(Att),
+    /// A floor attachment: its host veth.
+    Floor(String),
+}
+
+/// ADD, DEL and ADD+DEL spreads of one subject.
+struct PairSpreads {
+    add: Spread,
+    del: Spread,
+    pair: Spread,
+}
+
+/// Creates the nodes and the container namespace pool, then runs the measurements and returns the
+/// targets (the reference ratios are printed as information lines).
 fn measure(lab: &mut Lab, opts: &Options) -> Result<Vec<Target>, String> {
     lab.create_nodes()?;
-    let per_node = 2 * (WARMUP_PAIRS + opts.iterations) + opts.existing + 2 * opts.extra;
-    lab.fill_pool(2 * per_node)?;
-    let plain = pair_bench(lab, opts, false)?;
-    let spoof = pair_bench(lab, opts, true)?;
+    let pairs = WARMUP_PAIRS + opts.iterations;
+    // Pair benches: plumb, reference and floor plain, plumb and reference with spoof check; the scale
+    // bench: three fills and four subjects at two levels.
+    let count = 5 * pairs + 3 * opts.existing + 8 * opts.extra;
+    lab.fill_pool(count)?;
+    let plain = pair_bench(lab, opts, &[PLUMB_PLAIN, REF_PLAIN, Subject::Floor])?;
+    let spoof = pair_bench(lab, opts, &[PLUMB_SPOOF, REF_SPOOF])?;
+    let (p, r, f) = (&plain[0], &plain[1], &plain[2]);
+    let secs = |s: &Spread| s.median.as_secs_f64();
+    info_ratio(
+        "bridge ADD+DEL median ratio plumb/reference",
+        secs(&p.pair) / secs(&r.pair),
+    );
+    info_ratio(
+        "bridge ADD median ratio plumb/reference",
+        secs(&p.add) / secs(&r.add),
+    );
+    info_ratio(
+        "bridge DEL median ratio plumb/reference",
+        secs(&p.del) / secs(&r.del),
+    );
+    info_ratio(
+        "bridge+macspoofchk ADD+DEL median ratio plumb/reference",
+        secs(&spoof[0].pair) / secs(&spoof[1].pair),
+    );
+    info_ratio(
+        "reference ADD median ratio reference/floor",
+        secs(&r.add) / secs(&f.add),
+    );
     let mut targets = vec![
         Target::at_most(
-            "bridge ADD+DEL median ratio plumb/reference",
-            0.25,
-            plain,
+            "plumb-bridge+plumb-ipam ADD median / floor ADD median (fresh node)",
+            1.15,
+            secs(&p.add) / secs(&f.add),
             2,
         ),
         Target::at_most(
-            "bridge+macspoofchk ADD+DEL median ratio plumb/reference",
-            0.125,
-            spoof,
+            "plumb-bridge DEL median - floor DEL median (ms)",
+            1.0,
+            (secs(&p.del) - secs(&f.del)) * 1e3,
+            2,
+        ),
+        Target::at_most(
+            "plumb-bridge+macspoofchk ADD median / reference+macspoofchk ADD median",
+            0.25,
+            secs(&spoof[0].add) / secs(&spoof[1].add),
             3,
         ),
     ];
-    targets.push(scale_bench(lab, opts)?);
+    targets.extend(scale_bench(lab, opts)?);
+    let ipam = lab.tmp.path().join("ipam");
+    std::fs::create_dir(&ipam).map_err(|e| format!("cannot create {}: {e}", ipam.display()))?;
+    let (plumb_ipam, host_local) = (
+        release_bin_dir().join("plumb-ipam"),
+        lab.binaries.reference_dir.join("host-local"),
+    );
+    let plugins = [
+        ProcessPlugin::plumb(&plumb_ipam, &ipam.join("plumb"), false),
+        ProcessPlugin::host_local(&host_local, &ipam.join("host-local")),
+        ProcessPlugin::plumb(&plumb_ipam, &ipam.join("plumb-fsync"), true),
+    ];
+    targets.push(process_bench(&plugins, opts, &ipam)?);
     Ok(targets)
 }
 
-/// Whole-process ADD+DEL of both plugins, interleaved in blocks, each pair in a fresh container
-/// namespace; prints the spreads and returns the ratio of medians plumb/reference.
-fn pair_bench(lab: &mut Lab, opts: &Options, spoof: bool) -> Result<f64, String> {
-    let what = if spoof {
-        "bridge+macspoofchk"
-    } else {
-        "bridge"
-    };
+/// Prints a reference ratio, which has no target.
+fn info_ratio(name: &str, value: f64) {
+    println!("info {name}: {value:.3} (no target)");
+}
+
+/// Whole-process ADD+DEL of each subject, interleaved in blocks, each pair in a fresh container
+/// namespace; prints the spreads and returns them per subject.
+fn pair_bench(
+    lab: &mut Lab,
+    opts: &Options,
+    subjects: &[Subject],
+) -> Result<Vec<PairSpreads>, String> {
+    let names: Vec<String> = subjects.iter().map(|&s| lab.label(s)).collect();
     println!();
     println!(
-        "== whole-process ADD+DEL, {what}: {} pairs per plugin in fresh container netns, alternating blocks of {}, {WARMUP_PAIRS} un-timed warm-up pairs each",
-        opts.iterations, opts.block
+        "== ADD+DEL pairs of {}: {} per subject in fresh container netns, alternating blocks of {}, {WARMUP_PAIRS} un-timed warm-up pairs each",
+        names.join(", "),
+        opts.iterations,
+        opts.block
     );
-    for node in [PLUMB, REFERENCE] {
+    for &s in subjects {
         for _ in 0..WARMUP_PAIRS {
-            lab.pair(node, spoof)?;
+            lab.pair_of(s)?;
         }
     }
     let root = lab.tmp.path().to_path_buf();
-    // Per node: the ADD and the DEL times of each pair, for the breakdown.
-    let mut parts: [[Vec<Duration>; 2]; 2] = Default::default();
+    let mut parts: Vec<[Vec<Duration>; 2]> = vec![Default::default(); subjects.len()];
     let samples = interleave(
-        2,
+        subjects.len(),
         opts.iterations,
         opts.block,
-        |node, _| {
-            let [add, del] = lab.pair(node, spoof)?;
-            parts[node][0].push(add);
-            parts[node][1].push(del);
+        |k, _| {
+            let [add, del] = lab.pair_of(subjects[k])?;
+            parts[k][0].push(add);
+            parts[k][1].push(del);
             Ok(add + del)
         },
         || syncfs(&root),
     )?;
-    let spreads = print_spreads(lab, &samples, "ADD+DEL");
-    for (node, [add, del]) in lab.nodes.iter().zip(&parts) {
+    let mut out = Vec::new();
+    for ((name, pair), [add, del]) in names.iter().zip(&samples).zip(&parts) {
+        let s = PairSpreads {
+            add: Spread::of(add),
+            del: Spread::of(del),
+            pair: Spread::of(pair),
+        };
         println!(
-            "{:<9}   of which ADD median {}, DEL median {}",
-            node.label,
-            ms(Spread::of(add).median),
-            ms(Spread::of(del).median)
+            "{name:<15} ADD median {} p90 {} | DEL median {} p90 {} | ADD+DEL median {} p90 {}",
+            ms(s.add.median),
+            ms(s.add.p90),
+            ms(s.del.median),
+            ms(s.del.p90),
+            ms(s.pair.median),
+            ms(s.pair.p90)
         );
+        out.push(s);
     }
-    let ratio = spreads[PLUMB].median.as_secs_f64() / spreads[REFERENCE].median.as_secs_f64();
-    println!("ratio of medians plumb/reference ({what}): {ratio:.3}");
-    Ok(ratio)
+    Ok(out)
 }
 
-/// Prints median and p90 per node; returns the spreads.
-fn print_spreads(lab: &Lab, samples: &[Vec<Duration>], what: &str) -> Vec<Spread> {
-    let spreads: Vec<Spread> = samples.iter().map(|s| Spread::of(s)).collect();
-    for (node, s) in lab.nodes.iter().zip(&spreads) {
-        println!(
-            "{:<9} {what} median {}  p90 {}",
-            node.label,
-            ms(s.median),
-            ms(s.p90)
-        );
-    }
-    spreads
-}
-
-/// ADD latency with 0 and with `--existing` attachments on each node; returns plumb's growth target.
-fn scale_bench(lab: &mut Lab, opts: &Options) -> Result<Target, String> {
+/// ADD latency with 0 and with `--existing` attachments on each node, all made without macspoofchk so
+/// every node's kernel state matches the floor's (N bridge ports, N veth peers in N pod namespaces);
+/// returns the two growth targets against the floor.
+fn scale_bench(lab: &mut Lab, opts: &Options) -> Result<Vec<Target>, String> {
     let n = opts.existing;
+    let subjects = [PLUMB_PLAIN, PLUMB_SPOOF, REF_PLAIN, Subject::Floor];
     println!();
     println!(
-        "== ADD latency with 0 vs {n} existing attachments on the node (config without macspoofchk): {} timed ADDs per plugin and level, each in a fresh container netns and DELed un-timed right after, alternating blocks of {}",
+        "== ADD latency with 0 vs {n} existing attachments: {} timed ADDs per subject and level, each in a fresh container netns and DELed un-timed right after, alternating blocks of {}",
         opts.extra, opts.block
     );
-    let at0 = add_latency(lab, opts, 0)?;
-    fill(lab, opts)?;
-    let at_n = add_latency(lab, opts, n)?;
-    let mut growth = [0.0; 2];
-    for node in [PLUMB, REFERENCE] {
-        growth[node] = at_n[node].median.as_secs_f64() / at0[node].median.as_secs_f64();
+    let at0 = add_latency(lab, opts, &subjects, 0)?;
+    fill(lab, opts, &[PLUMB_PLAIN, REF_PLAIN, Subject::Floor])?;
+    let at_n = add_latency(lab, opts, &subjects, n)?;
+    let growth: Vec<f64> = at0
+        .iter()
+        .zip(&at_n)
+        .map(|(a, b)| (b.median.as_secs_f64() - a.median.as_secs_f64()) * 1e3)
+        .collect();
+    for (k, &s) in subjects.iter().enumerate() {
+        println!(
+            "{:<15} ADD median {} -> {}: growth {:+.2} ms (x{:.2})",
+            lab.label(s),
+            ms(at0[k].median),
+            ms(at_n[k].median),
+            growth[k],
+            at_n[k].median.as_secs_f64() / at0[k].median.as_secs_f64()
+        );
     }
-    println!(
-        "ADD median growth {n}/0 existing: plumb {:.2}, reference {:.2} (reference informational)",
-        growth[PLUMB], growth[REFERENCE]
+    let floor = growth[3];
+    info_ratio(
+        &format!("reference ADD growth 0->{n} / floor growth"),
+        growth[2] / floor,
     );
-    Ok(Target::at_most(
-        &format!("plumb-bridge ADD median growth {n}/0 existing"),
-        1.2,
-        growth[PLUMB],
-        2,
-    ))
+    Ok(vec![
+        Target::at_most(
+            &format!("plumb-bridge+plumb-ipam ADD growth 0->{n} existing / floor growth"),
+            1.1,
+            growth[0] / floor,
+            2,
+        ),
+        Target::at_most(
+            &format!("plumb-bridge+macspoofchk ADD growth 0->{n} existing / floor growth"),
+            1.1,
+            growth[1] / floor,
+            2,
+        ),
+    ])
 }
 
-/// Times `--extra` lone ADDs per node with `existing` attachments there (checked on the bridge first).
-fn add_latency(lab: &mut Lab, opts: &Options, existing: usize) -> Result<Vec<Spread>, String> {
-    for node in [PLUMB, REFERENCE] {
-        let ports = lab.ports(node)?;
+/// Times `--extra` lone ADDs per subject with `existing` attachments on each bridge (checked first).
+fn add_latency(
+    lab: &mut Lab,
+    opts: &Options,
+    subjects: &[Subject],
+    existing: usize,
+) -> Result<Vec<Spread>, String> {
+    for &s in subjects {
+        let ports = lab.ports_of(s)?;
         if ports != existing {
             return Err(format!(
                 "{} bridge has {ports} ports, expected {existing}",
-                lab.nodes[node].label
+                lab.label(s)
             ));
         }
     }
     println!("{existing} existing (ports on each bridge, checked):");
     let root = lab.tmp.path().to_path_buf();
     let samples = interleave(
-        2,
+        subjects.len(),
         opts.extra,
         opts.block,
-        |node, _| lab.lone_add(node),
+        |k, _| {
+            let (took, live) = lab.add_of(subjects[k])?;
+            lab.del_of(&live)?;
+            Ok(took)
+        },
         || syncfs(&root),
     )?;
-    Ok(print_spreads(lab, &samples, "ADD"))
+    let spreads: Vec<Spread> = samples.iter().map(|s| Spread::of(s)).collect();
+    for (&s, sp) in subjects.iter().zip(&spreads) {
+        println!(
+            "{:<15} ADD median {}  p90 {}",
+            lab.label(s),
+            ms(sp.median),
+            ms(sp.p90)
+        );
+    }
+    Ok(spreads)
 }
 
-/// ADDs `--existing` attachments per node (alternating blocks), which stay until teardown; prints the
-/// time it took.
-fn fill(lab: &mut Lab, opts: &Options) -> Result<(), String> {
+/// ADDs `--existing` attachments of each subject (alternating blocks), which stay until teardown;
+/// prints the time it took.
+fn fill(lab: &mut Lab, opts: &Options, subjects: &[Subject]) -> Result<(), String> {
+    let names: Vec<String> = subjects.iter().map(|&s| lab.label(s)).collect();
     println!(
-        "filling: {} ADDs per plugin, each in a fresh container netns, alternating blocks of {} ...",
-        opts.existing, opts.block
+        "filling: {} ADDs each of {}, each in a fresh container netns, alternating blocks of {} ...",
+        opts.existing,
+        names.join(", "),
+        opts.block
     );
     let start = Instant::now();
     let root = lab.tmp.path().to_path_buf();
     let samples = interleave(
-        2,
+        subjects.len(),
         opts.existing,
         opts.block,
-        |node, _| {
-            check_interrupt()?;
-            let att = lab.new_att(node, false)?;
-            lab.add(&att)
-        },
+        |k, _| lab.add_of(subjects[k]).map(|(took, _)| took),
         || syncfs(&root),
     )?;
-    for (node, s) in lab.nodes.iter().zip(&samples) {
+    for (name, s) in names.iter().zip(&samples) {
         let total: Duration = s.iter().sum();
         let spread = Spread::of(s);
         println!(
-            "{:<9} fill: {} ADDs took {:.2} s of process time ({:.0} ADD/s), ADD median {} p90 {}",
-            node.label,
+            "{name:<15} fill: {} ADDs took {:.2} s ({:.0} ADD/s), ADD median {} p90 {}",
             s.len(),
             total.as_secs_f64(),
             s.len() as f64 / total.as_secs_f64().max(1e-9),
@@ -662,7 +883,7 @@ fn fill(lab: &mut Lab, opts: &Options) -> Result<(), String> {
         );
     }
     println!(
-        "fill wall time, both plugins: {:.2} s",
+        "fill wall time, all subjects: {:.2} s",
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -680,6 +901,8 @@ impl Lab {
         println!("== cleanup");
         let mut problems = Vec::new();
         self.del_live(&mut problems);
+        // The floor's attachments go with its namespaces.
+        drop(self.floor.take());
         let nodes = std::mem::take(&mut self.nodes);
         for node in &nodes {
             if let Err(e) = clear_node(node) {
