@@ -737,6 +737,8 @@ fn installer_installs_the_policy_configmap_and_the_plugins_enforce_it() {
         .env("PLUMB_CONF_DIR", &conf)
         .env("PLUMB_TOKEN_DIR", dir.path().join("no-token"))
         .env("PLUMB_POLICY_SRC", src.join("policy.json"))
+        // The file store's data dir the installer prepares: the test's, never the host's.
+        .env("PLUMB_DATA_DIR", dir.path().join("data"))
         .env("PLUMB_API_SERVER", "https://127.0.0.1:1")
         .env("PLUMB_REFRESH_SECONDS", "1")
         .stdout(std::process::Stdio::null())
