@@ -192,6 +192,8 @@ fn installer_installs_binaries_and_rewrites_the_kubeconfig_when_the_token_rotate
             .env("PLUMB_CNI_BIN_DIR", &bin)
             .env("PLUMB_CONF_DIR", &conf)
             .env("PLUMB_TOKEN_DIR", &tok)
+            // The file store's data dir the installer prepares in every mode: the test's, not the host's.
+            .env("PLUMB_DATA_DIR", root.join("data"))
             .env("PLUMB_REFRESH_SECONDS", "1")
             .env("KUBERNETES_SERVICE_HOST", "fd00::1")
             .env("KUBERNETES_SERVICE_PORT", "6443")
