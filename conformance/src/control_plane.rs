@@ -7,7 +7,7 @@
 //! Tests talk to it with [`ControlPlane::request`] (curl with the admin's client certificate or a
 //! bearer token) and read who made which request from [`ControlPlane::audit_events`].
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
@@ -526,6 +526,23 @@ impl ControlPlane {
             .map_err(|_| format!("curl: no status in {text:?}"))?;
         let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
         Ok(Answer { status, body })
+    }
+
+    /// Creates namespace `ns` with its `default` service account, which Pod admission looks up (no
+    /// controller manager runs here to make it).
+    pub fn create_namespace(&self, ns: &str) {
+        self.admin(
+            "POST",
+            "/api/v1/namespaces",
+            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
+            201,
+        );
+        self.admin(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            Some(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})),
+            201,
+        );
     }
 
     /// [`ControlPlane::request`] as the admin, which must answer `want`; the body.

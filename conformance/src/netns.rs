@@ -90,3 +90,29 @@ pub fn in_netns<T: Send>(name: &str, work: impl FnOnce() -> T + Send) -> T {
         .expect("netns thread")
     })
 }
+
+/// What this kernel offers for VLANs: (bridge VLAN filtering, 802.1Q devices), probed once per test
+/// binary in a throw-away namespace.
+pub fn vlan_kernel() -> (bool, bool) {
+    static PROBE: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let ns = Netns::new("vkq");
+        let filtering = ns.try_exec(&[
+            "ip",
+            "link",
+            "add",
+            "vq",
+            "type",
+            "bridge",
+            "vlan_filtering",
+            "1",
+        ]);
+        ns.try_exec(&[
+            "ip", "link", "add", "vq0", "type", "veth", "peer", "name", "vq1",
+        ]);
+        let dot1q = ns.try_exec(&[
+            "ip", "link", "add", "link", "vq0", "name", "vq0.5", "type", "vlan", "id", "5",
+        ]);
+        (filtering, dot1q)
+    })
+}

@@ -8,7 +8,7 @@
 //! loudly (they run in the VM lane).
 
 use conformance::iproute::{ifnames, parse_json};
-use conformance::netns::Netns;
+use conformance::netns::{vlan_kernel, Netns};
 use conformance::plugin::{Call, Outcome};
 use conformance::result::{first_address, host_veth};
 use conformance::skip::unavailable;
@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 const SPOOF_TABLE: &str = "plumb_spoofchk";
 const MASQ_TABLE: &str = "plumb_masq";
@@ -27,32 +26,6 @@ const IFNAME: &str = "eth0";
 
 // ---------------------------------------------------------------------------------------------------
 // Fixtures
-
-/// What the kernel offers for VLANs: (bridge VLAN filtering, 802.1Q devices), probed once in a
-/// throw-away netns.
-fn vlan_kernel() -> (bool, bool) {
-    static PROBE: OnceLock<(bool, bool)> = OnceLock::new();
-    *PROBE.get_or_init(|| {
-        let ns = Netns::new("pbq");
-        let filtering = ns.try_exec(&[
-            "ip",
-            "link",
-            "add",
-            "vq",
-            "type",
-            "bridge",
-            "vlan_filtering",
-            "1",
-        ]);
-        ns.try_exec(&[
-            "ip", "link", "add", "vq0", "type", "veth", "peer", "name", "vq1",
-        ]);
-        let dot1q = ns.try_exec(&[
-            "ip", "link", "add", "link", "vq0", "name", "vq0.5", "type", "vlan", "id", "5",
-        ]);
-        (filtering, dot1q)
-    })
-}
 
 /// Why VLAN tests cannot run here (`None` when they can).
 fn vlan_unsupported() -> Option<String> {

@@ -8,7 +8,7 @@
 //! before anything is made, and the cleanup command on hand-marked interfaces run on any kernel.
 
 use conformance::iproute::parse_json;
-use conformance::netns::Netns;
+use conformance::netns::{vlan_kernel, Netns};
 use conformance::plugin::{Call, Outcome};
 use conformance::result::{first_address, host_veth};
 use conformance::skip::{skip, unavailable};
@@ -16,7 +16,6 @@ use conformance::{plumb_bin, unique_name, TempDir};
 use plumb_attach::naming::uplink_vlan;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
 
 const IFNAME: &str = "eth0";
 const VLANS: [u16; 3] = [2003, 2004, 2005];
@@ -25,31 +24,6 @@ const UPLINK_MTU: u32 = 1400;
 
 // ---------------------------------------------------------------------------------------------------
 // Fixtures
-
-/// (bridge VLAN filtering, 802.1Q devices) on this kernel, probed once in a throw-away namespace.
-fn vlan_kernel() -> (bool, bool) {
-    static PROBE: OnceLock<(bool, bool)> = OnceLock::new();
-    *PROBE.get_or_init(|| {
-        let ns = Netns::new("puq");
-        let filtering = ns.try_exec(&[
-            "ip",
-            "link",
-            "add",
-            "vq",
-            "type",
-            "bridge",
-            "vlan_filtering",
-            "1",
-        ]);
-        ns.try_exec(&[
-            "ip", "link", "add", "vq0", "type", "veth", "peer", "name", "vq1",
-        ]);
-        let dot1q = ns.try_exec(&[
-            "ip", "link", "add", "link", "vq0", "name", "vq0.5", "type", "vlan", "id", "5",
-        ]);
-        (filtering, dot1q)
-    })
-}
 
 /// Skips (loudly) a test that needs 802.1Q and VLAN filtering when this kernel lacks them.
 fn vlan_skip(test: &str) -> bool {

@@ -700,21 +700,7 @@ fn reconcile_frees_by_pod_uid_and_retires_deleted_nodes_blocks_on_the_real_serve
     let _serial = serial();
     let space = unique_name("rec");
     let ns = unique_name("ns");
-    cp.admin(
-        "POST",
-        "/api/v1/namespaces",
-        Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
-        201,
-    );
-    // No controller manager runs: the ServiceAccount admission plugin needs the default account.
-    cp.admin(
-        "POST",
-        &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-        Some(
-            &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
-        ),
-        201,
-    );
+    cp.create_namespace(&ns);
     let (n1, n2, n3) = (unique_name("n1-"), unique_name("n2-"), unique_name("n3-"));
     for n in [&n1, &n2, &n3] {
         create_node(cp, n, json!({}), json!([]));

@@ -90,20 +90,7 @@ impl World {
     /// Multus config.
     fn new(c: &'static Cluster, default_range: &str) -> World {
         let ns = unique_name("mt");
-        c.cp.admin(
-            "POST",
-            "/api/v1/namespaces",
-            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
-            201,
-        );
-        // No controller manager runs: the namespace's `default` service account, which Pod admission
-        // looks up, is made here.
-        c.cp.admin(
-            "POST",
-            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-            Some(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})),
-            201,
-        );
+        c.cp.create_namespace(&ns);
         let data = TempDir::new("mtdata");
         let scratch = c.cp.scratch("mtw");
         let mut w = World {

@@ -192,18 +192,7 @@ struct Scenario {
 impl Scenario {
     fn new(c: &'static Cluster, underlay: Underlay) -> Scenario {
         let ns = unique_name("ms");
-        c.cp.admin(
-            "POST",
-            "/api/v1/namespaces",
-            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
-            201,
-        );
-        c.cp.admin(
-            "POST",
-            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-            Some(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})),
-            201,
-        );
+        c.cp.create_namespace(&ns);
         let dir = TempDir::new("msd");
         let (a, b) = (Netns::new("msna"), Netns::new("msnb"));
         let mut fabric = None;

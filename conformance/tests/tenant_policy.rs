@@ -10,7 +10,7 @@
 //! (the denials happen before anything is made, so they run on any kernel).
 
 use conformance::iproute::{ifnames, parse_json};
-use conformance::netns::Netns;
+use conformance::netns::{vlan_kernel, Netns};
 use conformance::plugin::{Call, Outcome};
 use conformance::skip::{skip, unavailable};
 use conformance::{ipam_records, plumb_bin, unique_name, TempDir};
@@ -187,21 +187,6 @@ fn denied(out: &Outcome, needles: &[&str]) -> String {
     msg
 }
 
-/// Whether this kernel can make a VLAN-filtering bridge (the allowed VLAN cases need it).
-fn vlan_filtering() -> bool {
-    let ns = Netns::new("tpq");
-    ns.try_exec(&[
-        "ip",
-        "link",
-        "add",
-        "vq",
-        "type",
-        "bridge",
-        "vlan_filtering",
-        "1",
-    ])
-}
-
 const TENANTS: &str = r#"{
     "default": {"bridges": ["br-shared-*"]},
     "namespaces": {
@@ -364,7 +349,7 @@ fn vlans_outside_the_policy_are_denied_before_anything_is_made() {
         ],
     );
     lab.assert_nothing_left();
-    if !vlan_filtering() {
+    if !vlan_kernel().0 {
         skip(
             "vlans_outside_the_policy_are_denied_before_anything_is_made (allowed access and trunk VLANs)",
             "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING); runs in the VM lane",
