@@ -116,3 +116,27 @@ pub fn vlan_kernel() -> (bool, bool) {
         (filtering, dot1q)
     })
 }
+
+impl Netns {
+    /// How many rules of this namespace's `netdev plumb_spoofchk` table name `mac` (compared without
+    /// regard to case; 0 when the table does not exist).
+    pub fn spoof_rules_naming(&self, mac: &str) -> usize {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-j", "list", "table"])
+            .args(["netdev", "plumb_spoofchk"])
+            .output()
+            .expect("run nft");
+        if !out.status.success() {
+            return 0;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j output");
+        let quoted = format!("\"{}\"", mac.to_ascii_lowercase());
+        v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.get("rule"))
+            .filter(|r| r["expr"].to_string().to_ascii_lowercase().contains(&quoted))
+            .count()
+    }
+}

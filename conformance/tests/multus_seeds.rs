@@ -570,36 +570,6 @@ fn routes(ns: &Netns) -> BTreeSet<String> {
         .collect()
 }
 
-/// Rules of the node's `netdev plumb_spoofchk` table naming `mac` (none without the table).
-fn spoof_rules(node: &Netns, mac: &str) -> usize {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &node.name,
-            "nft",
-            "-j",
-            "list",
-            "table",
-            "netdev",
-            "plumb_spoofchk",
-        ])
-        .output()
-        .expect("run nft");
-    if !out.status.success() {
-        return 0;
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).expect("nft -j");
-    let quoted = format!("\"{}\"", mac.to_ascii_lowercase());
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o.get("rule"))
-        .filter(|r| r["expr"].to_string().to_ascii_lowercase().contains(&quoted))
-        .count()
-}
-
 /// The address part of a CIDR.
 fn bare(cidr: &str) -> String {
     cidr.split('/').next().unwrap_or_default().to_string()
@@ -808,8 +778,8 @@ fn gateway_network(s: &mut Scenario, example: &str, from_nodes: bool) {
     // Client A's spoof-check rule on node A holds its MAC.
     let mac_a = link(&na, "net1")["address"].as_str().unwrap().to_string();
     let mac_b = link(&nb, "net1")["address"].as_str().unwrap().to_string();
-    assert_eq!(spoof_rules(&s.nodes[0].ns, &mac_a), 1);
-    assert_eq!(spoof_rules(&s.nodes[1].ns, &mac_b), 1);
+    assert_eq!(s.nodes[0].ns.spoof_rules_naming(&mac_a), 1);
+    assert_eq!(s.nodes[1].ns.spoof_rules_naming(&mac_b), 1);
 
     // Multus v4's CHECK checks its own delegates (the cluster default).
     assert_eq!(s.multus_ok("CHECK", &router, &nr.path()), Value::Null);
@@ -827,7 +797,7 @@ fn gateway_network(s: &mut Scenario, example: &str, from_nodes: bool) {
     };
     assert_eq!(s.multus_ok("DEL", &client_a, &na.path()), Value::Null);
     assert_eq!(links(&na), ["lo".to_string()].into());
-    assert_eq!(spoof_rules(&s.nodes[0].ns, &mac_a), 0);
+    assert_eq!(s.nodes[0].ns.spoof_rules_naming(&mac_a), 0);
     let path_a = na.path();
     drop(na);
     assert_eq!(s.multus_ok("DEL", &client_a, &path_a), Value::Null);
@@ -835,7 +805,7 @@ fn gateway_network(s: &mut Scenario, example: &str, from_nodes: bool) {
     drop(nb);
     assert_eq!(s.multus_ok("DEL", &client_b, &path_b), Value::Null);
     assert_eq!(links(&s.nodes[1].ns), base(1), "node B after its last pod");
-    assert_eq!(spoof_rules(&s.nodes[1].ns, &mac_b), 0);
+    assert_eq!(s.nodes[1].ns.spoof_rules_naming(&mac_b), 0);
     assert_eq!(s.multus_ok("DEL", &router, &nr.path()), Value::Null);
     assert_eq!(links(&nr), ["lo".to_string()].into());
     assert!(
@@ -986,7 +956,11 @@ fn seed_004_vlan_nads_under_multus_with_requested_macs_and_spoof_check() {
         assert_eq!(st[1]["interface"], "net1", "{st:?}");
         assert_eq!(st[1]["name"], format!("default/{nad}"), "{st:?}");
         assert_eq!(st[1]["mac"], mac, "{st:?}");
-        assert_eq!(spoof_rules(node, mac), 1, "{name}: its spoof-check rule");
+        assert_eq!(
+            node.spoof_rules_naming(mac),
+            1,
+            "{name}: its spoof-check rule"
+        );
         ns.exec(&["ip", "addr", "add", cidr, "dev", "net1"]);
         vms.push((pod, Some(ns), mac));
     }
@@ -1042,7 +1016,7 @@ fn seed_004_vlan_nads_under_multus_with_requested_macs_and_spoof_check() {
         (0, 0, 0)
     );
     for (_, _, mac) in &vms {
-        assert_eq!(spoof_rules(node, mac), 0, "{mac}");
+        assert_eq!(node.spoof_rules_naming(mac), 0, "{mac}");
     }
     assert!(s.cache_files().is_empty(), "{:?}", s.cache_files());
 }

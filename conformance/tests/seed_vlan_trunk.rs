@@ -206,36 +206,6 @@ impl Site {
             .filter_map(|l| l["ifname"].as_str().map(String::from))
             .collect()
     }
-
-    /// Rules of the node's spoof-check table naming `mac`.
-    fn spoof_rules(&self, mac: &str) -> usize {
-        let out = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.node.name,
-                "nft",
-                "-j",
-                "list",
-                "table",
-                "netdev",
-                "plumb_spoofchk",
-            ])
-            .output()
-            .expect("run nft");
-        if !out.status.success() {
-            return 0;
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).expect("nft -j");
-        let quoted = format!("\"{mac}\"");
-        v["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o.get("rule"))
-            .filter(|r| r["expr"].to_string().to_ascii_lowercase().contains(&quoted))
-            .count()
-    }
 }
 
 fn mac_of(ns: &Netns) -> String {
@@ -306,7 +276,7 @@ fn seed_004_vms_on_vlans_2003_to_2005_of_a_trunk_with_spoof_check_and_requested_
     for p in [&vm1, &vm4, &vm3, &vm6, &intruder] {
         assert_eq!(mac_of(p.ns()), p.mac, "{}: the requested MAC", p.name);
         assert_eq!(
-            site.spoof_rules(&p.mac),
+            site.node.spoof_rules_naming(&p.mac),
             1,
             "{}: its spoof-check rule",
             p.name
@@ -386,7 +356,7 @@ fn seed_004_vms_on_vlans_2003_to_2005_of_a_trunk_with_spoof_check_and_requested_
         );
     }
     for mac in [&vm1.mac, &vm4.mac, &vm3.mac, &vm6.mac, &intruder.mac] {
-        assert_eq!(site.spoof_rules(mac), 0, "{mac}");
+        assert_eq!(site.node.spoof_rules_naming(mac), 0, "{mac}");
     }
     println!(
         "seed 004: VLANs {VLANS:?} isolated over one trunk, requested MACs set, a spoofed MAC dropped, \
