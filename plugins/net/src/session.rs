@@ -53,7 +53,14 @@ impl Session {
                     return;
                 }
                 drop(fd);
-                if ready.send(Route::open().map(Route::into_fd)).is_err() {
+                let opened = Route::open().map(Route::into_fd).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot open a netlink socket in network namespace {path}: {e}"),
+                    )
+                });
+                let failed = opened.is_err();
+                if ready.send(opened).is_err() || failed {
                     return;
                 }
                 drop(ready);
@@ -64,16 +71,17 @@ impl Session {
             })?;
         let route = match started.recv() {
             Ok(Ok(fd)) => Route::from_fd(fd),
-            Ok(Err(e)) => {
+            failed => {
+                // The worker has returned (or returns now that its queue is closed): join it.
+                drop(jobs);
                 let _ = worker.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = worker.join();
-                return Err(io::Error::other(format!(
-                    "the worker for network namespace {} ended before it started",
-                    ns.path()
-                )));
+                return Err(match failed {
+                    Ok(Err(e)) => e,
+                    _ => io::Error::other(format!(
+                        "the worker for network namespace {} ended before it started",
+                        ns.path()
+                    )),
+                });
             }
         };
         Ok(Session {
@@ -180,7 +188,20 @@ mod tests {
             .run(|| -> io::Result<()> { Err(io::Error::other("refused")) })
             .unwrap_err();
         assert_eq!(e.to_string(), "refused");
+        // SAFETY: gettid has no preconditions and cannot fail.
+        let tid = session.run(|| Ok(unsafe { libc::gettid() })).unwrap();
+        let task = format!("/proc/self/task/{tid}");
+        assert!(std::path::Path::new(&task).exists(), "the worker is alive");
         drop(session);
+        // Joined; the kernel reaps the exited thread's task entry a moment after the join returns.
+        let gone = (0..100).any(|_| {
+            let gone = !std::path::Path::new(&task).exists();
+            if !gone {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            gone
+        });
+        assert!(gone, "the worker outlived its session");
     }
 
     #[test]
