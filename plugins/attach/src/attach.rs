@@ -9,8 +9,8 @@ use plumb_cni::result::{Interface, IpConfig};
 use plumb_cni::{code, delegate, failpoint, AddResult, CniError, CniResult, Command, Request};
 use plumb_net::addr::{add_address, add_route_global, RouteSpec};
 use plumb_net::link::{self, format_mac, Link, VethSpec};
-use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
+use plumb_net::session::Session;
 use plumb_net::sysctl;
 use std::io;
 use std::net::IpAddr;
@@ -70,11 +70,11 @@ pub type GatewayStep<'a> =
 
 /// Everything ADD does once the bridge is there: the veth pair as a bridge port, IPAM, the container
 /// side, the gateway (the plugin's `gateway` step, with `isGateway`), masquerade and spoof check.
-/// Each step it makes is pushed on `undo`.
+/// Each step it makes is pushed on `undo`. `pod` is the request's session in CNI_NETNS.
 pub fn add_attachment(
     req: &Request,
     cfg: &PortPlan,
-    ns: &Netns,
+    pod: &mut Session,
     host: &mut Route,
     bridge: Link,
     undo: &mut Vec<Undo>,
@@ -91,12 +91,10 @@ pub fn add_attachment(
             format!("host interface {host_name} of container {cid} interface {ifname} already exists; DEL this attachment before adding it again"),
         ));
     }
-    let taken = {
-        let name = ifname.clone();
-        ns.run(move || Ok(link::by_name(&mut Route::open()?, &name)?.is_some()))
-            .map_err(os("cannot look into the container netns"))?
-    };
-    if taken {
+    if link::by_name(pod.route(), ifname)
+        .map_err(os("cannot look into the container netns"))?
+        .is_some()
+    {
         return Err(CniError::new(
             code::INTERFACE_EXISTS,
             format!("the container already has an interface named {ifname}"),
@@ -105,7 +103,7 @@ pub fn add_attachment(
     let spec = VethSpec {
         host_name: &host_name,
         peer_name: ifname,
-        peer_netns_fd: ns.fd(),
+        peer_netns_fd: pod.netns().fd(),
         mtu: cfg.mtu,
         peer_mac: cfg.mac,
         host_mac: None,
@@ -144,7 +142,7 @@ pub fn add_attachment(
         results::add_default_routes(&mut ipam_result)?;
     }
     results::check_routes(&ipam_result)?;
-    let container = configure_container(ns, cfg, ifname, &ipam_result)?;
+    let container = configure_container(pod, cfg, ifname, &ipam_result)?;
     failpoint::check("container")?;
     if let Some(gateway) = gateway.filter(|_| cfg.is_gateway && !ipam_result.ips.is_empty()) {
         gateway(host, &bridge, &ipam_result.ips, undo)?;
@@ -254,76 +252,81 @@ pub struct ContainerSide {
 }
 
 fn configure_container(
-    ns: &Netns,
+    pod: &mut Session,
     cfg: &PortPlan,
     ifname: &str,
     r: &AddResult,
 ) -> CniResult<ContainerSide> {
-    let ips: Vec<(IpAddr, u8, Option<IpAddr>)> = r
-        .ips
-        .iter()
-        .map(|i| (i.address.addr, i.address.prefix, i.gateway))
-        .collect();
-    let routes: Vec<(IpAddr, u8, Option<IpAddr>, Option<u32>)> = r
-        .routes
-        .iter()
-        .map(|rt| (rt.dst.addr, rt.dst.prefix, rt.gw, rt.mtu))
-        .collect();
     let (up, dad) = (!cfg.disable_container_interface, cfg.enable_dad);
     let layer3 = cfg.ipam_type.is_some();
-    let name = ifname.to_string();
-    ns.run(move || {
-        let mut c = Route::open()?;
-        let l = link::by_name(&mut c, &name)?
-            .ok_or_else(|| io::Error::other(format!("{name} missing in the container")))?;
-        if layer3 {
-            // The reference's sysctls on an interface that gets addresses: DAD as `enabledad` says
-            // (off by default, so addresses are usable at once) and gratuitous ARP on link changes.
-            // Best effort, as there: a kernel without IPv6 has no accept_dad.
-            if dad {
-                let _ = sysctl::write(&format!("net/ipv6/conf/{name}/enhanced_dad"), "1");
+    let v6 = r.ips.iter().any(|i| i.address.addr.is_ipv6());
+    let c = pod.route();
+    let l = link::by_name(c, ifname)
+        .and_then(|l| {
+            l.ok_or_else(|| io::Error::other(format!("{ifname} missing in the container")))
+        })
+        .map_err(os("cannot configure the container interface"))?;
+    if layer3 || v6 {
+        // Sysctls resolve against the namespace of the thread that opens them: one job on the
+        // session's worker, inside the pod.
+        let name = ifname.to_string();
+        pod.run(move || {
+            if layer3 {
+                // The reference's sysctls on an interface that gets addresses: DAD as `enabledad`
+                // says (off by default, so addresses are usable at once) and gratuitous ARP on link
+                // changes. Best effort, as there: a kernel without IPv6 has no accept_dad.
+                if dad {
+                    let _ = sysctl::write(&format!("net/ipv6/conf/{name}/enhanced_dad"), "1");
+                }
+                let _ = sysctl::write(
+                    &format!("net/ipv6/conf/{name}/accept_dad"),
+                    if dad { "1" } else { "0" },
+                );
+                let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
             }
-            let _ = sysctl::write(
-                &format!("net/ipv6/conf/{name}/accept_dad"),
-                if dad { "1" } else { "0" },
-            );
-            let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
-        }
-        if ips.iter().any(|(ip, _, _)| ip.is_ipv6()) {
-            enable_ipv6(&name)?;
-        }
-        for (ip, prefix, _) in &ips {
-            add_address(&mut c, l.index, *ip, *prefix, false)?;
+            if v6 {
+                enable_ipv6(&name)?;
+            }
+            Ok(())
+        })
+        .map_err(os("cannot configure the container interface"))?;
+    }
+    let c = pod.route();
+    (|| -> io::Result<ContainerSide> {
+        for ipc in &r.ips {
+            add_address(c, l.index, ipc.address.addr, ipc.address.prefix, false)?;
         }
         if up {
-            link::set_up(&mut c, &l, true)?;
-            for (dst, prefix, gw, mtu) in &routes {
+            link::set_up(c, &l, true)?;
+            for rt in &r.routes {
+                let dst = rt.dst.addr;
                 // A route without a next hop goes via the first gateway of its family, if any.
-                let gw = gw.or_else(|| {
-                    ips.iter()
-                        .filter(|i| i.0.is_ipv4() == dst.is_ipv4())
-                        .find_map(|i| i.2)
+                let gw = rt.gw.or_else(|| {
+                    r.ips
+                        .iter()
+                        .filter(|i| i.address.addr.is_ipv4() == dst.is_ipv4())
+                        .find_map(|i| i.gateway)
                 });
                 // Scope universe even without a next hop, as the reference installs container routes.
                 add_route_global(
-                    &mut c,
+                    c,
                     &RouteSpec {
-                        dst: *dst,
-                        prefix: *prefix,
+                        dst,
+                        prefix: rt.dst.prefix,
                         gw,
                         oif: l.index,
-                        mtu: *mtu,
+                        mtu: rt.mtu,
                         priority: None,
                     },
                 )?;
             }
         }
-        let l = link::by_index(&mut c, l.index)?.unwrap_or(l);
+        let l = link::by_index(c, l.index)?.unwrap_or(l);
         Ok(ContainerSide {
             mac: l.mac,
             mtu: l.mtu,
         })
-    })
+    })()
     .map_err(os("cannot configure the container interface"))
 }
 

@@ -2,7 +2,7 @@
 //! host veth on the right bridge) plus VLAN membership, MTU and the spoof-check chain; then IPAM CHECK.
 //! Shared by every plugin whose pod port is the engine's.
 
-use crate::os::{open_netns, os};
+use crate::os::os;
 use crate::plan::PortPlan;
 use crate::ports::DEFAULT_VLAN;
 use crate::{firewall, naming};
@@ -11,6 +11,7 @@ use plumb_net::addr::{addresses, routes, RouteEntry};
 use plumb_net::link::Link;
 use plumb_net::link::{self, format_mac};
 use plumb_net::nl::Route;
+use plumb_net::session::Session;
 use plumb_net::vlan::{self, Membership};
 use std::collections::BTreeSet;
 
@@ -21,11 +22,16 @@ fn mismatch(msg: String) -> CniError {
 /// The plugin's own check of the bridge (its uplink, say), run once the bridge is found.
 pub type BridgeCheck<'a> = &'a dyn Fn(&mut Route, &Link) -> CniResult<()>;
 
-/// Verifies the attachment against `prevResult` and the plan; `bridge_check` is the plugin's check of
-/// the bridge itself, run after the pod side and before the host veth.
-pub fn check(req: &Request, cfg: &PortPlan, bridge_check: Option<BridgeCheck>) -> CniResult<()> {
-    // First: a gone or host CNI_NETNS is answered as such, whatever prevResult says.
-    let ns = open_netns(req)?;
+/// Verifies the attachment against `prevResult` and the plan; `pod` is the request's session in
+/// CNI_NETNS (entered first, so a gone or host CNI_NETNS is answered as such whatever prevResult says:
+/// see [`crate::os::enter_netns`]); `bridge_check` is the plugin's check of the bridge itself, run after
+/// the pod side and before the host veth.
+pub fn check(
+    req: &Request,
+    cfg: &PortPlan,
+    pod: &mut Session,
+    bridge_check: Option<BridgeCheck>,
+) -> CniResult<()> {
     let prev = req
         .conf
         .prev_result
@@ -48,20 +54,18 @@ pub fn check(req: &Request, cfg: &PortPlan, bridge_check: Option<BridgeCheck>) -
         .filter(|i| i.interface == Some(want))
         .map(|i| (i.address.addr, i.address.prefix))
         .collect();
-    let name = ifname.clone();
-    let (c, addrs, table) = ns
-        .run(move || {
-            let mut nl = Route::open()?;
-            let l = link::by_name(&mut nl, &name)?;
-            let a = match &l {
-                Some(l) => addresses(&mut nl, l.index)?,
-                None => Vec::new(),
-            };
-            let mut t = routes(&mut nl, false)?;
-            t.extend(routes(&mut nl, true)?);
-            Ok((l, a, t))
-        })
-        .map_err(os("cannot look into the container netns"))?;
+    let nl = pod.route();
+    let (c, addrs, table) = (|| -> std::io::Result<_> {
+        let l = link::by_name(nl, ifname)?;
+        let a = match &l {
+            Some(l) => addresses(nl, l.index)?,
+            None => Vec::new(),
+        };
+        let mut t = routes(nl, false)?;
+        t.extend(routes(nl, true)?);
+        Ok((l, a, t))
+    })()
+    .map_err(os("cannot look into the container netns"))?;
     let c = c.ok_or_else(|| mismatch(format!("the container has no interface {ifname}")))?;
     if c.kind.as_deref() != Some("veth") {
         return Err(mismatch(format!(

@@ -1,8 +1,9 @@
-//! The two helpers every module of every plugin uses: an OS error as a CNI error, and CNI_NETNS opened
-//! and classified.
+//! The helpers every module of every plugin uses: an OS error as a CNI error, and CNI_NETNS opened,
+//! classified and entered.
 
 use plumb_cni::{code, CniError, CniResult, Request};
 use plumb_net::netns::{Netns, OpenError};
+use plumb_net::session::Session;
 use std::io;
 
 /// Turns a netlink or OS error into a CNI error (I/O failure, code 5) with what was being done.
@@ -33,4 +34,18 @@ pub fn open_netns(req: &Request) -> CniResult<Netns> {
         ));
     }
     Ok(ns)
+}
+
+/// Opens CNI_NETNS as [`open_netns`] does and enters it: the request's one session in the pod's
+/// namespace (one `setns`, its rtnetlink socket, a worker for sysctls; see `plumb_net::session`).
+pub fn enter_netns(req: &Request) -> CniResult<Session> {
+    let ns = open_netns(req)?;
+    let path = ns.path().to_string();
+    Session::enter(ns).map_err(|e| {
+        CniError::new(
+            code::IO_FAILURE,
+            format!("cannot enter the network namespace CNI_NETNS {path}"),
+        )
+        .caused_by(e)
+    })
 }

@@ -7,12 +7,12 @@ use plumb_attach::attach::{add_attachment, delete_host_veth, rollback, Undo};
 use plumb_attach::cleanup::{self, Cleanup};
 use plumb_attach::firewall;
 use plumb_attach::lock::{lock_bridge, sweep_bridge_locks};
-use plumb_attach::os::{open_netns, os};
+use plumb_attach::os::{enter_netns, os};
 use plumb_cni::result::IpConfig;
 use plumb_cni::{delegate, failpoint, AddResult, CniResult, Command, Plugin, Request};
 use plumb_net::link::Link;
-use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
+use plumb_net::session::Session;
 
 /// The plumb-bridge plugin.
 #[derive(Debug, Default)]
@@ -84,13 +84,14 @@ impl Plugin for Bridge {
         let mut cfg = BridgeConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
         crate::policy::enforce(req, &mut cfg)?;
         log::debug!("plan: {cfg:?}");
-        let ns = open_netns(req)?;
+        // The request's one entry into the pod's namespace, before the lock as the open was.
+        let mut pod = enter_netns(req)?;
         let _lock = lock_bridge(&cfg.bridge)?;
         let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
         let mut undo = Vec::new();
         // The uplink port's lock, held through a rollback too.
         let mut uplink_lock = None;
-        match add_steps(req, &cfg, &ns, &mut host, &mut undo, &mut uplink_lock) {
+        match add_steps(req, &cfg, &mut pod, &mut host, &mut undo, &mut uplink_lock) {
             Ok(r) => Ok(r),
             Err(e) => {
                 rollback(req, &cfg.port_plan(), &mut host, undo);
@@ -118,9 +119,12 @@ impl Plugin for Bridge {
         // An attachment made before the policy changed is reported as a violation.
         crate::policy::enforce(req, &mut cfg)?;
         let plan = cfg.port_plan();
+        // First: a gone or host CNI_NETNS is answered as such, whatever prevResult says.
+        let mut pod = enter_netns(req)?;
         plumb_attach::check::check(
             req,
             &plan,
+            &mut pod,
             Some(&|host, bridge| crate::uplink::check(host, &cfg, bridge)),
         )
     }
@@ -147,7 +151,7 @@ impl Plugin for Bridge {
 fn add_steps(
     req: &Request,
     cfg: &BridgeConfig,
-    ns: &Netns,
+    pod: &mut Session,
     host: &mut Route,
     undo: &mut Vec<Undo>,
     uplink_lock: &mut Option<plumb_cni::lock::LockGuard>,
@@ -174,7 +178,7 @@ fn add_steps(
     add_attachment(
         req,
         &cfg.port_plan(),
-        ns,
+        pod,
         host,
         bridge,
         undo,

@@ -5,11 +5,12 @@
 
 use plumb_attach::cleanup::Cleanup;
 use plumb_attach::firewall;
-use plumb_attach::os::{open_netns, os};
+use plumb_attach::os::{enter_netns, open_netns, os};
 use plumb_cni::{code, AddResult, CniError, CniResult, Plugin, Request};
 use plumb_net::link::{self, parse_mac};
-use plumb_net::netns::{self, Netns};
+use plumb_net::netns;
 use plumb_net::nl::Route;
+use plumb_net::session::Session;
 
 struct MacSpoofChk;
 
@@ -29,8 +30,8 @@ impl Plugin for MacSpoofChk {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let prev = prev_result(req)?;
         // The container must exist and not be the host: the check belongs to a container's veth.
-        let ns = open_netns(req)?;
-        let (host_veth, mac) = find_pair(req, &prev, &ns)?;
+        let mut pod = enter_netns(req)?;
+        let (host_veth, mac) = find_pair(req, &prev, &mut pod)?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         firewall::add_spoofcheck(&req.conf.name, cid, ifname, &host_veth, mac)
             .map_err(os("cannot install the MAC spoof check"))?;
@@ -82,7 +83,7 @@ fn prev_result(req: &Request) -> CniResult<AddResult> {
 /// The host veth (an interface of prevResult without a sandbox that is a veth on this host whose
 /// peer is `CNI_IFNAME` in CNI_NETNS) and the container interface's MAC. prevResult is not trusted
 /// to name the right veth: a wrong or forged one would put the check on another pod's traffic.
-fn find_pair(req: &Request, prev: &AddResult, ns: &Netns) -> CniResult<(String, [u8; 6])> {
+fn find_pair(req: &Request, prev: &AddResult, pod: &mut Session) -> CniResult<(String, [u8; 6])> {
     let ifname = &req.env.ifname;
     let container = prev
         .interfaces
@@ -116,11 +117,10 @@ fn find_pair(req: &Request, prev: &AddResult, ns: &Netns) -> CniResult<(String, 
     };
     // Asked after the veths were read: reading a veth whose peer is in the pod assigns the pod's
     // namespace its ID here, if it had none.
-    let pod_nsid = netns::nsid(&mut host, ns).map_err(os("cannot identify CNI_NETNS"))?;
-    let name = ifname.clone();
-    let pod_index = ns
-        .run(move || Ok(link::by_name(&mut Route::open()?, &name)?.map(|l| l.index)))
-        .map_err(os("cannot look into the container netns"))?;
+    let pod_nsid = netns::nsid(&mut host, pod.netns()).map_err(os("cannot identify CNI_NETNS"))?;
+    let pod_index = link::by_name(pod.route(), ifname)
+        .map_err(os("cannot look into the container netns"))?
+        .map(|l| l.index);
     let is_peer = |&(index, nsid): &(u32, Option<i32>)| {
         pod_nsid.is_some() && nsid == pod_nsid && Some(index) == pod_index
     };
@@ -128,7 +128,7 @@ fn find_pair(req: &Request, prev: &AddResult, ns: &Netns) -> CniResult<(String, 
         Some((host_veth, _)) => Ok((host_veth.clone(), mac)),
         None => Err(CniError::config(format!(
             "prevResult's host veth {first} is not the peer of the container interface {ifname} in CNI_NETNS {}{}; the check is installed only on the veth of this container: give the prevResult of this attachment",
-            ns.path(),
+            pod.path(),
             if pod_index.is_none() { format!(" (the container has no {ifname})") } else { String::new() }
         ))),
     }

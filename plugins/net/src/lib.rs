@@ -1,5 +1,5 @@
-//! The host side of plumb plugins, over rtnetlink without an async runtime: network namespace entry
-//! that cannot leave a thread switched, links (bridges, veth pairs made directly in the container
+//! The host side of plumb plugins, over rtnetlink without an async runtime: a network namespace
+//! session per request (one `setns`, no thread left switched), links (bridges, veth pairs made directly in the container
 //! netns), bridge-port options and VLANs, VXLAN devices and their flood list, addresses, routes and sysctls.
 
 pub mod addr;
@@ -7,6 +7,7 @@ pub mod fdb;
 pub mod link;
 pub mod netns;
 pub mod nl;
+pub mod session;
 pub mod sysctl;
 pub mod vlan;
 pub mod vxlan;

@@ -1,6 +1,5 @@
-//! Entering a network namespace without ever leaving a thread in the wrong one: work for another
-//! namespace runs on a fresh thread that switches with `setns` and then ends, so no thread that could
-//! be reused ever carries the switch, whatever the work does or returns.
+//! Opening a network namespace, to enter it with a [`crate::session::Session`] (one `setns` per
+//! request, on a worker thread that ends with the session) or to move a link into it by fd.
 //!
 //! Opening classifies the path first: a CNI_NETNS that no longer names a network namespace (the empty
 //! file an `umount` leaves, a missing path, a directory, any file that is not on nsfs, a namespace of
@@ -175,34 +174,9 @@ impl Netns {
         self.file.as_raw_fd()
     }
 
-    /// Runs `work` inside this namespace on a dedicated thread that ends afterwards; returns its result.
-    pub fn run<T, F>(&self, work: F) -> io::Result<T>
-    where
-        T: Send,
-        F: FnOnce() -> io::Result<T> + Send,
-    {
-        let fd = self.file.as_raw_fd();
-        let path = &self.path;
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: `fd` is a namespace fd kept open by `self` for the whole scope; setns only
-                // changes this thread's namespace, and this thread ends when the closure returns.
-                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                    let e = io::Error::last_os_error();
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("cannot enter network namespace {path}: {e}"),
-                    ));
-                }
-                work()
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(io::Error::other(format!(
-                    "work in network namespace {path} panicked"
-                )))
-            })
-        })
+    /// The open namespace file (for the session's worker to enter).
+    pub(crate) fn file_fd(&self) -> &File {
+        &self.file
     }
 }
 

@@ -1,5 +1,6 @@
 //! Reading and writing `/proc/sys` values. Values under `net/` belong to the network namespace of the
-//! calling thread, so inside a container they are written from a `Netns::run` thread.
+//! calling thread, so inside a container they are read and written on a session's worker
+//! ([`crate::session::Session::read_sysctl`], [`crate::session::Session::write_sysctl`]).
 
 use std::io;
 

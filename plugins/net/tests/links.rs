@@ -5,6 +5,7 @@ use plumb_net::addr::{add_address, add_route, addresses, routes, RouteSpec};
 use plumb_net::link::{self, PortOptions, VethSpec};
 use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
+use plumb_net::session::Session;
 use std::process::Command;
 
 fn root() -> bool {
@@ -39,7 +40,7 @@ fn bridge_veth_address_route_and_port_options() {
         .status()
         .unwrap()
         .success());
-    let ns = Netns::open(&format!("/run/netns/{ns_name}")).unwrap();
+    let mut pod = Session::enter(Netns::open(&format!("/run/netns/{ns_name}")).unwrap()).unwrap();
     let mut host = Route::open().unwrap();
 
     link::create_bridge(&mut host, "plnbr0", Some(1400), false).unwrap();
@@ -54,7 +55,7 @@ fn bridge_veth_address_route_and_port_options() {
         &VethSpec {
             host_name: "plnveth0",
             peer_name: "eth7",
-            peer_netns_fd: ns.fd(),
+            peer_netns_fd: pod.netns().fd(),
             mtu: Some(1400),
             peer_mac: Some(mac),
             host_mac: None,
@@ -90,50 +91,50 @@ fn bridge_veth_address_route_and_port_options() {
     assert!(text.contains("\"hairpin\":true"), "{text}");
     assert!(text.contains("\"isolated\":true"), "{text}");
 
-    let (peer, addrs, rts) = ns
-        .run(|| {
-            let mut c = Route::open()?;
-            let p = link::by_name(&mut c, "eth7")?.expect("peer in netns");
-            link::set_up(&mut c, &p, true)?;
-            add_address(&mut c, p.index, "10.199.0.2".parse().unwrap(), 24, false)?;
-            add_address(&mut c, p.index, "10.199.0.2".parse().unwrap(), 24, false)?; // idempotent
-            add_route(
-                &mut c,
-                &RouteSpec {
-                    dst: "0.0.0.0".parse().unwrap(),
-                    prefix: 0,
-                    gw: Some("10.199.0.1".parse().unwrap()),
-                    oif: p.index,
-                    mtu: None,
-                    priority: None,
-                },
-            )?;
-            let a = addresses(&mut c, p.index)?;
-            let r = routes(&mut c, false)?;
-            // One link's addresses come from a filtered dump: lo's are not among eth7's, and the
-            // whole-namespace listing (index 0) still has both.
-            let lo = link::by_name(&mut c, "lo")?.expect("lo");
-            link::set_up(&mut c, &lo, true)?;
-            let lo_addrs = addresses(&mut c, lo.index)?;
-            let all = addresses(&mut c, 0)?;
-            let own = addresses(&mut c, p.index)?;
-            assert!(
-                lo_addrs.contains(&("127.0.0.1".parse().unwrap(), 8)),
-                "{lo_addrs:?}"
-            );
-            assert!(
-                !lo_addrs.contains(&("10.199.0.2".parse().unwrap(), 24)),
-                "{lo_addrs:?}"
-            );
-            assert!(!own.iter().any(|x| x.0.is_loopback()), "{own:?}");
-            assert!(all.contains(&("127.0.0.1".parse().unwrap(), 8)), "{all:?}");
-            assert!(
-                all.contains(&("10.199.0.2".parse().unwrap(), 24)),
-                "{all:?}"
-            );
-            Ok((p, a, r))
-        })
-        .unwrap();
+    // The session's socket acts in the pod's namespace from this thread.
+    let c = pod.route();
+    let (peer, addrs, rts) = (|| -> std::io::Result<_> {
+        let p = link::by_name(c, "eth7")?.expect("peer in netns");
+        link::set_up(c, &p, true)?;
+        add_address(c, p.index, "10.199.0.2".parse().unwrap(), 24, false)?;
+        add_address(c, p.index, "10.199.0.2".parse().unwrap(), 24, false)?; // idempotent
+        add_route(
+            c,
+            &RouteSpec {
+                dst: "0.0.0.0".parse().unwrap(),
+                prefix: 0,
+                gw: Some("10.199.0.1".parse().unwrap()),
+                oif: p.index,
+                mtu: None,
+                priority: None,
+            },
+        )?;
+        let a = addresses(c, p.index)?;
+        let r = routes(c, false)?;
+        // One link's addresses come from a filtered dump: lo's are not among eth7's, and the
+        // whole-namespace listing (index 0) still has both.
+        let lo = link::by_name(c, "lo")?.expect("lo");
+        link::set_up(c, &lo, true)?;
+        let lo_addrs = addresses(c, lo.index)?;
+        let all = addresses(c, 0)?;
+        let own = addresses(c, p.index)?;
+        assert!(
+            lo_addrs.contains(&("127.0.0.1".parse().unwrap(), 8)),
+            "{lo_addrs:?}"
+        );
+        assert!(
+            !lo_addrs.contains(&("10.199.0.2".parse().unwrap(), 24)),
+            "{lo_addrs:?}"
+        );
+        assert!(!own.iter().any(|x| x.0.is_loopback()), "{own:?}");
+        assert!(all.contains(&("127.0.0.1".parse().unwrap(), 8)), "{all:?}");
+        assert!(
+            all.contains(&("10.199.0.2".parse().unwrap(), 24)),
+            "{all:?}"
+        );
+        Ok((p, a, r))
+    })()
+    .unwrap();
     assert_eq!(peer.mac, Some(mac));
     assert_eq!(peer.mtu, 1400);
     let v4: Vec<_> = addrs.iter().filter(|a| a.0.is_ipv4()).collect();
@@ -143,14 +144,23 @@ fn bridge_veth_address_route_and_port_options() {
             .any(|r| r.prefix == 0 && r.gw == Some("10.199.0.1".parse().unwrap())),
         "{rts:?}"
     );
+    // Sysctls go through the session's worker, inside the pod: the host's value stays.
+    let key = "net/ipv4/ip_forward";
+    let host_fwd = plumb_net::sysctl::read(key).unwrap();
+    let flip = if host_fwd == "1" { "0" } else { "1" };
+    pod.write_sysctl(key, flip).unwrap();
+    assert_eq!(pod.read_sysctl(key).unwrap(), flip);
+    assert_eq!(
+        plumb_net::sysctl::read(key).unwrap(),
+        host_fwd,
+        "host forwarding changed"
+    );
     // This thread never left the host namespace.
     assert!(link::by_name(&mut host, "plnveth0").unwrap().is_some());
     link::delete_by_name(&mut host, "plnveth0").unwrap();
     link::delete_by_name(&mut host, "plnveth0").unwrap();
     assert!(
-        ns.run(|| link::by_name(&mut Route::open()?, "eth7"))
-            .unwrap()
-            .is_none(),
+        link::by_name(pod.route(), "eth7").unwrap().is_none(),
         "deleting one end removes the pair"
     );
     assert!(Netns::open("/run/netns/does-not-exist").is_err());

@@ -5,7 +5,7 @@
 use plumb_net::fdb;
 use plumb_net::link;
 use plumb_net::netns::Netns;
-use plumb_net::nl::Route;
+use plumb_net::session::Session;
 use plumb_net::vxlan::{self, VxlanSettings};
 use std::net::IpAddr;
 use std::process::Command;
@@ -36,10 +36,12 @@ fn vtep_settings_and_flood_list() {
         .unwrap()
         .success());
     let ns = Netns::open(&format!("/run/netns/{name}")).unwrap();
-    ns.run(|| {
-        let mut nl = Route::open()?;
-        link::create_bridge(&mut nl, "und0", Some(9000), false)?;
-        let und = link::by_name(&mut nl, "und0")?.unwrap();
+    // One session, as a plugin request has: its socket acts in the namespace from this thread.
+    let mut pod = Session::enter(ns).unwrap();
+    let nl = pod.route();
+    (|| -> std::io::Result<()> {
+        link::create_bridge(nl, "und0", Some(9000), false)?;
+        let und = link::by_name(nl, "und0")?.unwrap();
         let want = VxlanSettings {
             vni: 4242,
             group: None,
@@ -48,15 +50,15 @@ fn vtep_settings_and_flood_list() {
             underlay: Some(und.index),
             learning: false,
         };
-        vxlan::create(&mut nl, "vt0", &want, Some(8950))?;
-        let (l, got) = vxlan::lookup(&mut nl, "vt0")?.unwrap();
+        vxlan::create(nl, "vt0", &want, Some(8950))?;
+        let (l, got) = vxlan::lookup(nl, "vt0")?.unwrap();
         assert_eq!(got, Some(want.clone()));
         assert_eq!((l.kind.as_deref(), l.mtu), (Some("vxlan"), 8950));
-        let e = vxlan::create(&mut nl, "vt0", &want, None).unwrap_err();
+        let e = vxlan::create(nl, "vt0", &want, None).unwrap_err();
         assert!(plumb_net::nl::is_exists(&e), "{e}");
         // Not a VXLAN device: found, without settings.
-        assert_eq!(vxlan::lookup(&mut nl, "und0")?.map(|(_, s)| s), Some(None));
-        assert!(vxlan::lookup(&mut nl, "nope0")?.is_none());
+        assert_eq!(vxlan::lookup(nl, "und0")?.map(|(_, s)| s), Some(None));
+        assert!(vxlan::lookup(nl, "nope0")?.is_none());
 
         let g = VxlanSettings {
             vni: 7,
@@ -66,24 +68,24 @@ fn vtep_settings_and_flood_list() {
             underlay: Some(und.index),
             learning: true,
         };
-        vxlan::create(&mut nl, "vt6", &g, None)?;
-        assert_eq!(vxlan::lookup(&mut nl, "vt6")?.unwrap().1, Some(g));
+        vxlan::create(nl, "vt6", &g, None)?;
+        assert_eq!(vxlan::lookup(nl, "vt6")?.unwrap().1, Some(g));
 
         for p in ["10.5.0.2", "10.5.0.3", "10.5.0.2"] {
-            fdb::append(&mut nl, l.index, ip(p))?;
+            fdb::append(nl, l.index, ip(p))?;
         }
-        let mut list = fdb::flood_list(&mut nl, l.index)?;
+        let mut list = fdb::flood_list(nl, l.index)?;
         list.sort();
         assert_eq!(
             list,
             vec![ip("10.5.0.2"), ip("10.5.0.3")],
             "appending twice must not duplicate"
         );
-        fdb::remove(&mut nl, l.index, ip("10.5.0.2"))?;
-        fdb::remove(&mut nl, l.index, ip("10.5.0.9"))?;
-        assert_eq!(fdb::flood_list(&mut nl, l.index)?, vec![ip("10.5.0.3")]);
+        fdb::remove(nl, l.index, ip("10.5.0.2"))?;
+        fdb::remove(nl, l.index, ip("10.5.0.9"))?;
+        assert_eq!(fdb::flood_list(nl, l.index)?, vec![ip("10.5.0.3")]);
         Ok(())
-    })
+    })()
     .unwrap();
     let out = Command::new("ip")
         .args([

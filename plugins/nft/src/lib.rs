@@ -14,8 +14,9 @@
 //! and whose errno is available through [`errno`].
 //!
 //! A netlink socket acts in the network namespace it was opened in. To work in a container's
-//! namespace use [`Nft::in_netns`], or open the socket with [`open_socket`] on a thread that
-//! entered the namespace and hand it to [`Nft::from_fd`] anywhere.
+//! namespace, open the socket with [`open_socket`] on a thread inside it (a plugin uses its request's
+//! `plumb_net::session::Session::run`, so it enters the namespace once) and hand it to
+//! [`Nft::from_fd`], to be used from any thread. This crate never switches namespaces itself.
 
 pub mod expr;
 pub mod msg;
@@ -25,11 +26,9 @@ mod sys;
 use expr::{Expr, Field};
 use socket::{Batch, CommitError, Socket};
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::OwnedFd;
 use std::sync::{Mutex, MutexGuard};
 use sys::*;
 
@@ -131,31 +130,6 @@ impl Nft {
         Ok(Nft {
             sock: Mutex::new(Socket::new(fd)?),
         })
-    }
-
-    /// Opens a socket in the network namespace at `path` (e.g. `/var/run/netns/x`,
-    /// `/proc/PID/ns/net`), from a short-lived thread so the caller's namespace never changes.
-    pub fn in_netns(path: impl AsRef<Path>) -> io::Result<Nft> {
-        let path = path.as_ref();
-        let ns = File::open(path).map_err(|e| NftError {
-            context: format!("open netns {}", path.display()),
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-            detail: None,
-        })?;
-        let opened = std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns only switches this helper thread, which ends right after opening
-                // the socket; `ns` is a valid open descriptor for the duration of the call.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(socket::os_error(format!("enter netns {}", path.display())));
-                }
-                open_socket()
-            })
-            .join()
-        });
-        let fd =
-            opened.map_err(|_| io::Error::other("nftables: netns helper thread panicked"))??;
-        Nft::from_fd(fd)
     }
 
     fn sock(&self) -> MutexGuard<'_, Socket> {

@@ -6,9 +6,7 @@ mod common;
 use common::*;
 use plumb_nft::{errno, Family, Nft};
 use serde_json::{json, Value};
-use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 
 /// A namespace with a veth pair `dev` <-> `peer` and an `Nft` opened in it.
 struct Fixture {
@@ -24,7 +22,7 @@ fn fixture(tag: &str) -> Fixture {
     let dev = unique("h");
     let peer = unique("c");
     ns.veth(&dev, &peer);
-    let nft = Nft::in_netns(ns.path()).expect("open nft socket in the test netns");
+    let nft = nft_in(&ns.path()).expect("open nft socket in the test netns");
     Fixture { nft, ns, dev, peer }
 }
 
@@ -407,19 +405,15 @@ fn a_socket_opened_after_setns_acts_in_that_namespace_from_any_thread() {
     ns.veth(&dev, &peer);
     let table = unique("t");
 
-    // A thread enters the namespace, opens the socket (both ways), and hands it back.
-    let path = ns.path();
-    let (nft, fd) = std::thread::spawn(move || {
-        let target = File::open(&path).unwrap();
-        // SAFETY: setns switches only this thread, which ends right after.
-        assert_eq!(
-            unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        (Nft::new().unwrap(), plumb_nft::open_socket().unwrap())
-    })
-    .join()
-    .unwrap();
+    // A session's worker enters the namespace, opens the socket (both ways), and hands it back;
+    // the worker ends with the session, before the sockets are used here.
+    let session =
+        plumb_net::session::Session::enter(plumb_net::netns::Netns::open(&ns.path()).unwrap())
+            .unwrap();
+    let (nft, fd) = session
+        .run(|| Ok((Nft::new()?, plumb_nft::open_socket()?)))
+        .unwrap();
+    drop(session);
     let nft2 = Nft::from_fd(fd).unwrap();
 
     // The device exists only in the test namespace: found there through the socket.

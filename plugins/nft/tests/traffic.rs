@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use plumb_nft::{Family, Nft};
+use plumb_nft::Family;
 
 fn pings(from: &Netns, addr: &str) -> bool {
     from.try_exec(&["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", addr])
@@ -32,7 +32,7 @@ fn spoofcheck_drops_frames_from_a_changed_mac_until_the_chain_is_deleted() {
     pod.exec(&["ip", "link", "set", &v1, "up"]);
     assert!(pings(&pod, &host_ip), "baseline ping pod -> host");
 
-    let nft = Nft::in_netns(host.path()).unwrap();
+    let nft = nft_in(&host.path()).unwrap();
     let table = "plumb";
     let chain = format!("spoof-{v0}");
     let pod_mac = pod.mac(&v1);

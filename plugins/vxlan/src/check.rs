@@ -4,7 +4,7 @@
 
 use crate::config::{Role, VxlanConfig};
 use crate::{router, underlay, vtep};
-use plumb_attach::os::{open_netns, os};
+use plumb_attach::os::{enter_netns, os};
 use plumb_cni::{code, CniError, CniResult, Request};
 use plumb_net::fdb;
 use plumb_net::link;
@@ -79,7 +79,7 @@ pub fn check(req: &Request, cfg: &VxlanConfig) -> CniResult<()> {
             )));
         }
     }
-    let ns = open_netns(req)?;
+    let mut pod = enter_netns(req)?;
     let ifname = &req.env.ifname;
     let container = prev
         .interfaces
@@ -93,12 +93,14 @@ pub fn check(req: &Request, cfg: &VxlanConfig) -> CniResult<()> {
             .cloned()
             .collect();
         let chain = router::chain(&req.conf.name, &req.env.container_id, ifname);
-        if let Some(what) = router::missing(&ns, &chain, &ips, masquerade_out.as_deref())
+        let nft =
+            router::nft(&pod).map_err(os("cannot open an nftables socket in the router pod"))?;
+        if let Some(what) = router::missing(&pod, &nft, &chain, &ips, masquerade_out.as_deref())
             .map_err(os("cannot read the router pod's settings"))?
         {
             return Err(mismatch(what));
         }
     }
-    let port = cfg.port_plan(underlay::veth_mtu(&ns, mtu)?);
-    plumb_attach::check::check(req, &port, None)
+    let port = cfg.port_plan(underlay::veth_mtu(&mut pod, mtu)?);
+    plumb_attach::check::check(req, &port, &mut pod, None)
 }

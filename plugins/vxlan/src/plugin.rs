@@ -8,15 +8,15 @@ use plumb_attach::attach::{add_attachment, delete_host_veth, rollback};
 use plumb_attach::cleanup::{self, Cleanup};
 use plumb_attach::firewall;
 use plumb_attach::lock::{lock_bridge, sweep_bridge_locks};
-use plumb_attach::os::{open_netns, os};
+use plumb_attach::os::{enter_netns, os};
 use plumb_cni::result::Interface;
 use plumb_cni::{
     code, delegate, failpoint, AddResult, CniError, CniResult, Command, Plugin, Request,
 };
 use plumb_net::addr::routes;
 use plumb_net::link::{self, format_mac};
-use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
+use plumb_net::session::Session;
 
 /// The plumb-vxlan plugin.
 #[derive(Debug, Default)]
@@ -47,9 +47,12 @@ impl Plugin for Vxlan {
         let mut cfg = VxlanConfig::from_conf(&req.conf, req.env.args.get("MAC"))?;
         let guard = crate::policy::enforce(req, &mut cfg)?;
         log::debug!("plan: {cfg:?}");
-        let ns = open_netns(req)?;
+        // The request's one entry into the pod's namespace; every pod-side step below uses it.
+        let mut pod = enter_netns(req)?;
         if let Some(out) = masquerade_out(&cfg) {
-            if !router::has_interface(&ns, out).map_err(os("cannot look into the pod netns"))? {
+            if !router::has_interface(&mut pod, out)
+                .map_err(os("cannot look into the pod netns"))?
+            {
                 return Err(CniError::config(format!(
                     "field \"masquerade.outInterface\": the pod has no interface {out}; name the interface the router pod sends traffic out of, or set \"masquerade\": false"
                 )));
@@ -68,7 +71,15 @@ impl Plugin for Vxlan {
             )));
         }
         let mtu = underlay::overlay_mtu(&cfg, &underlay)?;
-        let port = cfg.port_plan(underlay::veth_mtu(&ns, mtu)?);
+        let port = cfg.port_plan(underlay::veth_mtu(&mut pod, mtu)?);
+        // The router's nftables socket, opened in the pod once for the whole request.
+        let router_nft = match cfg.role {
+            Role::Router { .. } => Some(
+                router::nft(&pod)
+                    .map_err(os("cannot open an nftables socket in the router pod"))?,
+            ),
+            Role::Client => None,
+        };
         let want = listed.and_then(|p| vtep::wanted_peers(&cfg, &p, &own));
         let shared = vtep::ensure(&mut host, &cfg, &underlay, mtu, want.as_deref())?;
         failpoint::check("vtep").inspect_err(|_| vtep::remove_created(&mut host, &shared))?;
@@ -78,17 +89,24 @@ impl Plugin for Vxlan {
         let attached = add_attachment(
             req,
             &port,
-            &ns,
+            &mut pod,
             &mut host,
             shared.bridge.clone(),
             &mut undo,
             None,
         )
         .and_then(|r| {
-            verify_routes(&ns, &req.env.ifname, &r)?;
-            if let Role::Router { masquerade_out } = &cfg.role {
-                router::install(&ns, &chain, &r.ips, masquerade_out.as_deref(), &mut changed)
-                    .map_err(os("cannot set up the router role in the pod"))?;
+            verify_routes(&mut pod, &req.env.ifname, &r)?;
+            if let (Role::Router { masquerade_out }, Some(nft)) = (&cfg.role, &router_nft) {
+                router::install(
+                    &pod,
+                    nft,
+                    &chain,
+                    &r.ips,
+                    masquerade_out.as_deref(),
+                    &mut changed,
+                )
+                .map_err(os("cannot set up the router role in the pod"))?;
                 failpoint::check("router")?;
             }
             Ok(r)
@@ -96,8 +114,8 @@ impl Plugin for Vxlan {
         let mut result = match attached {
             Ok(r) => r,
             Err(e) => {
-                if matches!(cfg.role, Role::Router { .. }) {
-                    if let Err(u) = router::undo(&ns, &chain, changed) {
+                if let Some(nft) = &router_nft {
+                    if let Err(u) = router::undo(&pod, nft, &chain, changed) {
                         eprintln!("plumb-vxlan: rollback of the router setup failed: {u}");
                         plumb_cni::log::failed_step("rollback router", &u.to_string());
                     }
@@ -130,7 +148,11 @@ impl Plugin for Vxlan {
         // the host's). The pod interface is never deleted by name: it goes with its host veth.
         if let Some(ns) = cleanup::pod_netns(req, &mut sweep).filter(|_| cfg.router) {
             sweep.run("router chain", || {
-                router::remove(&ns, &router::chain(&req.conf.name, cid, ifname))
+                // The DEL's one entry into the pod: only a router has something there.
+                let pod = Session::enter(ns).map_err(os("cannot enter the router pod's netns"))?;
+                let nft = router::nft(&pod)
+                    .map_err(os("cannot open an nftables socket in the router pod"))?;
+                router::remove(&nft, &router::chain(&req.conf.name, cid, ifname))
                     .map_err(os("cannot remove the router's masquerade chain"))
             });
         }
@@ -192,20 +214,18 @@ impl Plugin for Vxlan {
 /// Every route of the result really goes out of the pod's overlay interface. The kernel refuses a
 /// second route to a prefix the pod already has (typically the primary network's default route), and
 /// such a route must fail the ADD rather than be silently missing.
-fn verify_routes(ns: &Netns, ifname: &str, r: &AddResult) -> CniResult<()> {
+fn verify_routes(pod: &mut Session, ifname: &str, r: &AddResult) -> CniResult<()> {
     if r.routes.is_empty() {
         return Ok(());
     }
-    let name = ifname.to_string();
-    let (index, table, links) = ns
-        .run(move || {
-            let mut c = Route::open()?;
-            let index = link::by_name(&mut c, &name)?.map(|l| l.index);
-            let mut t = routes(&mut c, false)?;
-            t.extend(routes(&mut c, true)?);
-            Ok((index, t, link::list(&mut c)?))
-        })
-        .map_err(os("cannot read the pod's routes"))?;
+    let c = pod.route();
+    let (index, table, links) = (|| -> std::io::Result<_> {
+        let index = link::by_name(c, ifname)?.map(|l| l.index);
+        let mut t = routes(c, false)?;
+        t.extend(routes(c, true)?);
+        Ok((index, t, link::list(c)?))
+    })()
+    .map_err(os("cannot read the pod's routes"))?;
     let name_of = |i: u32| {
         links
             .iter()

@@ -5,9 +5,7 @@
 use plumb_attach::naming;
 use plumb_cni::result::IpConfig;
 use plumb_net::link;
-use plumb_net::netns::Netns;
-use plumb_net::nl::Route;
-use plumb_net::sysctl;
+use plumb_net::session::Session;
 use plumb_nft::{Family, Nft};
 use std::io;
 
@@ -31,9 +29,14 @@ fn family(v6: bool) -> Family {
 }
 
 /// Whether the pod has an interface named `name`.
-pub fn has_interface(ns: &Netns, name: &str) -> io::Result<bool> {
-    let name = name.to_string();
-    ns.run(move || Ok(link::by_name(&mut Route::open()?, &name)?.is_some()))
+pub fn has_interface(pod: &mut Session, name: &str) -> io::Result<bool> {
+    Ok(link::by_name(pod.route(), name)?.is_some())
+}
+
+/// An nftables handle in the pod: its socket opened on the session's worker (inside the pod's
+/// namespace, no further setns), then used from the calling thread for the rest of the request.
+pub fn nft(pod: &Session) -> io::Result<Nft> {
+    Nft::from_fd(pod.run(plumb_nft::open_socket)?)
 }
 
 /// The forwarding settings a router ADD changed, with their values before, to put back if the ADD fails.
@@ -45,14 +48,14 @@ pub struct Changed {
 /// Masquerades traffic from each address's subnet leaving through `out` (when given), then turns on
 /// forwarding for the families of `ips`; records in `changed` what it changed.
 pub fn install(
-    ns: &Netns,
+    pod: &Session,
+    nft: &Nft,
     chain_name: &str,
     ips: &[IpConfig],
     out: Option<&str>,
     changed: &mut Changed,
 ) -> io::Result<()> {
     if let Some(out) = out {
-        let nft = Nft::in_netns(ns.path())?;
         for ipc in ips {
             let net = ipc.address.network();
             nft.add_masquerade_out(
@@ -69,13 +72,11 @@ pub fn install(
             continue;
         }
         let key = forwarding_key(v6);
-        let before = ns.run(move || {
-            let before = sysctl::read(key)?;
-            if before.trim() != "1" {
-                sysctl::write(key, "1")?;
-            }
-            Ok(before.trim().to_string())
-        })?;
+        let before = pod.read_sysctl(key)?;
+        let before = before.trim().to_string();
+        if before != "1" {
+            pod.write_sysctl(key, "1")?;
+        }
         if before != "1" {
             changed.forwarding.push((key, before));
         }
@@ -85,17 +86,16 @@ pub fn install(
 
 /// Takes back a failed ADD's router setup: the attachment's chains (and the table, once empty) and
 /// the forwarding settings it changed.
-pub fn undo(ns: &Netns, chain_name: &str, changed: Changed) -> io::Result<()> {
+pub fn undo(pod: &Session, nft: &Nft, chain_name: &str, changed: Changed) -> io::Result<()> {
     for (key, before) in changed.forwarding {
-        ns.run(move || sysctl::write(key, &before))?;
+        pod.write_sysctl(key, &before)?;
     }
-    remove(ns, chain_name)
+    remove(nft, chain_name)
 }
 
-/// Removes the attachment's masquerade chains from the pod, and the table of a family once it holds
+/// Removes the attachment's masquerade chains from the pod (`nft` is a handle in the pod, see [`nft`]), and the table of a family once it holds
 /// no chain. Forwarding stays on: other attachments or the pod itself may rely on it.
-pub fn remove(ns: &Netns, chain_name: &str) -> io::Result<()> {
-    let nft = Nft::in_netns(ns.path())?;
+pub fn remove(nft: &Nft, chain_name: &str) -> io::Result<()> {
     for f in [Family::Ip, Family::Ip6] {
         nft.delete_chain(f, TABLE, chain_name)?;
         // A table that never existed lists no chains; deleting it is then a no-op.
@@ -108,18 +108,18 @@ pub fn remove(ns: &Netns, chain_name: &str) -> io::Result<()> {
 
 /// What CHECK finds missing of the router setup, if anything.
 pub fn missing(
-    ns: &Netns,
+    pod: &Session,
+    nft: &Nft,
     chain_name: &str,
     ips: &[IpConfig],
     out: Option<&str>,
 ) -> io::Result<Option<String>> {
-    let nft = Nft::in_netns(ns.path())?;
     for v6 in [false, true] {
         if !ips.iter().any(|i| i.address.addr.is_ipv6() == v6) {
             continue;
         }
         let key = forwarding_key(v6);
-        let on = ns.run(move || sysctl::read(key))?;
+        let on = pod.read_sysctl(key)?;
         if on.trim() != "1" {
             return Ok(Some(format!(
                 "forwarding is off in the router pod ({} = {})",

@@ -6,8 +6,8 @@ use plumb_attach::os::os;
 use plumb_cni::{code, CniError, CniResult};
 use plumb_net::addr::{addresses, routes};
 use plumb_net::link::{self, Link};
-use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
+use plumb_net::session::Session;
 use std::net::IpAddr;
 
 /// Why the underlay device cannot be found.
@@ -96,26 +96,28 @@ pub fn own_addresses(nl: &mut Route) -> CniResult<Vec<IpAddr>> {
 }
 
 /// The MTU of the pod's primary interface (the device of its default route, IPv4 first), if it has one.
-pub fn pod_primary_mtu(ns: &Netns) -> CniResult<Option<u32>> {
-    ns.run(|| {
-        let mut c = Route::open()?;
+pub fn pod_primary_mtu(pod: &mut Session) -> CniResult<Option<u32>> {
+    let c = pod.route();
+    (|| {
         for v6 in [false, true] {
-            let dev = routes(&mut c, v6)?
+            let dev = routes(c, v6)?
                 .into_iter()
                 .find(|r| r.prefix == 0 && r.oif.is_some())
                 .and_then(|r| r.oif);
             if let Some(i) = dev {
-                if let Some(l) = link::by_index(&mut c, i)? {
+                if let Some(l) = link::by_index(c, i)? {
                     return Ok(Some(l.mtu));
                 }
             }
         }
         Ok(None)
+    })()
+    .map_err(|e: std::io::Error| {
+        CniError::new(code::IO_FAILURE, "cannot read the pod's routes").caused_by(e)
     })
-    .map_err(|e| CniError::new(code::IO_FAILURE, "cannot read the pod's routes").caused_by(e))
 }
 
 /// The MTU of the pod's veth: the overlay's, clamped to the pod's primary interface.
-pub fn veth_mtu(ns: &Netns, overlay: u32) -> CniResult<u32> {
-    Ok(pod_primary_mtu(ns)?.map_or(overlay, |p| p.min(overlay)))
+pub fn veth_mtu(pod: &mut Session, overlay: u32) -> CniResult<u32> {
+    Ok(pod_primary_mtu(pod)?.map_or(overlay, |p| p.min(overlay)))
 }

@@ -17,6 +17,7 @@ use plumb_net::addr::{add_address, add_route_global, RouteSpec};
 use plumb_net::link::{self, Link, VethSpec};
 use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
+use plumb_net::session::Session;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -53,9 +54,11 @@ impl Floor {
     pub fn create(netns: &str, bridge: &str) -> Result<Floor, String> {
         let node = Netns::open(&format!("/run/netns/{netns}"))
             .map_err(|e| format!("floor: cannot open node netns {netns}: {e}"))?;
-        // A netlink socket stays in the namespace it was created in, whichever thread uses it later.
-        let mut nl = node
-            .run(Route::open)
+        // A netlink socket stays in the namespace it was created in, whichever thread uses it later:
+        // the session's socket outlives the session (and its worker thread).
+        let mut nl = Session::enter(node)
+            .and_then(|s| s.run(|| Route::open().map(Route::into_fd)))
+            .map(Route::from_fd)
             .map_err(err("cannot open a netlink socket in the node"))?;
         link::create_bridge(&mut nl, bridge, None, false)
             .map_err(err("cannot create the bridge"))?;
@@ -81,10 +84,12 @@ impl Floor {
         let start = Instant::now();
         let ns = Netns::open(&format!("/run/netns/{pod}"))
             .map_err(|e| format!("floor: cannot open pod netns {pod}: {e}"))?;
+        // One entry into the pod per ADD, as a plugin request makes it.
+        let mut pod_ns = Session::enter(ns).map_err(err("cannot enter the pod netns"))?;
         let spec = VethSpec {
             host_name: &host_name,
             peer_name: IFNAME,
-            peer_netns_fd: ns.fd(),
+            peer_netns_fd: pod_ns.netns().fd(),
             mtu: None,
             peer_mac: None,
             host_mac: None,
@@ -96,14 +101,14 @@ impl Floor {
         link::set_controller(&mut self.nl, &host, &self.bridge)
             .map_err(err("cannot attach the host veth"))?;
         link::set_up(&mut self.nl, &host, true).map_err(err("cannot set the host veth up"))?;
-        ns.run(move || {
-            let mut c = Route::open()?;
-            let l = link::by_name(&mut c, IFNAME)?
+        let c = pod_ns.route();
+        (|| -> std::io::Result<()> {
+            let l = link::by_name(c, IFNAME)?
                 .ok_or_else(|| std::io::Error::other("eth0 missing in the pod"))?;
-            add_address(&mut c, l.index, ip, PREFIX, false)?;
-            link::set_up(&mut c, &l, true)?;
+            add_address(c, l.index, ip, PREFIX, false)?;
+            link::set_up(c, &l, true)?;
             add_route_global(
-                &mut c,
+                c,
                 &RouteSpec {
                     dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                     prefix: 0,
@@ -113,7 +118,7 @@ impl Floor {
                     priority: None,
                 },
             )
-        })
+        })()
         .map_err(err("cannot configure the pod side"))?;
         Ok((host_name, start.elapsed()))
     }

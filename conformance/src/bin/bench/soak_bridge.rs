@@ -331,7 +331,11 @@ impl Lab {
                 out.lost.push(format!("host veth {veth} of live {cid}"));
             }
         }
-        let nft = Nft::in_netns(format!("/run/netns/{}", self.node))
+        let nft = plumb_net::netns::Netns::open(&format!("/run/netns/{}", self.node))
+            .map_err(std::io::Error::from)
+            .and_then(plumb_net::session::Session::enter)
+            .and_then(|s| s.run(plumb_nft::open_socket))
+            .and_then(Nft::from_fd)
             .map_err(|e| format!("nftables socket in {}: {e}", self.node))?;
         let chains: BTreeSet<String> = nft
             .list_chains(Family::Netdev, SPOOFCHK_TABLE)

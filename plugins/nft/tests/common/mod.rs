@@ -44,12 +44,20 @@ pub fn ready(test: &str) -> bool {
         }
     }
     let ns = Netns::new("probe");
-    let probe = Nft::in_netns(ns.path()).and_then(|nft| nft.ensure_table(Family::Netdev, "probe"));
+    let probe = nft_in(&ns.path()).and_then(|nft| nft.ensure_table(Family::Netdev, "probe"));
     if let Err(e) = probe {
         skip(test, &format!("nf_tables is not usable here: {e}"));
         return false;
     }
     true
+}
+
+/// An `Nft` whose socket was opened inside the namespace at `path`, on a plumb-net session's worker
+/// (as a plugin opens one); the session, and its thread, end before this returns.
+pub fn nft_in(path: &str) -> std::io::Result<Nft> {
+    let ns = plumb_net::netns::Netns::open(path)?;
+    let session = plumb_net::session::Session::enter(ns)?;
+    Nft::from_fd(session.run(plumb_nft::open_socket)?)
 }
 
 /// A name unique to this process and call, short enough for an interface name with a suffix.
