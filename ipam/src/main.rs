@@ -23,7 +23,7 @@ fn main() {
             std::process::exit(plumb_cni::skel::fail(&[], &e));
         }
         let kube = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&stdin)
-            .is_ok_and(|raw| plugin::config_uses_kubernetes(&raw));
+            .is_ok_and(|raw| plumb_ipam::config::uses_kubernetes(&raw));
         if kube {
             helper::run_plugin(&stdin)
         } else {

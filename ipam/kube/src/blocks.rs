@@ -4,9 +4,9 @@
 //! executes the write with the listed resourceVersion; a conflict means re-list and plan again.
 
 use super::crd::{Allocation, IPBlock, IPBlockSpec};
-use crate::alloc::Attachment;
-use crate::range::{from_int, to_int, Family, Range, Subnet};
 use plumb_cni::{code, CniError, CniResult};
+use plumb_ipam::alloc::Attachment;
+use plumb_ipam::range::{from_int, to_int, Family, Range, Subnet};
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
@@ -488,7 +488,7 @@ pub fn plan_removal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::crd::{INDEX_LABEL, INDEX_VERSION, SPACE_LABEL};
+    use crate::crd::{INDEX_LABEL, INDEX_VERSION, SPACE_LABEL};
     use plumb_cni::args::PodRef;
 
     fn who(c: &str) -> Attachment {

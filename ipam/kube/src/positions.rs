@@ -4,7 +4,7 @@
 use super::blocks::{block_name, block_of, block_size, subnet};
 use super::crd::IPBlock;
 use super::labels::hash64;
-use crate::range::{Range, Subnet};
+use plumb_ipam::range::{Range, Subnet};
 use std::collections::HashSet;
 
 /// The range offset at which `node` starts looking for a block nobody has claimed: the start of
@@ -128,7 +128,7 @@ pub fn pick_for(node: &str, candidates: &[Subnet]) -> Option<Subnet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::blocks::new_block;
+    use crate::blocks::new_block;
 
     fn range(text: &str) -> Range {
         Range::build("ipam.range", text, None, None, &[], None).unwrap()
