@@ -8,8 +8,8 @@
 
 use conformance::plugin::{Call, Outcome};
 use conformance::{plumb_bin, TempDir};
-use plumb_ipam_kube::blocks::{block_of, start_offset};
 use plumb_ipam::range::Range;
+use plumb_ipam_kube::blocks::{block_of, start_offset};
 use plumb_kubeapi::{FaultKind, FaultRule, Faults, Options, Resource, TestApiServer, Verb};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

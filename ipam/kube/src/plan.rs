@@ -269,7 +269,7 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blocks::{block_of, new_block};
+    use crate::blocks::{attachment_label, block_of, new_block, node_label};
 
     fn alloc(uid: Option<&str>, ns_name: Option<(&str, &str)>, created: u64) -> Allocation {
         Allocation {
@@ -423,5 +423,177 @@ mod tests {
         let p = plan(&snap(vec![b], &[], &[]), 10, 0);
         assert!(p.steps.is_empty());
         assert_eq!(p.warnings.len(), 1);
+    }
+
+    /// A reservation on `node` for container `cid` (interface eth0), pod ns/`name` with UID `uid`.
+    fn on(node: &str, cid: &str, uid: &str, name: &str, created: u64) -> Allocation {
+        Allocation {
+            container_id: cid.into(),
+            node: node.into(),
+            ..alloc(Some(uid), Some(("ns", name)), created)
+        }
+    }
+
+    #[test]
+    fn keeps_live_young_and_unowned_and_frees_only_the_gone() {
+        let b = block(
+            "10.2.0.0",
+            "n1",
+            vec![
+                (1, alloc(Some("u1"), Some(("ns", "a")), 0)),
+                // Its pod is not listed, but it is 10 s old: the pod may not be visible yet.
+                (2, alloc(Some("u-young"), Some(("ns", "y")), 990)),
+                (3, alloc(None, None, 0)),
+                (4, alloc(Some("u-gone"), Some(("ns", "g")), 0)),
+            ],
+        );
+        let p = plan(&snap(vec![b], &[("u1", "ns", "a")], &["n1"]), 1_000, 300);
+        assert_eq!(
+            (p.kept_live, p.kept_young, p.kept_unowned),
+            (1, 1, 1),
+            "{p:?}"
+        );
+        assert_eq!(p.steps.len(), 1);
+        let Change::Replace(nb) = &p.steps[0].change else {
+            panic!("a block that keeps reservations is replaced: {p:?}")
+        };
+        assert_eq!(
+            nb.spec.allocations.keys().collect::<Vec<_>>(),
+            ["1", "2", "3"]
+        );
+        assert_eq!((p.steps[0].freed, p.steps[0].orphans), (1, false));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Nothing gone: no write at all.
+        let b = block(
+            "10.2.0.0",
+            "n1",
+            vec![(1, alloc(Some("u1"), Some(("ns", "a")), 0))],
+        );
+        let p = plan(&snap(vec![b], &[("u1", "ns", "a")], &["n1"]), 1_000, 300);
+        assert!(p.steps.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn orphaned_blocks_are_emptied_then_deleted_or_left_for_adoption() {
+        let pods = [("u1", "ns", "a")];
+        let blocks = vec![
+            // Orphaned, a live borrower and a gone one: the gone one is freed, the block stays orphaned.
+            block(
+                "10.3.0.0",
+                "",
+                vec![
+                    (1, on("n2", "c1", "u1", "a", 0)),
+                    (2, on("n2", "c2", "gone", "b", 0)),
+                ],
+            ),
+            // Orphaned with a live borrower only: untouched, any node may adopt it.
+            block("10.3.0.64", "", vec![(3, on("n2", "c3", "u1", "a", 0))]),
+            // Orphaned, its last reservation gone: freed and deleted in one step.
+            block("10.3.0.128", "", vec![(4, on("n2", "c4", "gone", "d", 0))]),
+        ];
+        let p = plan(&snap(blocks, &pods, &["n1", "n2"]), 10, 0);
+        assert_eq!(p.steps.len(), 2, "{p:?}");
+        let Change::Replace(nb) = &p.steps[0].change else {
+            panic!("{p:?}")
+        };
+        assert_eq!(nb.spec.node, "");
+        assert_eq!(nb.spec.allocations.keys().collect::<Vec<_>>(), ["1"]);
+        assert_eq!((p.steps[0].freed, p.steps[0].orphans), (1, false));
+        assert_eq!(p.steps[0].lines.len(), 1, "no orphaning line: {p:?}");
+        assert!(matches!(p.steps[1].change, Change::Delete(_)));
+        assert_eq!(p.steps[1].freed, 1);
+        assert!(p.steps[1].lines[0].starts_with("freed 10.3.0.132 (pod ns/d uid gone"));
+        assert!(
+            p.steps[1].lines[1].ends_with(": orphaned and empty"),
+            "{:?}",
+            p.steps[1].lines
+        );
+        assert_eq!(p.kept_live, 2);
+    }
+
+    #[test]
+    fn writes_carry_the_listed_version_and_the_labels_of_what_is_left() {
+        let mut gone_node = block(
+            "10.4.0.0",
+            "n3",
+            vec![
+                (1, on("n2", "c-live", "u1", "a", 0)),
+                (2, on("n3", "c-gone", "gone", "b", 0)),
+            ],
+        );
+        gone_node.metadata.resource_version = Some("41".into());
+        let mut empty = block("10.4.0.64", "n3", vec![]);
+        empty.metadata.resource_version = Some("42".into());
+        empty.metadata.uid = Some("uid-42".into());
+        let p = plan(
+            &snap(vec![gone_node, empty], &[("u1", "ns", "a")], &["n1", "n2"]),
+            10,
+            0,
+        );
+        assert_eq!(p.steps.len(), 2, "{p:?}");
+        let Change::Replace(nb) = &p.steps[0].change else {
+            panic!("{p:?}")
+        };
+        // Orphaned: no owner, the listed resourceVersion (so a concurrent write conflicts), and
+        // labels recomputed from what is left: n3 neither owns nor holds anything any more.
+        assert_eq!(nb.spec.node, "");
+        assert_eq!(nb.metadata.resource_version.as_deref(), Some("41"));
+        let labels = nb.metadata.labels.clone().unwrap_or_default();
+        assert!(labels.contains_key(&node_label("n2")), "{labels:?}");
+        assert!(!labels.contains_key(&node_label("n3")), "{labels:?}");
+        assert!(labels.contains_key(&attachment_label("c-live", "eth0")));
+        assert!(!labels.contains_key(&attachment_label("c-gone", "eth0")));
+        assert_eq!((nb.spec.used, nb.spec.free), (1, 63));
+        assert_eq!((p.steps[0].freed, p.steps[0].orphans), (1, true));
+        assert_eq!(p.steps[0].lines.len(), 2);
+        assert!(p.steps[0].lines[1].starts_with("orphaned block "));
+        assert!(p.steps[0].lines[1].contains(
+            "node n3 is gone; 1 reservation of existing pods kept, any node may adopt it"
+        ));
+        // The empty block of the gone node is deleted under its listed uid and resourceVersion.
+        let Change::Delete(db) = &p.steps[1].change else {
+            panic!("{p:?}")
+        };
+        assert_eq!(
+            (
+                db.metadata.uid.as_deref(),
+                db.metadata.resource_version.as_deref()
+            ),
+            (Some("uid-42"), Some("42"))
+        );
+        assert!(p.steps[1].lines[0].ends_with("node n3 is gone and the block is empty"));
+    }
+
+    #[test]
+    fn stored_values_cannot_forge_lines() {
+        let mut a = on("n1\nfake", "c\u{202e}1", "gone", "p 1", 0);
+        a.pod_namespace = Some("ns\nx".into());
+        let line = freed_line("10.1.0.9", &a, "s\t");
+        assert_eq!(
+            line,
+            "freed 10.1.0.9 (pod ns\\u{a}x/p\\u{20}1 uid gone, node n1\\u{a}fake, container c\\u{202e}1, interface eth0, space s\\u{9})"
+        );
+    }
+
+    #[test]
+    fn summary_counts_and_says_when_nothing_was_written() {
+        let t = Totals {
+            freed: 1,
+            deleted: 2,
+            orphaned: 0,
+            kept_live: 3,
+            kept_young: 1,
+            kept_unowned: 0,
+            blocks: 1,
+            pods: 5,
+            nodes: 1,
+        };
+        assert_eq!(
+            t.summary(300, false),
+            "summary: freed 1 reservation, deleted 2 blocks, orphaned 0 blocks; kept 4 (3 with a live pod, 1 younger than the 300s grace period, 0 without a pod reference); listed 1 block, 5 pods, 1 node"
+        );
+        assert!(t
+            .summary(0, true)
+            .ends_with("1 node (dry run: nothing was written)"));
     }
 }
