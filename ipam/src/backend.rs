@@ -1,5 +1,5 @@
 //! The `Store` trait: what the plugin's ADD, DEL, CHECK, STATUS and GC ask of a store. The file store
-//! ([`crate::file_ops::FileOps`]) implements it here; the Kubernetes store implements it in the
+//! (`FileOps` in `file_ops.rs`) implements it here; the Kubernetes store implements it in the
 //! plumb-ipam-kube crate. The plugin picks one per request from the config's `store` and talks only
 //! to it.
 

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod blocks;
 pub mod client;
 pub mod crd;
+pub mod geometry;
 pub mod labels;
 pub mod nodes;
 pub mod ops;

@@ -1,7 +1,7 @@
 //! The planning half of `plumb-ipam reconcile`, without I/O: given the blocks, pods and nodes one pass
 //! listed ([`Snapshot`]), which reservations to free, which blocks to delete and which to orphan (so
 //! any node may adopt them), with the lines to print and the counts of what is kept. The cluster I/O
-//! (listing, writing, retrying) is [`crate::reconcile`].
+//! (listing, writing, retrying) is the `reconcile` module, which calls [`plan`].
 
 use crate::blocks::{addr_at, subnet};
 use crate::crd::{Allocation, IPBlock};

@@ -1,9 +1,9 @@
 //! Where a node looks for a block nobody has claimed: its search order (from a node-derived offset,
 //! so nodes claiming at once rarely collide) and what one page of a listing of the space proves free.
 
-use super::blocks::{block_name, block_of, block_size, subnet};
 use super::crd::IPBlock;
 use super::labels::hash64;
+use crate::geometry::{block_name, block_of, block_size, subnet};
 use plumb_ipam::range::{Range, Subnet};
 use std::collections::HashSet;
 
