@@ -20,7 +20,7 @@ pub trait Store {
     /// when it still parses. Nothing reserved is success.
     fn del(&self, loc: &Location, conf: &NetConf, cid: &str, ifname: &str) -> CniResult<()>;
 
-    /// CHECK: the addresses the store reserves for (`cid`, `ifname`); code 111 when it reserves nothing
+    /// CHECK: the addresses the store reserves for (`cid`, `ifname`); code 102 when it reserves nothing
     /// or a reservation is not intact.
     fn reserved(&self, cfg: &IpamConfig, cid: &str, ifname: &str) -> CniResult<Vec<IpAddr>>;
 
