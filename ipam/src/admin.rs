@@ -84,14 +84,56 @@ pub fn print_or_usage(out: CniResult<String>) -> i32 {
 
 /// Runs an admin command of the file store and returns what it prints.
 pub fn dispatch_file(args: &[String]) -> CniResult<String> {
+    dispatch_with(args, None)
+}
+
+/// What `list` and `usage` print of one store: the file store's spaces under a data dir, or the
+/// Kubernetes store's blocks (plumb-ipam-kube).
+pub trait Inventory {
+    /// `list`: one line per reservation.
+    fn list(&self) -> CniResult<String>;
+    /// `usage`: used and free addresses per range (file store) or per block (Kubernetes store).
+    fn usage(&self) -> CniResult<String>;
+}
+
+/// Opens the Kubernetes store's [`Inventory`] for `--kubeconfig` and `--network-name`.
+pub type OpenKubeInventory = fn(kubeconfig: &str, space: Option<&str>) -> Box<dyn Inventory>;
+
+/// The file store's spaces under one data dir.
+struct FileInventory<'a> {
+    data_dir: &'a std::path::Path,
+    spaces: &'a [String],
+}
+
+impl Inventory for FileInventory<'_> {
+    fn list(&self) -> CniResult<String> {
+        list(self.data_dir, self.spaces)
+    }
+
+    fn usage(&self) -> CniResult<String> {
+        usage(self.data_dir, self.spaces)
+    }
+}
+
+/// Runs `list`, `usage`, `release` or `help` on the store the options select, chosen once: the
+/// Kubernetes store (`--kubeconfig`, opened by `kube` when this binary has it) or the file store.
+pub fn dispatch_with(args: &[String], kube: Option<OpenKubeInventory>) -> CniResult<String> {
     let (cmd, rest) = args
         .split_first()
         .ok_or_else(|| CniError::config("no command given"))?;
     let opts = parse_opts(rest)?;
-    if opts.kubeconfig.is_some() {
-        return Err(CniError::config(
-            "--kubeconfig needs the Kubernetes client, which is in plumb-ipam-kube",
-        ));
+    if let Some(kc) = &opts.kubeconfig {
+        let open = kube.ok_or_else(|| {
+            CniError::config(
+                "--kubeconfig needs the Kubernetes client, which is in plumb-ipam-kube",
+            )
+        })?;
+        if !matches!(cmd.as_str(), "list" | "usage") {
+            return Err(CniError::config(format!(
+                "--kubeconfig is for list and usage (and reconcile), not {cmd:?}"
+            )));
+        }
+        return inventory_command(cmd, &*open(kc, opts.space.as_deref()));
     }
     let data_dir = opts
         .data_dir
@@ -126,10 +168,22 @@ pub fn dispatch_file(args: &[String]) -> CniResult<String> {
         None => spaces(&data_dir)?,
     };
     match cmd.as_str() {
-        "list" => list(&data_dir, &spaces),
-        "usage" => usage(&data_dir, &spaces),
         "release" => release(&data_dir, &spaces, &opts),
         "help" | "--help" | "-h" => Ok(format!("{USAGE}\n")),
+        cmd => inventory_command(
+            cmd,
+            &FileInventory {
+                data_dir: &data_dir,
+                spaces: &spaces,
+            },
+        ),
+    }
+}
+
+fn inventory_command(cmd: &str, store: &dyn Inventory) -> CniResult<String> {
+    match cmd {
+        "list" => store.list(),
+        "usage" => store.usage(),
         other => Err(CniError::config(format!("unknown command {other:?}"))),
     }
 }

@@ -5,7 +5,7 @@
 use crate::blocks::{addr_at, subnet};
 use crate::crd::IPBlock;
 use plumb_cni::{CniError, CniResult};
-use plumb_ipam::admin::{age, dispatch_file, parse_opts, print_or_usage, shown, table};
+use plumb_ipam::admin::{age, dispatch_with, print_or_usage, shown, table, Inventory};
 
 /// Runs an admin command, any of them (the file store's too); returns the process exit code.
 pub fn run(args: &[String]) -> i32 {
@@ -28,17 +28,34 @@ pub fn dispatch(args: &[String]) -> CniResult<String> {
         }
         return Ok(crd_yaml());
     }
-    let opts = parse_opts(rest)?;
-    if let Some(kc) = &opts.kubeconfig {
-        return match cmd.as_str() {
-            "list" => kube_list(kc, opts.space.as_deref()),
-            "usage" => kube_usage(kc, opts.space.as_deref()),
-            other => Err(CniError::config(format!(
-                "--kubeconfig is for list and usage (and reconcile), not {other:?}"
-            ))),
-        };
+    dispatch_with(args, Some(open_inventory))
+}
+
+/// The Kubernetes store's blocks, of one space or all, as `list`/`usage --kubeconfig` show them.
+#[derive(Debug, Clone)]
+pub struct KubeInventory {
+    /// `--kubeconfig`.
+    pub kubeconfig: String,
+    /// `--network-name`: only this space's blocks.
+    pub space: Option<String>,
+}
+
+/// Opens the [`KubeInventory`] (plumb-ipam's `admin::dispatch_with`).
+pub fn open_inventory(kubeconfig: &str, space: Option<&str>) -> Box<dyn Inventory> {
+    Box::new(KubeInventory {
+        kubeconfig: kubeconfig.to_string(),
+        space: space.map(str::to_string),
+    })
+}
+
+impl Inventory for KubeInventory {
+    fn list(&self) -> CniResult<String> {
+        kube_list(&self.kubeconfig, self.space.as_deref())
     }
-    dispatch_file(args)
+
+    fn usage(&self) -> CniResult<String> {
+        kube_usage(&self.kubeconfig, self.space.as_deref())
+    }
 }
 
 /// The IPBlock CustomResourceDefinition as YAML, generated from the Rust type: what `plumb-ipam crd`
