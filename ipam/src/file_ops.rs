@@ -123,3 +123,74 @@ impl Store for FileOps {
         Ok(crate::gc::collect(&locked, cfg, network, valid)?.released)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{locate, Located};
+    use serde_json::json;
+
+    fn conf(dir: &std::path::Path) -> NetConf {
+        let c = json!({"cniVersion": "1.1.0", "name": "net", "type": "plumb-ipam",
+                       "ipam": {"range": "10.9.0.0/30", "dataDir": dir.display().to_string()}});
+        NetConf::parse(c.to_string().as_bytes()).unwrap()
+    }
+
+    fn who(cid: &str) -> Attachment {
+        Attachment {
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            network: "net".into(),
+            pod: Default::default(),
+        }
+    }
+
+    /// The file store through the trait the plugin uses: ADD, CHECK, STATUS, GC and DEL.
+    #[test]
+    fn the_file_store_behind_the_store_trait() {
+        let dir = std::env::temp_dir().join(format!("plumb-fileops-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let netconf = conf(&dir);
+        let cfg = IpamConfig::from_conf(&netconf).unwrap();
+        let store: &dyn Store = &FileOps;
+        // A /30 holds two usable addresses.
+        let a = store.add(&cfg, &who("a"), &[]).unwrap();
+        assert_eq!(
+            store.add(&cfg, &who("a"), &[]).unwrap(),
+            a,
+            "ADD is idempotent"
+        );
+        assert_eq!(store.reserved(&cfg, "a", "eth0").unwrap(), a);
+        store.status(&cfg).unwrap();
+        let b = store.add(&cfg, &who("b"), &[]).unwrap();
+        assert_ne!(a, b);
+        let full = store.status(&cfg).unwrap_err();
+        assert_eq!(full.code, code::NOT_AVAILABLE, "{full}");
+        assert!(
+            full.msg.contains("is full (2 of 2 reserved)"),
+            "{}",
+            full.msg
+        );
+        // GC keeps the valid attachment and releases the other.
+        let valid: HashSet<(&str, &str)> = [("a", "eth0")].into_iter().collect();
+        assert_eq!(store.gc(&cfg, "net", &valid).unwrap(), 1);
+        let gone = store.reserved(&cfg, "b", "eth0").unwrap_err();
+        assert_eq!(gone.code, code::CHECK_MISMATCH);
+        assert!(gone
+            .msg
+            .contains("no reservation for container b interface eth0"));
+        // DEL from the location alone; a second DEL finds nothing and succeeds.
+        let Located::At(loc) = locate(&netconf).unwrap() else {
+            panic!("the config locates its store")
+        };
+        store.del(&loc, &netconf, "a", "eth0").unwrap();
+        store.del(&loc, &netconf, "a", "eth0").unwrap();
+        assert_eq!(
+            store.reserved(&cfg, "a", "eth0").unwrap_err().code,
+            code::CHECK_MISMATCH
+        );
+        store.status(&cfg).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -288,3 +288,41 @@ pub fn static_requests(req: &Request) -> CniResult<Vec<IpAddr>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_store_is_chosen_from_the_config_and_a_missing_one_is_a_clear_error() {
+        let kube = config::Store::Kubernetes(KubeSettings {
+            kubeconfig: None,
+            node: "n1".into(),
+            timeout: Duration::from_secs(1),
+        });
+        let e = Ipam::default()
+            .store(&kube)
+            .err()
+            .expect("no Kubernetes store");
+        assert_eq!(e.code, code::IO_FAILURE);
+        assert!(
+            e.msg.contains("hands such configs to plumb-ipam-kube"),
+            "{}",
+            e.msg
+        );
+        assert!(Ipam::default().store(&config::Store::File).is_ok());
+        // A binary with the Kubernetes store opens it with the config's settings, and only for a
+        // Kubernetes config.
+        static OPENED_FOR: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        fn fake(k: &KubeSettings) -> Box<dyn Store> {
+            OPENED_FOR.lock().unwrap().push(k.node.clone());
+            Box::new(FileOps)
+        }
+        let ipam = Ipam { kube: Some(fake) };
+        assert!(ipam.store(&config::Store::File).is_ok());
+        assert!(OPENED_FOR.lock().unwrap().is_empty());
+        assert!(ipam.store(&kube).is_ok());
+        assert_eq!(*OPENED_FOR.lock().unwrap(), ["n1"]);
+    }
+}
