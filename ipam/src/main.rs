@@ -1,6 +1,7 @@
 //! The `plumb-ipam` executable: a CNI IPAM plugin when `CNI_COMMAND` is set, an admin tool otherwise.
 //! It carries the file store only; Kubernetes-store configs and the Kubernetes admin commands go to
-//! plumb-ipam-kube (see `plumb_ipam::helper`), so this binary links no Kubernetes client.
+//! plumb-ipam-kube (see `plumb_ipam::helper`), whose crate this one does not depend on, so this binary
+//! neither compiles nor links a Kubernetes client.
 
 use plumb_ipam::{admin, helper, plugin};
 use std::io::Read;
