@@ -36,7 +36,7 @@ fn block_of_cidr(cidr: &str) -> String {
         .next()
         .and_then(|a| a.parse().ok())
         .expect("an address");
-    plumb_ipam::kube::blocks::block_of(ip).to_string()
+    plumb_ipam_kube::blocks::block_of(ip).to_string()
 }
 
 /// The server's schema (deploy/crds as is) accepts the blocks plumb writes (create, update, both
@@ -836,7 +836,7 @@ fn nodes_lists_the_real_servers_nodes_as_they_come_and_go() {
 }
 
 /// The kube lane's scale run on the real server: 50 simulated nodes × 20 concurrent ADDs on one /16
-/// through the library path the binary takes (`plumb_ipam::kube::ops`, each call on its own thread
+/// through the library path the binary takes (`plumb_ipam_kube::ops`, each call on its own thread
 /// with its own client, each node with its own `dataDir` and so its own node lock), with the plugin's
 /// token; 0 duplicates, each attachment holding exactly its address, then every block empty after
 /// the DELs. Prints allocations/s, requests per ADD and the server's 409s and 429s (audit log).
@@ -846,7 +846,7 @@ fn fifty_nodes_twenty_concurrent_adds_each_then_dels_on_the_real_server() {
     use plumb_cni::NetConf;
     use plumb_ipam::alloc::Attachment;
     use plumb_ipam::config::{IpamConfig, Store};
-    use plumb_ipam::kube::ops;
+    use plumb_ipam_kube::ops;
     use std::net::IpAddr;
     use std::sync::Barrier;
     const NODES: usize = 50;

@@ -394,13 +394,13 @@ fn deleted_nodes_blocks_are_deleted_when_empty_orphaned_otherwise_then_adopted()
     c.pod(d, "n3", "Running");
     // (Nodes start claiming at a block derived from their name.)
     let d_ip = c.add(&other, "n3", "c-d", d);
-    let d_block = plumb_ipam::kube::blocks::block_of(d_ip.parse().expect("an address")).to_string();
+    let d_block = plumb_ipam_kube::blocks::block_of(d_ip.parse().expect("an address")).to_string();
     // And a block of n3 emptied by a DEL before the node went away.
     let e = pod("app", "e", "uid-e");
     let other2 = c.conf(Some("other2"), json!({"range": "10.24.0.0/24"}));
     c.pod(e, "n3", "Running");
     let e_ip = c.add(&other2, "n3", "c-e", e);
-    let e_block = plumb_ipam::kube::blocks::block_of(e_ip.parse().expect("an address")).to_string();
+    let e_block = plumb_ipam_kube::blocks::block_of(e_ip.parse().expect("an address")).to_string();
     c.cni("DEL", &other2, "n3", "c-e", e).ok();
     c.delete_pod(e);
     assert_eq!(c.blocks().len(), 4);

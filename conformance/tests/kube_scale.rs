@@ -1,7 +1,7 @@
 //! plumb-ipam's Kubernetes store at cluster scale, against plumb's strict test API server: many nodes
 //! allocating from one /16 at the same time, with and without injected API faults.
 //!
-//! The big runs simulate the nodes in this process through the library (`plumb_ipam::kube::ops`), the
+//! The big runs simulate the nodes in this process through the library (`plumb_ipam_kube::ops`), the
 //! code path the binary takes after parsing: every simulated node has its own `dataDir`, so its
 //! node-local lock is its own, and every ADD and DEL runs on its own thread with its own client and
 //! runtime, as separate processes would. A smaller run starts the built binary as real processes.
@@ -14,7 +14,7 @@ use plumb_cni::args::PodRef;
 use plumb_cni::{CniResult, NetConf};
 use plumb_ipam::alloc::Attachment;
 use plumb_ipam::config::{IpamConfig, KubeSettings, Store};
-use plumb_ipam::kube::ops;
+use plumb_ipam_kube::ops;
 use plumb_kubeapi::{Counts, FaultKind, FaultRule, Faults, Options, Resource, TestApiServer, Verb};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,8 +8,8 @@
 
 use conformance::plugin::{Call, Outcome};
 use conformance::{plumb_bin, TempDir};
-use plumb_ipam::kube::blocks::{block_of, start_offset};
 use plumb_ipam::range::Range;
+use plumb_ipam_kube::blocks::{block_of, start_offset};
 use plumb_kubeapi::{FaultKind, FaultRule, Faults, Options, Resource, TestApiServer, Verb};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -166,7 +166,7 @@ fn ip(result: &Value, i: usize) -> IpAddr {
 
 /// The `n`-th address (0: the first) `node` is handed in an empty `range` (with `exclude` and
 /// `gateway`): nodes start their search at a block derived from their name (see
-/// `plumb_ipam::kube::blocks::start_offset`), then count up.
+/// `plumb_ipam_kube::blocks::start_offset`), then count up.
 fn nth(range: &str, exclude: &[&str], gateway: Option<&str>, node: &str, n: usize) -> IpAddr {
     let ex: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
     let gw = gateway.map(|g| g.parse().expect("gateway"));
@@ -1003,8 +1003,8 @@ fn block_object(
     reservations: &[(u32, &str)],
     legacy: bool,
 ) -> Value {
-    use plumb_ipam::kube::blocks::{new_block, recount, space_hash};
-    use plumb_ipam::kube::crd::{Allocation, SPACE_LABEL};
+    use plumb_ipam_kube::blocks::{new_block, recount, space_hash};
+    use plumb_ipam_kube::crd::{Allocation, SPACE_LABEL};
     let net = plumb_ipam::range::Subnet::parse(cidr, "cidr").expect("a block cidr");
     let mut b = new_block(space, &net, node);
     for (off, cid) in reservations {
@@ -1173,7 +1173,7 @@ fn blocks_written_by_an_older_plumb_are_found_relabelled_and_read_in_pages() {
     );
     assert!(k.held_by("old-1", "eth0").is_empty());
     assert_eq!(k.held_by("old-2", "eth0"), ips(&["10.9.200.6"]));
-    assert!(dir.join(plumb_ipam::kube::ops::INDEX_MARKER).exists());
+    assert!(dir.join(plumb_ipam_kube::ops::INDEX_MARKER).exists());
     let labels = |name: &str| {
         let b = k
             .server
@@ -1190,7 +1190,7 @@ fn blocks_written_by_an_older_plumb_are_found_relabelled_and_read_in_pages() {
         .find(|b| b["spec"]["cidr"] == "10.9.200.0/26")
         .unwrap();
     let own_name = own["metadata"]["name"].as_str().unwrap().to_string();
-    assert!(labels(&own_name).contains_key(&plumb_ipam::kube::blocks::node_label("node-a")));
+    assert!(labels(&own_name).contains_key(&plumb_ipam_kube::blocks::node_label("node-a")));
     // Other nodes' old blocks are theirs to relabel: untouched.
     let other = k
         .blocks()
@@ -1253,7 +1253,7 @@ fn claiming_collisions_then_borrowing_read_the_space_in_pages() {
         .find(|b| b["spec"]["cidr"] == block_of(c).to_string())
         .unwrap();
     let labels = lender["metadata"]["labels"].as_object().unwrap();
-    assert!(labels.contains_key(&plumb_ipam::kube::blocks::node_label("node-c")));
+    assert!(labels.contains_key(&plumb_ipam_kube::blocks::node_label("node-c")));
     let gc_none = with(
         &with(&conf, "cniVersion", json!("1.1.0")),
         "cni.dev/valid-attachments",
@@ -1276,7 +1276,7 @@ fn claiming_collisions_then_borrowing_read_the_space_in_pages() {
         .unwrap();
     let labels = lender["metadata"]["labels"].as_object().unwrap();
     assert!(
-        !labels.contains_key(&plumb_ipam::kube::blocks::node_label("node-c")),
+        !labels.contains_key(&plumb_ipam_kube::blocks::node_label("node-c")),
         "the borrower's label goes with its last reservation"
     );
 }

@@ -1,11 +1,9 @@
-//! Admin mode: `plumb-ipam list|usage|release|reconcile|nodes|crd ...`, run by a person (or a CronJob).
-//! Prints readable tables of reservations and usage per range (file store) or per block (Kubernetes
-//! store, with `--kubeconfig`), releases reservations by address or attachment, reconciles the
-//! Kubernetes store (see [`crate::kube::reconcile`]) and prints the IPBlock CRD.
+//! Admin mode of the file store: `plumb-ipam list|usage|release ...`, run by a person. Prints readable
+//! tables of reservations and usage per range and releases reservations by address or attachment. The
+//! Kubernetes store's commands (`reconcile`, `nodes`, `crd`, `list`/`usage --kubeconfig`) are in the
+//! plumb-ipam-kube crate, which shares this module's options, tables and escaping.
 
 use crate::config::{validate_space, DEFAULT_DATA_DIR, DEFAULT_SPACE};
-use crate::kube::blocks::{addr_at, subnet};
-use crate::kube::crd::IPBlock;
 use crate::range::{from_int, to_int, Family};
 use crate::store::{spaces, Entry, FileStore, Locked};
 use plumb_cni::{CniError, CniResult};
@@ -29,25 +27,23 @@ pub const USAGE: &str = "admin commands (without CNI_COMMAND):
 Without --network-name, every space (network_name) under the data dir is shown; the default space is _default.
 The data dir defaults to /var/lib/cni/plumb-ipam.";
 
+/// The options of `list`, `usage` and `release`.
 #[derive(Debug, Default)]
-struct Opts {
-    data_dir: Option<PathBuf>,
-    space: Option<String>,
-    ip: Option<IpAddr>,
-    container: Option<String>,
-    ifname: Option<String>,
-    kubeconfig: Option<String>,
-    force: bool,
-}
-
-/// Runs an admin command, any of them; returns the process exit code (plumb-ipam-kube).
-pub fn run(args: &[String]) -> i32 {
-    match args.split_first().map(|(c, r)| (c.as_str(), r)) {
-        // Prints as it goes (and may loop forever): not a dispatch returning its output.
-        Some(("reconcile", rest)) => crate::kube::reconcile::command(rest),
-        Some(("nodes", rest)) => crate::kube::nodes::command(rest),
-        _ => print_or_usage(dispatch(args)),
-    }
+pub struct Opts {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--network-name`.
+    pub space: Option<String>,
+    /// `--ip`.
+    pub ip: Option<IpAddr>,
+    /// `--container`.
+    pub container: Option<String>,
+    /// `--ifname`.
+    pub ifname: Option<String>,
+    /// `--kubeconfig` (the Kubernetes store: plumb-ipam-kube).
+    pub kubeconfig: Option<String>,
+    /// `--force`.
+    pub force: bool,
 }
 
 /// Runs an admin command of the file store; returns the process exit code (plumb-ipam, which hands
@@ -56,7 +52,7 @@ pub fn run_file(args: &[String]) -> i32 {
     print_or_usage(dispatch_file(args))
 }
 
-/// Whether an admin command needs the Kubernetes client: `reconcile`, `nodes`, `crd`, or anything
+/// Whether an admin command needs the Kubernetes client (plumb-ipam-kube): `reconcile`, `nodes`, `crd`, or anything
 /// with `--kubeconfig`.
 pub fn needs_kube(args: &[String]) -> bool {
     matches!(
@@ -65,7 +61,9 @@ pub fn needs_kube(args: &[String]) -> bool {
     ) || args.iter().any(|a| a == "--kubeconfig")
 }
 
-fn print_or_usage(out: CniResult<String>) -> i32 {
+/// Prints a command's output and returns exit code 0, or prints its error (with the usage text for a
+/// usage mistake) and returns 2 or 1.
+pub fn print_or_usage(out: CniResult<String>) -> i32 {
     match out {
         Ok(out) => {
             print!("{out}");
@@ -84,40 +82,58 @@ fn print_or_usage(out: CniResult<String>) -> i32 {
     }
 }
 
-/// Runs an admin command and returns what it prints.
-pub fn dispatch(args: &[String]) -> CniResult<String> {
-    let (cmd, rest) = args
-        .split_first()
-        .ok_or_else(|| CniError::config("no command given"))?;
-    if cmd == "crd" {
-        if !rest.is_empty() {
-            return Err(CniError::config("crd takes no options"));
-        }
-        return Ok(crd_yaml());
-    }
-    let opts = parse_opts(rest)?;
-    if let Some(kc) = &opts.kubeconfig {
-        return match cmd.as_str() {
-            "list" => kube_list(kc, opts.space.as_deref()),
-            "usage" => kube_usage(kc, opts.space.as_deref()),
-            other => Err(CniError::config(format!(
-                "--kubeconfig is for list and usage (and reconcile), not {other:?}"
-            ))),
-        };
-    }
-    dispatch_file(args)
-}
-
 /// Runs an admin command of the file store and returns what it prints.
 pub fn dispatch_file(args: &[String]) -> CniResult<String> {
+    dispatch_with(args, None)
+}
+
+/// What `list` and `usage` print of one store: the file store's spaces under a data dir, or the
+/// Kubernetes store's blocks (plumb-ipam-kube).
+pub trait Inventory {
+    /// `list`: one line per reservation.
+    fn list(&self) -> CniResult<String>;
+    /// `usage`: used and free addresses per range (file store) or per block (Kubernetes store).
+    fn usage(&self) -> CniResult<String>;
+}
+
+/// Opens the Kubernetes store's [`Inventory`] for `--kubeconfig` and `--network-name`.
+pub type OpenKubeInventory = fn(kubeconfig: &str, space: Option<&str>) -> Box<dyn Inventory>;
+
+/// The file store's spaces under one data dir.
+struct FileInventory<'a> {
+    data_dir: &'a std::path::Path,
+    spaces: &'a [String],
+}
+
+impl Inventory for FileInventory<'_> {
+    fn list(&self) -> CniResult<String> {
+        list(self.data_dir, self.spaces)
+    }
+
+    fn usage(&self) -> CniResult<String> {
+        usage(self.data_dir, self.spaces)
+    }
+}
+
+/// Runs `list`, `usage`, `release` or `help` on the store the options select, chosen once: the
+/// Kubernetes store (`--kubeconfig`, opened by `kube` when this binary has it) or the file store.
+pub fn dispatch_with(args: &[String], kube: Option<OpenKubeInventory>) -> CniResult<String> {
     let (cmd, rest) = args
         .split_first()
         .ok_or_else(|| CniError::config("no command given"))?;
     let opts = parse_opts(rest)?;
-    if opts.kubeconfig.is_some() {
-        return Err(CniError::config(
-            "--kubeconfig needs the Kubernetes client, which is in plumb-ipam-kube",
-        ));
+    if let Some(kc) = &opts.kubeconfig {
+        let open = kube.ok_or_else(|| {
+            CniError::config(
+                "--kubeconfig needs the Kubernetes client, which is in plumb-ipam-kube",
+            )
+        })?;
+        if !matches!(cmd.as_str(), "list" | "usage") {
+            return Err(CniError::config(format!(
+                "--kubeconfig is for list and usage (and reconcile), not {cmd:?}"
+            )));
+        }
+        return inventory_command(cmd, &*open(kc, opts.space.as_deref()));
     }
     let data_dir = opts
         .data_dir
@@ -152,15 +168,28 @@ pub fn dispatch_file(args: &[String]) -> CniResult<String> {
         None => spaces(&data_dir)?,
     };
     match cmd.as_str() {
-        "list" => list(&data_dir, &spaces),
-        "usage" => usage(&data_dir, &spaces),
         "release" => release(&data_dir, &spaces, &opts),
         "help" | "--help" | "-h" => Ok(format!("{USAGE}\n")),
+        cmd => inventory_command(
+            cmd,
+            &FileInventory {
+                data_dir: &data_dir,
+                spaces: &spaces,
+            },
+        ),
+    }
+}
+
+fn inventory_command(cmd: &str, store: &dyn Inventory) -> CniResult<String> {
+    match cmd {
+        "list" => store.list(),
+        "usage" => store.usage(),
         other => Err(CniError::config(format!("unknown command {other:?}"))),
     }
 }
 
-fn parse_opts(rest: &[String]) -> CniResult<Opts> {
+/// Parses the options after the command; an unknown option or a missing value is code 7.
+pub fn parse_opts(rest: &[String]) -> CniResult<Opts> {
     let mut o = Opts::default();
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
@@ -403,100 +432,6 @@ fn release(data_dir: &std::path::Path, spaces: &[String], o: &Opts) -> CniResult
     Ok(out)
 }
 
-/// The IPBlock CustomResourceDefinition as YAML, generated from the Rust type: what `plumb-ipam crd`
-/// prints and `deploy/crds/ipblocks.plumb.dev.yaml` holds.
-pub fn crd_yaml() -> String {
-    use kube::CustomResourceExt;
-    let yaml = serde_yaml_ng::to_string(&IPBlock::crd()).expect("the CRD serializes to YAML");
-    format!(
-        "# The IPBlock CustomResourceDefinition, generated from ipam/src/kube/crd.rs by `plumb-ipam crd`.\n\
-         # Do not edit: regenerate with\n\
-         #   cargo run -p plumb-ipam -- crd > deploy/crds/ipblocks.plumb.dev.yaml\n\
-         {yaml}"
-    )
-}
-
-fn kube_blocks(kubeconfig: &str, space: Option<&str>) -> CniResult<Vec<IPBlock>> {
-    let mut blocks = crate::kube::reconcile::list_blocks(Some(kubeconfig), space)
-        .map_err(|e| CniError::new(plumb_cni::code::TRY_AGAIN_LATER, e))?;
-    blocks.sort_by_key(|b| {
-        let first = subnet(b).map(|n| (n.network.is_ipv6(), n.first()));
-        (b.spec.space.clone(), first, b.spec.cidr.clone())
-    });
-    Ok(blocks)
-}
-
-fn kube_list(kubeconfig: &str, space: Option<&str>) -> CniResult<String> {
-    let mut rows = vec![[
-        "SPACE",
-        "ADDRESS",
-        "BLOCK",
-        "NODE",
-        "NETWORK",
-        "CONTAINER",
-        "IFNAME",
-        "POD",
-        "AGE",
-    ]
-    .map(String::from)
-    .to_vec()];
-    let now = crate::store::now_secs();
-    for b in kube_blocks(kubeconfig, space)? {
-        let Some(net) = subnet(&b) else { continue };
-        let mut allocs: Vec<(u128, _)> = b
-            .spec
-            .allocations
-            .iter()
-            .filter_map(|(k, a)| k.parse::<u128>().ok().map(|o| (o, a)))
-            .collect();
-        allocs.sort_by_key(|(o, _)| *o);
-        for (o, a) in allocs {
-            let pod = match (&a.pod_namespace, &a.pod_name) {
-                (Some(ns), Some(n)) => format!("{}/{}", shown(ns), shown(n)),
-                _ => "-".into(),
-            };
-            rows.push(vec![
-                shown(&b.spec.space),
-                addr_at(&net, o).to_string(),
-                shown(&b.spec.cidr),
-                shown(&a.node),
-                shown(&a.network),
-                shown(&a.container_id.chars().take(12).collect::<String>()),
-                shown(&a.ifname),
-                pod,
-                age(now.saturating_sub(a.created)),
-            ]);
-        }
-    }
-    Ok(table(&rows))
-}
-
-fn kube_usage(kubeconfig: &str, space: Option<&str>) -> CniResult<String> {
-    let mut rows = vec![["SPACE", "BLOCK", "NODE", "USED", "FREE"]
-        .map(String::from)
-        .to_vec()];
-    for b in kube_blocks(kubeconfig, space)? {
-        let size = subnet(&b).map_or(0, |n| crate::kube::blocks::block_size(&n));
-        let used = b.spec.allocations.len() as u128;
-        let node = if b.spec.node.is_empty() {
-            "(orphaned)".to_string()
-        } else {
-            shown(&b.spec.node)
-        };
-        rows.push(vec![
-            shown(&b.spec.space),
-            shown(&b.spec.cidr),
-            node,
-            used.to_string(),
-            size.saturating_sub(used).to_string(),
-        ]);
-    }
-    Ok(format!(
-        "{}(FREE counts the whole block; a range may hand out fewer of its addresses)\n",
-        table(&rows)
-    ))
-}
-
 fn split_span(span: &str) -> Option<(IpAddr, IpAddr)> {
     // IPv6 addresses hold no '-', IPv4 neither: the one '-' splits the span.
     let (a, b) = span.split_once('-')?;
@@ -521,7 +456,8 @@ pub fn shown(value: &str) -> String {
     out
 }
 
-fn age(secs: u64) -> String {
+/// An age in seconds as `list` shows it: `59s`, `5m`, `3h`, `2d`.
+pub fn age(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -530,7 +466,8 @@ fn age(secs: u64) -> String {
     }
 }
 
-fn table(rows: &[Vec<String>]) -> String {
+/// Rows as a table of left-aligned columns two spaces apart (the first row is the header).
+pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.first().map_or(0, |r| r.len());
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))

@@ -10,7 +10,17 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::kube::store::KubeSettings;
+/// Where and as whom the Kubernetes store talks to the API (`ipam.kubernetes`); the store itself is
+/// the plumb-ipam-kube crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSettings {
+    /// `kubernetes.kubeconfig`; `None` means the in-cluster service account.
+    pub kubeconfig: Option<String>,
+    /// This node's name: `PLUMB_NODE_NAME`, else `kubernetes.nodeName`, else the host name.
+    pub node: String,
+    /// Deadline of one CNI call (`kubernetes.timeoutSeconds`).
+    pub timeout: Duration,
+}
 
 /// Where reservations are kept when `dataDir` is not given.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/plumb-ipam";
@@ -72,7 +82,7 @@ pub fn locate(conf: &NetConf) -> CniResult<Located> {
     };
     let store = match parse_store(ipam) {
         Ok(s) => s,
-        Err(e) if crate::plugin::config_uses_kubernetes(&conf.raw) => return Err(e),
+        Err(e) if uses_kubernetes(&conf.raw) => return Err(e),
         Err(e) => return Ok(Located::Nowhere(e.msg)),
     };
     let space = match opt_str(ipam, "network_name") {
@@ -104,6 +114,17 @@ pub fn locate(conf: &NetConf) -> CniResult<Located> {
             .unwrap_or(30),
         fsync: opt_bool(ipam, "fsync").ok().flatten().unwrap_or(false),
     }))
+}
+
+/// Whether a raw network config (the plugin's stdin, parsed as a JSON object) asks for the
+/// Kubernetes store: `ipam.store` is `"kubernetes"`, or there is no `store` and a `kubernetes` block.
+pub fn uses_kubernetes(raw: &Map<String, Value>) -> bool {
+    let Some(Value::Object(ipam)) = raw.get("ipam") else {
+        return false;
+    };
+    let store = ipam.get("store").and_then(Value::as_str);
+    store == Some("kubernetes")
+        || (store.is_none() && ipam.get("kubernetes").is_some_and(|k| !k.is_null()))
 }
 
 /// The store selected by `store` (and, as in whereabouts, by the presence of `kubernetes`).

@@ -3,11 +3,12 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod backend;
 pub mod config;
+pub mod file_ops;
 pub mod gc;
 pub mod helper;
 pub mod hint;
-pub mod kube;
 pub mod plugin;
 pub mod range;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The `plumb-ipam` executable: a CNI IPAM plugin when `CNI_COMMAND` is set, an admin tool otherwise.
 //! It carries the file store only; Kubernetes-store configs and the Kubernetes admin commands go to
-//! plumb-ipam-kube (see `plumb_ipam::helper`), so this binary links no Kubernetes client.
+//! plumb-ipam-kube (see `plumb_ipam::helper`), whose crate this one does not depend on, so this binary
+//! neither compiles nor links a Kubernetes client.
 
 use plumb_ipam::{admin, helper, plugin};
 use std::io::Read;
@@ -23,7 +24,7 @@ fn main() {
             std::process::exit(plumb_cni::skel::fail(&[], &e));
         }
         let kube = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&stdin)
-            .is_ok_and(|raw| plugin::config_uses_kubernetes(&raw));
+            .is_ok_and(|raw| plumb_ipam::config::uses_kubernetes(&raw));
         if kube {
             helper::run_plugin(&stdin)
         } else {

@@ -1,25 +1,28 @@
-//! plumb-ipam as a CNI plugin: ADD, DEL, CHECK, STATUS and GC on the file store or the Kubernetes store.
+//! plumb-ipam as a CNI plugin: ADD, DEL, CHECK, STATUS and GC on the store the config selects (a
+//! [`Store`]: the file store here, the Kubernetes store when the binary carries it).
 
-use crate::alloc::{allocate, claimed_offsets, release, Attachment};
-use crate::config::{locate, IpamConfig, Located, Location, Store};
-use crate::hint::Hint;
-use crate::kube::store::KubeSettings;
+use crate::alloc::Attachment;
+use crate::backend::Store;
+use crate::config::{self, locate, IpamConfig, KubeSettings, Located};
+use crate::file_ops::FileOps;
 use crate::range::parse_ip;
-use crate::store::FileStore;
 use plumb_cni::result::{Cidr, IpConfig};
 use plumb_cni::{code, AddResult, CniError, CniResult, Plugin, Request};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::time::Duration;
 
-/// The plumb-ipam plugin. `kube` is the Kubernetes store when the binary carries it (plumb-ipam-kube);
-/// plumb-ipam itself leaves it out, so the Kubernetes client is not linked into the binary every ADD on
-/// the file store starts, and hands Kubernetes-store configs to plumb-ipam-kube (see [`crate::helper`]).
+/// Opens the Kubernetes store for its settings (the plumb-ipam-kube crate's `ops::open`).
+pub type OpenKube = fn(&KubeSettings) -> Box<dyn Store>;
+
+/// The plumb-ipam plugin. `kube` opens the Kubernetes store when the binary carries it
+/// (plumb-ipam-kube); plumb-ipam itself leaves it out, so the Kubernetes client is not linked into
+/// the binary every ADD on the file store starts, and hands Kubernetes-store configs to
+/// plumb-ipam-kube (see [`crate::helper`]).
 #[derive(Default)]
 pub struct Ipam {
-    /// The Kubernetes store, if this binary has one.
-    pub kube: Option<&'static dyn KubeStore>,
+    /// Opens the Kubernetes store, if this binary has one.
+    pub kube: Option<OpenKube>,
 }
 
 impl std::fmt::Debug for Ipam {
@@ -27,6 +30,21 @@ impl std::fmt::Debug for Ipam {
         f.debug_struct("Ipam")
             .field("kube", &self.kube.is_some())
             .finish()
+    }
+}
+
+impl Ipam {
+    /// The store `which` selects, chosen once per request.
+    pub fn store(&self, which: &config::Store) -> CniResult<Box<dyn Store>> {
+        match which {
+            config::Store::File => Ok(Box::new(FileOps)),
+            config::Store::Kubernetes(k) => self.kube.map(|open| open(k)).ok_or_else(|| {
+                CniError::new(
+                    code::IO_FAILURE,
+                    "this binary has no Kubernetes store; plumb-ipam hands such configs to plumb-ipam-kube",
+                )
+            }),
+        }
     }
 }
 
@@ -43,57 +61,6 @@ pub const ABOUT: plumb_cni::cli::About = plumb_cni::cli::About {
 pub fn person_asks(args: &[String]) -> Option<plumb_cni::cli::Ask> {
     use plumb_cni::cli::{ask, Ask};
     ask(args, |k| std::env::var(k).ok()).filter(|a| !matches!(a, Ask::Unknown(_)))
-}
-
-/// The operations of the Kubernetes store, as the plugin calls them.
-pub trait KubeStore: Sync {
-    /// ADD: one address per range (the static requests where given).
-    fn add(
-        &self,
-        k: &KubeSettings,
-        cfg: &IpamConfig,
-        who: &Attachment,
-        statics: &[IpAddr],
-    ) -> CniResult<Vec<IpAddr>>;
-    /// DEL: every reservation of the attachment (from the store location alone, not the ranges).
-    fn del(&self, k: &KubeSettings, loc: &Location, cid: &str, ifname: &str) -> CniResult<()>;
-    /// The addresses the attachment holds in the configured ranges.
-    fn held(
-        &self,
-        k: &KubeSettings,
-        cfg: &IpamConfig,
-        cid: &str,
-        ifname: &str,
-    ) -> CniResult<Vec<IpAddr>>;
-    /// STATUS.
-    fn status(&self, k: &KubeSettings, cfg: &IpamConfig) -> CniResult<()>;
-    /// GC of this node's reservations of `network` not in `valid`; how many were freed.
-    fn gc(
-        &self,
-        k: &KubeSettings,
-        cfg: &IpamConfig,
-        network: &str,
-        valid: &HashSet<(&str, &str)>,
-    ) -> CniResult<usize>;
-}
-
-impl Ipam {
-    fn kube(&self) -> CniResult<&'static dyn KubeStore> {
-        self.kube.ok_or_else(|| {
-            CniError::new(
-                code::IO_FAILURE,
-                "this binary has no Kubernetes store; plumb-ipam hands such configs to plumb-ipam-kube",
-            )
-        })
-    }
-}
-
-fn open(cfg: &IpamConfig) -> CniResult<FileStore> {
-    Ok(FileStore::open(&cfg.data_dir, &cfg.space)?.with_fsync(cfg.fsync))
-}
-
-fn timeout(cfg: &IpamConfig) -> Duration {
-    Duration::from_secs(cfg.lock_timeout_secs)
 }
 
 impl Plugin for Ipam {
@@ -121,13 +88,7 @@ impl Plugin for Ipam {
         let placeholder: Vec<IpAddr> = cfg.ranges.iter().map(|r| r.addr(0)).collect();
         result_of(&cfg, &placeholder).to_json(req.conf.version)?;
         let who = attachment(req);
-        if let Store::Kubernetes(k) = &cfg.store {
-            return Ok(result_of(&cfg, &self.kube()?.add(k, &cfg, &who, &statics)?));
-        }
-        let store = open(&cfg)?;
-        let locked = store.lock(timeout(&cfg))?;
-        let ips = allocate(&locked, &cfg, &who, &statics)?;
-        drop(locked);
+        let ips = self.store(&cfg.store)?.add(&cfg, &who, &statics)?;
         Ok(result_of(&cfg, &ips))
     }
 
@@ -142,25 +103,7 @@ impl Plugin for Ipam {
                 return Ok(());
             }
         };
-        if let Store::Kubernetes(k) = &loc.store {
-            return self.kube()?.del(k, &loc, cid, ifname);
-        }
-        let data_dir = match &loc.data_dir {
-            Ok(d) => d,
-            Err(text) => {
-                eprintln!("plumb-ipam: DEL of container {cid} interface {ifname}: ipam.dataDir {text:?} is not an absolute path; ADD refuses it, so nothing is stored there: nothing to release (and nothing created relative to the current directory)");
-                return Ok(());
-            }
-        };
-        let Some(store) = FileStore::open_existing(data_dir, &loc.space)? else {
-            return Ok(()); // no store directory: nothing was ever reserved here
-        };
-        let store = store.with_fsync(loc.fsync);
-        let locked = store.lock(Duration::from_secs(loc.lock_timeout_secs))?;
-        // The full config, when it still parses, only keeps the free-address hints in step.
-        let cfg = IpamConfig::from_conf(&req.conf).ok();
-        release(&locked, cfg.as_ref(), cid, ifname)?;
-        Ok(())
+        self.store(&loc.store)?.del(&loc, &req.conf, cid, ifname)
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -168,75 +111,13 @@ impl Plugin for Ipam {
         // A reservation made before the policy changed is reported as a violation.
         enforce_policy(req, &cfg)?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
-        if let Store::Kubernetes(k) = &cfg.store {
-            let held = self.kube()?.held(k, &cfg, cid, ifname)?;
-            if held.is_empty() {
-                return Err(CniError::new(
-                    code::CHECK_MISMATCH,
-                    format!("no reservation for container {cid} interface {ifname} in the cluster"),
-                ));
-            }
-            return compare_with_prev(req, &cfg, held);
-        }
-        let store = open(&cfg)?;
-        let locked = store.lock(timeout(&cfg))?;
-        let stored = locked.attachment(cid, ifname)?.ok_or_else(|| {
-            CniError::new(
-                code::CHECK_MISMATCH,
-                format!(
-                    "no reservation for container {cid} interface {ifname} in {}",
-                    locked.dir().display()
-                ),
-            )
-        })?;
-        for ip in stored.record.addrs() {
-            if locked.claim_ino(ip) != Some(stored.ino) {
-                return Err(CniError::new(code::CHECK_MISMATCH, format!("reservation of {ip} for container {cid} interface {ifname} is missing or held by another attachment")));
-            }
-        }
-        compare_with_prev(req, &cfg, stored.record.addrs())
+        let reserved = self.store(&cfg.store)?.reserved(&cfg, cid, ifname)?;
+        compare_with_prev(req, &cfg, reserved)
     }
 
     fn status(&self, req: &Request) -> CniResult<()> {
-        let unavailable = |e: CniError| CniError {
-            code: code::NOT_AVAILABLE,
-            ..e
-        };
         let cfg = IpamConfig::from_conf(&req.conf)?;
-        if let Store::Kubernetes(k) = &cfg.store {
-            return self.kube()?.status(k, &cfg);
-        }
-        let store = open(&cfg).map_err(unavailable)?;
-        let locked = store.lock(timeout(&cfg)).map_err(unavailable)?;
-        for range in &cfg.ranges {
-            let hint = Hint::open(locked.dir(), range, || claimed_offsets(&locked, range))
-                .map_err(unavailable)?;
-            // The bitmap's count is a fast lower bound; a cursor-only range is counted from the claims
-            // (bounded by the records) only when exclusions leave it small enough to fill.
-            let may_be_full = if hint.has_bitmap() {
-                hint.used() as u128 >= range.usable()
-            } else {
-                range.usable() <= u32::MAX as u128
-            };
-            if !may_be_full {
-                continue;
-            }
-            let used = claimed_offsets(&locked, range)?
-                .into_iter()
-                .filter(|o| !range.is_blocked(*o))
-                .count() as u128;
-            if used >= range.usable() {
-                return Err(CniError::new(
-                    code::NOT_AVAILABLE,
-                    format!(
-                        "range {} is full ({used} of {} reserved): ADD cannot succeed",
-                        range.describe(),
-                        range.usable()
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        self.store(&cfg.store)?.status(&cfg)
     }
 
     fn gc(&self, req: &Request) -> CniResult<()> {
@@ -258,13 +139,9 @@ impl Plugin for Ipam {
             .iter()
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
             .collect();
-        if let Store::Kubernetes(k) = &cfg.store {
-            return self.kube()?.gc(k, &cfg, &req.conf.name, &valid).map(|_| ());
-        }
-        let store = open(&cfg)?;
-        let locked = store.lock(timeout(&cfg))?;
-        crate::gc::collect(&locked, &cfg, &req.conf.name, &valid)?;
-        Ok(())
+        self.store(&cfg.store)?
+            .gc(&cfg, &req.conf.name, &valid)
+            .map(|_| ())
     }
 }
 
@@ -360,17 +237,6 @@ fn attachment(req: &Request) -> Attachment {
     }
 }
 
-/// Whether a raw network config (the plugin's stdin, parsed as a JSON object) asks for the
-/// Kubernetes store: `ipam.store` is `"kubernetes"`, or there is no `store` and a `kubernetes` block.
-pub fn config_uses_kubernetes(raw: &serde_json::Map<String, Value>) -> bool {
-    let Some(Value::Object(ipam)) = raw.get("ipam") else {
-        return false;
-    };
-    let store = ipam.get("store").and_then(Value::as_str);
-    store == Some("kubernetes")
-        || (store.is_none() && ipam.get("kubernetes").is_some_and(|k| !k.is_null()))
-}
-
 /// Static requests from runtimeConfig.ips, args.cni.ips and CNI_ARGS IP= (comma-separated), deduplicated.
 pub fn static_requests(req: &Request) -> CniResult<Vec<IpAddr>> {
     let mut texts: Vec<(String, String)> = Vec::new();
@@ -421,4 +287,42 @@ pub fn static_requests(req: &Request) -> CniResult<Vec<IpAddr>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_store_is_chosen_from_the_config_and_a_missing_one_is_a_clear_error() {
+        let kube = config::Store::Kubernetes(KubeSettings {
+            kubeconfig: None,
+            node: "n1".into(),
+            timeout: Duration::from_secs(1),
+        });
+        let e = Ipam::default()
+            .store(&kube)
+            .err()
+            .expect("no Kubernetes store");
+        assert_eq!(e.code, code::IO_FAILURE);
+        assert!(
+            e.msg.contains("hands such configs to plumb-ipam-kube"),
+            "{}",
+            e.msg
+        );
+        assert!(Ipam::default().store(&config::Store::File).is_ok());
+        // A binary with the Kubernetes store opens it with the config's settings, and only for a
+        // Kubernetes config.
+        static OPENED_FOR: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        fn fake(k: &KubeSettings) -> Box<dyn Store> {
+            OPENED_FOR.lock().unwrap().push(k.node.clone());
+            Box::new(FileOps)
+        }
+        let ipam = Ipam { kube: Some(fake) };
+        assert!(ipam.store(&config::Store::File).is_ok());
+        assert!(OPENED_FOR.lock().unwrap().is_empty());
+        assert!(ipam.store(&kube).is_ok());
+        assert_eq!(*OPENED_FOR.lock().unwrap(), ["n1"]);
+    }
 }

@@ -446,12 +446,12 @@ pub fn server_addr(cp: &ControlPlane) -> std::net::SocketAddr {
 }
 
 /// The `n`th address (0: the first; with the range's prefix) `node` gets in an empty `range`: nodes
-/// start claiming at a block derived from their name (`plumb_ipam::kube::blocks::start_offset`) and
+/// start claiming at a block derived from their name (`plumb_ipam_kube::blocks::start_offset`) and
 /// fill it in order.
 pub fn nth_of(range: &str, node: &str, n: usize) -> String {
     use plumb_ipam::range::Range;
     let r = Range::build("ipam.range", range, None, None, &[], None).expect("a range");
-    let mut off = plumb_ipam::kube::blocks::start_offset(&r, node);
+    let mut off = plumb_ipam_kube::blocks::start_offset(&r, node);
     off = r
         .next_allowed(off)
         .or_else(|| r.next_allowed(0))

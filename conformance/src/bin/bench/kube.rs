@@ -19,7 +19,7 @@ use plumb_cni::args::PodRef;
 use plumb_cni::{CniResult, NetConf};
 use plumb_ipam::alloc::Attachment;
 use plumb_ipam::config::{IpamConfig, KubeSettings, Store};
-use plumb_ipam::kube::ops;
+use plumb_ipam_kube::ops;
 use plumb_kubeapi::{Counts, Faults, Options as ServerOptions, Resource, TestApiServer, Verb};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};

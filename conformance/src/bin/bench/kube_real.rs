@@ -104,7 +104,7 @@ pub fn run_kube_real(opts: &super::Options) -> Result<Vec<Target>, Stop> {
         println!("warning: bench built without --release");
     }
     let plumb = super::release_binary("plumb-ipam")?;
-    super::warn_if_stale(&plumb, &["ipam/src", "ipam/src/kube"]);
+    super::warn_if_stale(&plumb, &["ipam/src", "ipam/kube/src"]);
     let wb_dir = script_dir("scripts/whereabouts")?;
     let whereabouts = wb_dir.join("whereabouts");
     println!("whereabouts: {}", whereabouts.display());

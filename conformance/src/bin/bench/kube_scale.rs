@@ -29,10 +29,10 @@ use plumb_cni::args::PodRef;
 use plumb_cni::{CniResult, NetConf};
 use plumb_ipam::alloc::Attachment;
 use plumb_ipam::config::{IpamConfig, KubeSettings, Store};
-use plumb_ipam::kube::blocks::{block_of, new_block, recount};
-use plumb_ipam::kube::crd::Allocation;
-use plumb_ipam::kube::ops;
 use plumb_ipam::range::Subnet;
+use plumb_ipam_kube::blocks::{block_of, new_block, recount};
+use plumb_ipam_kube::crd::Allocation;
+use plumb_ipam_kube::ops;
 use plumb_kubeapi::{Options as ServerOptions, Resource, TestApiServer};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -205,7 +205,7 @@ impl Lab {
                 let Ok(off) = off.parse::<u128>() else {
                     continue;
                 };
-                let ip = plumb_ipam::kube::blocks::addr_at(&net, off);
+                let ip = plumb_ipam_kube::blocks::addr_at(&net, off);
                 out.push((
                     ip,
                     a["containerID"].as_str().unwrap_or_default().to_string(),

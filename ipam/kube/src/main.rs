@@ -11,10 +11,10 @@ fn main() {
         };
         plumb_cni::cli::answer(&about, &ask)
     } else if std::env::var_os("CNI_COMMAND").is_none() && !args.is_empty() {
-        plumb_ipam::admin::run(&args)
+        plumb_ipam_kube::admin::run(&args)
     } else {
         let ipam = plumb_ipam::plugin::Ipam {
-            kube: Some(&plumb_ipam::kube::ops::BACKEND),
+            kube: Some(plumb_ipam_kube::ops::open),
         };
         plumb_cni::skel::run_process(&ipam)
     };

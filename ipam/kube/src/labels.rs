@@ -2,10 +2,10 @@
 //! version, a holder label per node (owner and borrowers) and an attachment label per reservation, so
 //! that a node lists only its own blocks and DEL only the attachment's.
 
-use super::blocks::space_hash;
 use super::crd::{
     IPBlock, ATTACHMENT_LABEL_PREFIX, INDEX_LABEL, INDEX_VERSION, NODE_LABEL_PREFIX, SPACE_LABEL,
 };
+use crate::geometry::space_hash;
 use std::collections::BTreeMap;
 
 /// FNV-1a, 64 bits.

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
 }
 
 /// Every YAML document of a file, as JSON values (empty documents skipped).
@@ -39,14 +39,14 @@ fn crd_manifest_is_what_plumb_ipam_crd_prints() {
     let path = deploy().join("crds/ipblocks.plumb.dev.yaml");
     let file = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
-        file == plumb_ipam::admin::crd_yaml(),
+        file == plumb_ipam_kube::admin::crd_yaml(),
         "{} is stale or missing: regenerate it from the Rust type with\n  \
-         cargo run -p plumb-ipam --bin plumb-ipam-kube -- crd > deploy/crds/ipblocks.plumb.dev.yaml",
+         cargo run -p plumb-ipam-kube -- crd > deploy/crds/ipblocks.plumb.dev.yaml",
         path.display()
     );
     // The command prints the same text.
     let args = vec!["crd".to_string()];
-    assert_eq!(plumb_ipam::admin::dispatch(&args).unwrap(), file);
+    assert_eq!(plumb_ipam_kube::admin::dispatch(&args).unwrap(), file);
     let docs = documents(&path);
     assert_eq!(docs.len(), 1);
     let crd = &docs[0];

@@ -1,13 +1,13 @@
 //! The CNI commands on the Kubernetes store. ADD holds the node-local lock (under `dataDir`) so the
 //! node's own requests never conflict with each other; API conflicts then come only from borrowing.
 
-use super::blocks::reservations;
-use super::store::{run, Index, KubeSettings, Query};
-use crate::alloc::{place_statics, Attachment};
-use crate::config::{IpamConfig, Location};
-use crate::plugin::KubeStore;
-use crate::store::{now_secs, FileStore};
-use plumb_cni::{code, CniError, CniResult};
+use crate::blocks::reservations;
+use crate::store::{run, Index, Query};
+use plumb_cni::{code, CniError, CniResult, NetConf};
+use plumb_ipam::alloc::{place_statics, Attachment};
+use plumb_ipam::backend::Store;
+use plumb_ipam::config::{IpamConfig, KubeSettings, Location};
+use plumb_ipam::store::{now_secs, FileStore};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -171,11 +171,11 @@ pub fn status(k: &KubeSettings, cfg: &IpamConfig) -> CniResult<()> {
     let node = k.node.clone();
     let blocks = run(k, &cfg.space, Index::Trusted, async |s| {
         let own = s.list_retrying(&Query::Own).await?;
-        let has_room = |r: &crate::range::Range| {
+        let has_room = |r: &plumb_ipam::range::Range| {
             own.iter().filter(|b| b.spec.node == node).any(|b| {
-                super::blocks::subnet(b).is_some_and(|net| {
-                    (0..super::blocks::block_size(&net).min(1 << 16)).any(|o| {
-                        let ip = super::blocks::addr_at(&net, o);
+                crate::blocks::subnet(b).is_some_and(|net| {
+                    (0..crate::blocks::block_size(&net).min(1 << 16)).any(|o| {
+                        let ip = crate::blocks::addr_at(&net, o);
                         r.allows(ip) && !b.spec.allocations.contains_key(&o.to_string())
                     })
                 })
@@ -210,49 +210,56 @@ pub fn status(k: &KubeSettings, cfg: &IpamConfig) -> CniResult<()> {
     Ok(())
 }
 
-/// The Kubernetes store as the plugin's [`KubeStore`]: the functions of this module.
-#[derive(Debug)]
-pub struct Backend;
+/// The Kubernetes store as the plugin's [`Store`]: the functions of this module on one set of
+/// settings.
+#[derive(Debug, Clone)]
+pub struct KubeOps {
+    /// Where and as whom to reach the API.
+    pub settings: KubeSettings,
+}
 
-/// The one [`Backend`], for `Ipam { kube: Some(&BACKEND) }`.
-pub static BACKEND: Backend = Backend;
+/// Opens the Kubernetes store for `settings` (the plugin's `Ipam { kube: Some(open) }`).
+pub fn open(settings: &KubeSettings) -> Box<dyn Store> {
+    Box::new(KubeOps {
+        settings: settings.clone(),
+    })
+}
 
-impl KubeStore for Backend {
+impl Store for KubeOps {
     fn add(
         &self,
-        k: &KubeSettings,
         cfg: &IpamConfig,
         who: &Attachment,
         statics: &[IpAddr],
     ) -> CniResult<Vec<IpAddr>> {
-        add(k, cfg, who, statics)
+        add(&self.settings, cfg, who, statics)
     }
 
-    fn del(&self, k: &KubeSettings, loc: &Location, cid: &str, ifname: &str) -> CniResult<()> {
-        del_at(k, loc, cid, ifname)
+    fn del(&self, loc: &Location, _conf: &NetConf, cid: &str, ifname: &str) -> CniResult<()> {
+        del_at(&self.settings, loc, cid, ifname)
     }
 
-    fn held(
-        &self,
-        k: &KubeSettings,
-        cfg: &IpamConfig,
-        cid: &str,
-        ifname: &str,
-    ) -> CniResult<Vec<IpAddr>> {
-        held(k, cfg, cid, ifname)
+    fn reserved(&self, cfg: &IpamConfig, cid: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
+        let held = held(&self.settings, cfg, cid, ifname)?;
+        if held.is_empty() {
+            return Err(CniError::new(
+                code::CHECK_MISMATCH,
+                format!("no reservation for container {cid} interface {ifname} in the cluster"),
+            ));
+        }
+        Ok(held)
     }
 
-    fn status(&self, k: &KubeSettings, cfg: &IpamConfig) -> CniResult<()> {
-        status(k, cfg)
+    fn status(&self, cfg: &IpamConfig) -> CniResult<()> {
+        status(&self.settings, cfg)
     }
 
     fn gc(
         &self,
-        k: &KubeSettings,
         cfg: &IpamConfig,
         network: &str,
         valid: &HashSet<(&str, &str)>,
     ) -> CniResult<usize> {
-        gc(k, cfg, network, valid)
+        gc(&self.settings, cfg, network, valid)
     }
 }

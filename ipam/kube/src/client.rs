@@ -1,14 +1,4 @@
-//! The Kubernetes store: reservations kept in `IPBlock` objects that nodes claim, written with
-//! optimistic concurrency, no leader election and no cluster-wide lock.
-
-pub mod blocks;
-pub mod crd;
-pub mod labels;
-pub mod nodes;
-pub mod ops;
-pub mod positions;
-pub mod reconcile;
-pub mod store;
+//! The Kubernetes client of the admin commands (`reconcile`, `nodes`, `list`/`usage --kubeconfig`).
 
 /// The client settings of the admin commands (`reconcile`, `nodes`, `list`/`usage --kubeconfig`): the
 /// kubeconfig at `--kubeconfig`, else inferred ($KUBECONFIG, ~/.kube/config, in-cluster), with kube's

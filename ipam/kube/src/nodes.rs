@@ -67,7 +67,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 }
 
 async fn client(kubeconfig: Option<&str>) -> Result<Client, String> {
-    let config = super::cli_config(kubeconfig).await?;
+    let config = crate::client::cli_config(kubeconfig).await?;
     let url = config.cluster_url.to_string();
     Client::try_from(config)
         .map_err(|e| format!("cannot build the Kubernetes client for {url}: {e}"))

@@ -1,10 +1,10 @@
 //! Where a node looks for a block nobody has claimed: its search order (from a node-derived offset,
 //! so nodes claiming at once rarely collide) and what one page of a listing of the space proves free.
 
-use super::blocks::{block_name, block_of, block_size, subnet};
 use super::crd::IPBlock;
 use super::labels::hash64;
-use crate::range::{Range, Subnet};
+use crate::geometry::{block_name, block_of, block_size, subnet};
+use plumb_ipam::range::{Range, Subnet};
 use std::collections::HashSet;
 
 /// The range offset at which `node` starts looking for a block nobody has claimed: the start of
@@ -128,7 +128,7 @@ pub fn pick_for(node: &str, candidates: &[Subnet]) -> Option<Subnet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::blocks::new_block;
+    use crate::blocks::new_block;
 
     fn range(text: &str) -> Range {
         Range::build("ipam.range", text, None, None, &[], None).unwrap()

@@ -11,27 +11,16 @@ use super::blocks::{
     plan_own, plan_removal, relabel, reservations, subnet, Write,
 };
 use super::crd::{IPBlock, SPACE_LABEL};
-use crate::alloc::Attachment;
-use crate::config::IpamConfig;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use plumb_cni::{code, CniError, CniResult};
+use plumb_ipam::alloc::Attachment;
+use plumb_ipam::config::{IpamConfig, KubeSettings};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Where and as whom the store talks to the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeSettings {
-    /// `kubernetes.kubeconfig`; `None` means the in-cluster service account.
-    pub kubeconfig: Option<String>,
-    /// This node's name: `PLUMB_NODE_NAME`, else `kubernetes.nodeName`, else the host name.
-    pub node: String,
-    /// Deadline of one CNI call (`kubernetes.timeoutSeconds`).
-    pub timeout: Duration,
-}
 
 /// Objects per page of the paged listings of a whole space.
 pub const PAGE: u32 = 250;
@@ -43,7 +32,7 @@ pub const PROBES: usize = 8;
 /// What reading the space page by page found.
 enum Scan {
     /// A page proved this position unclaimed.
-    Free(crate::range::Subnet),
+    Free(plumb_ipam::range::Subnet),
     /// No page did: every block of the space.
     All(Vec<IPBlock>),
 }
@@ -444,7 +433,7 @@ impl KubeStore {
     /// not in `avoid`, picked by the node's hash among those the page shows), else returns every block.
     async fn scan(
         &mut self,
-        range: &crate::range::Range,
+        range: &plumb_ipam::range::Range,
         avoid: &HashSet<u128>,
     ) -> CniResult<Scan> {
         let mut attempt = 0;

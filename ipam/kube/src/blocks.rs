@@ -3,17 +3,12 @@
 //! claims, or a block borrowed from another node) and which single object write makes it so. The store
 //! executes the write with the listed resourceVersion; a conflict means re-list and plan again.
 
-use super::crd::{Allocation, IPBlock, IPBlockSpec};
-use crate::alloc::Attachment;
-use crate::range::{from_int, to_int, Family, Range, Subnet};
+use crate::crd::{Allocation, IPBlock, IPBlockSpec};
 use plumb_cni::{code, CniError, CniResult};
+use plumb_ipam::alloc::Attachment;
+use plumb_ipam::range::{to_int, Range, Subnet};
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-
-/// Prefix length of IPv4 blocks (64 addresses).
-pub const V4_BLOCK_PREFIX: u8 = 26;
-/// Prefix length of IPv6 blocks (256 addresses).
-pub const V6_BLOCK_PREFIX: u8 = 120;
 
 /// One object write.
 #[derive(Debug, Clone)]
@@ -42,57 +37,11 @@ pub struct Plan {
     pub write: Option<Write>,
 }
 
-/// The block holding an address.
-pub fn block_of(ip: IpAddr) -> Subnet {
-    let prefix = match Family::of(ip) {
-        Family::V4 => V4_BLOCK_PREFIX,
-        Family::V6 => V6_BLOCK_PREFIX,
-    };
-    Subnet::parse(&format!("{ip}/{prefix}"), "block").expect("a block of a valid address")
-}
-
-/// Number of addresses in a subnet (saturating at `u128::MAX` for `::/0`, which a hand-made object
-/// could name).
-pub fn block_size(net: &Subnet) -> u128 {
-    1u128
-        .checked_shl((net.family().bits() - net.prefix) as u32)
-        .unwrap_or(u128::MAX)
-}
-
-/// An 8-hex-digit hash of a space name, used as a label value (names may hold characters labels cannot).
-pub fn space_hash(space: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in space.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{h:08x}")
-}
-
-pub use super::labels::{attachment_label, holds, index_labels, node_label, relabel};
-pub use super::positions::{free_in_page, free_positions, pick_for, start_offset};
-
-/// The object name of a block: readable, unique per (space, block), a valid Kubernetes name.
-pub fn block_name(space: &str, block: &Subnet) -> String {
-    let clean: String = space
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let cidr: String = block
-        .to_string()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    format!(
-        "{}-{}-{}",
-        clean.trim_matches('-'),
-        space_hash(space),
-        cidr.trim_matches('-')
-    )
-    .trim_start_matches('-')
-    .to_string()
-}
+pub use crate::geometry::{
+    addr_at, block_name, block_of, block_size, space_hash, subnet, V4_BLOCK_PREFIX, V6_BLOCK_PREFIX,
+};
+pub use crate::labels::{attachment_label, holds, index_labels, node_label, relabel};
+pub use crate::positions::{free_in_page, free_positions, pick_for, start_offset};
 
 /// A new block object claimed by `node`.
 pub fn new_block(space: &str, block: &Subnet, node: &str) -> IPBlock {
@@ -109,16 +58,6 @@ pub fn new_block(space: &str, block: &Subnet, node: &str) -> IPBlock {
     );
     relabel(&mut b);
     b
-}
-
-/// The block's subnet, if its `cidr` parses.
-pub fn subnet(b: &IPBlock) -> Option<Subnet> {
-    Subnet::parse(&b.spec.cidr, "spec.cidr").ok()
-}
-
-/// The address at an offset of a block.
-pub fn addr_at(block: &Subnet, offset: u128) -> IpAddr {
-    from_int(block.family(), block.first().wrapping_add(offset))
 }
 
 /// Every reservation in the blocks, as (address, allocation).
@@ -488,7 +427,7 @@ pub fn plan_removal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::crd::{INDEX_LABEL, INDEX_VERSION, SPACE_LABEL};
+    use crate::crd::{INDEX_LABEL, INDEX_VERSION, SPACE_LABEL};
     use plumb_cni::args::PodRef;
 
     fn who(c: &str) -> Attachment {
