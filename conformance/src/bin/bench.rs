@@ -98,6 +98,8 @@ mod kube_real;
 mod kube_scale;
 #[path = "bench/kube_scale_real.rs"]
 mod kube_scale_real;
+#[path = "bench/kube_scale_wb.rs"]
+mod kube_scale_wb;
 #[path = "bench/soak.rs"]
 mod soak;
 

@@ -229,6 +229,11 @@ pub fn run_kube_scale(opts: &super::Options, real: bool) -> Result<Vec<Target>, 
         opts.allocations,
         opts.samples,
     );
+    if real && result.is_ok() {
+        if let Err(e) = super::kube_scale_wb::run(conformance::control_plane::shared()) {
+            println!("whereabouts: not measured: {e}");
+        }
+    }
     let path = root.path().to_path_buf();
     drop(root);
     match path.exists() {

@@ -81,11 +81,6 @@ impl RealServer {
         })
     }
 
-    /// The control plane, for the whereabouts part of the run.
-    pub(super) fn control_plane(&self) -> &'static ControlPlane {
-        self.cp
-    }
-
     /// A current-thread runtime and an IPBlock API as the admin.
     fn admin_api(&self) -> Result<(tokio::runtime::Runtime, Api<IPBlock>), String> {
         admin_api(&self.admin)
@@ -227,54 +222,68 @@ impl Server for RealServer {
     }
 
     fn mark(&self) -> Mark {
-        Mark {
-            at: SystemTime::now(),
-            requests: 0,
-            bytes: self.forward.counts().to_client,
-            creates: 0,
-            audit: self.cp.audit_mark(),
-        }
+        mark(self.cp, &self.forward)
     }
 
     fn counted(&self, spans: &[(Mark, Mark)]) -> Result<Vec<Counted>, String> {
-        let Some(first) = spans.first() else {
-            return Ok(Vec::new());
-        };
-        // (received at, verb, code) of the plugin's requests.
-        let events: Vec<(i64, String, u64)> = self
-            .cp
-            .audit_events(first.0.audit)
-            .into_iter()
-            .filter(|e| e["user"]["username"] == PLUMB_USER)
-            .map(|e| {
-                let at = e["requestReceivedTimestamp"]
-                    .as_str()
-                    .and_then(audit_micros)
-                    .ok_or_else(|| format!("audit event without a readable time: {e}"))?;
-                Ok((
-                    at,
-                    e["verb"].as_str().unwrap_or("?").to_string(),
-                    e["responseStatus"]["code"].as_u64().unwrap_or(0),
-                ))
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(spans
-            .iter()
-            .map(|(a, b)| {
-                let (from, to) = (micros(a.at), micros(b.at));
-                let inside: Vec<&(i64, String, u64)> = events
-                    .iter()
-                    .filter(|(at, _, _)| *at >= from && *at <= to)
-                    .collect();
-                Counted {
-                    requests: inside.len() as u64,
-                    bytes: b.bytes - a.bytes,
-                    creates: inside.iter().filter(|e| e.1 == "create").count() as u64,
-                    conflicts: Some(inside.iter().filter(|e| e.2 == 409).count() as u64),
-                }
-            })
-            .collect())
+        counted(self.cp, PLUMB_USER, spans)
     }
+}
+
+/// The counters of `cp`'s audit log and `forward`'s bytes now.
+pub(super) fn mark(cp: &ControlPlane, forward: &Forward) -> Mark {
+    Mark {
+        at: SystemTime::now(),
+        requests: 0,
+        bytes: forward.counts().to_client,
+        creates: 0,
+        audit: cp.audit_mark(),
+    }
+}
+
+/// What `user` cost in each (before, after) span: its audit-log events received inside the span, and
+/// the forwarder's bytes to the client between the marks.
+pub(super) fn counted(
+    cp: &ControlPlane,
+    user: &str,
+    spans: &[(Mark, Mark)],
+) -> Result<Vec<Counted>, String> {
+    let Some(first) = spans.first() else {
+        return Ok(Vec::new());
+    };
+    // (received at, verb, code) of the user's requests.
+    let events: Vec<(i64, String, u64)> = cp
+        .audit_events(first.0.audit)
+        .into_iter()
+        .filter(|e| e["user"]["username"] == user)
+        .map(|e| {
+            let at = e["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(audit_micros)
+                .ok_or_else(|| format!("audit event without a readable time: {e}"))?;
+            Ok((
+                at,
+                e["verb"].as_str().unwrap_or("?").to_string(),
+                e["responseStatus"]["code"].as_u64().unwrap_or(0),
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(spans
+        .iter()
+        .map(|(a, b)| {
+            let (from, to) = (micros(a.at), micros(b.at));
+            let inside: Vec<&(i64, String, u64)> = events
+                .iter()
+                .filter(|(at, _, _)| *at >= from && *at <= to)
+                .collect();
+            Counted {
+                requests: inside.len() as u64,
+                bytes: b.bytes - a.bytes,
+                creates: inside.iter().filter(|e| e.1 == "create").count() as u64,
+                conflicts: Some(inside.iter().filter(|e| e.2 == 409).count() as u64),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
