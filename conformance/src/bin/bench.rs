@@ -7,7 +7,7 @@
 //! cargo run -p conformance --release --bin bench -- kube
 //! cargo run -p conformance --release --bin bench -- kube-real [--nodes N] [--per-node M]
 //! cargo run -p conformance --release --bin bench -- kube-scale [--scale-nodes N] [--allocations M] [--samples K]
-//! cargo run -p conformance --release --bin bench -- kube-scale-real [--scale-nodes N] [--allocations M] [--samples K]
+//! cargo run -p conformance --release --bin bench -- kube-scale-real [--scale-nodes N] [--allocations M] [--samples K] [--no-whereabouts]
 //! cargo run -p conformance --release --bin bench -- soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]
 //! ```
 //!
@@ -158,6 +158,8 @@ struct Options {
     allocations: usize,
     /// Mode `kube-scale`: uncontended ADD+DEL measured per pool and stage.
     samples: usize,
+    /// Mode `kube-scale-real`: leave out the whereabouts part (`--no-whereabouts`).
+    no_whereabouts: bool,
 }
 
 /// Why the bench stopped early.
@@ -237,7 +239,7 @@ fn usage() -> String {
     format!(
         "usage: bench <mode> [--iterations N] [--block B] [--cycles K] [--existing N] [--extra K]\n\
          \x20      bench kube-real [--nodes N] [--per-node M]\n\
-         \x20      bench kube-scale|kube-scale-real [--scale-nodes N] [--allocations M] [--samples K]\n\
+         \x20      bench kube-scale|kube-scale-real [--scale-nodes N] [--allocations M] [--samples K] [--no-whereabouts]\n\
          \x20      bench soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]\n\
          modes: ipam, bridge, kube, kube-real, kube-scale, kube-scale-real, soak\n\
          \x20 --iterations N  whole-process ADD+DEL pairs per plugin (and per config in mode bridge; default 300)\n\
@@ -256,6 +258,7 @@ fn usage() -> String {
          \x20 --scale-nodes N kube-scale: simulated nodes (default 1000, at least 10)\n\
          \x20 --allocations M kube-scale: reservations of all nodes, half per pool (default 20000)\n\
          \x20 --samples K     kube-scale: uncontended ADD+DEL measured per pool and stage (default 100)\n\
+         \x20 --no-whereabouts kube-scale-real: leave out whereabouts on the reduced workload\n\
          env: PLUMB_BIN_DIR (default <workspace>/target/release), PLUMB_BENCH_TMP (default {DEFAULT_TMP})",
         bridge::MAX_EXISTING
     )
@@ -281,6 +284,7 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
         scale_nodes: 1000,
         allocations: 20_000,
         samples: 100,
+        no_whereabouts: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -300,6 +304,10 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
             "--scale-nodes" => &mut opts.scale_nodes,
             "--allocations" => &mut opts.allocations,
             "--samples" => &mut opts.samples,
+            "--no-whereabouts" => {
+                opts.no_whereabouts = true;
+                continue;
+            }
             "--kill-rate" => {
                 opts.kill_rate = percent(arg, it.next())?;
                 continue;

@@ -100,6 +100,18 @@ pub(super) struct Counted {
     pub creates: u64,
     /// Responses 409 (the real server's audit log; `None` on the test server, which does not count them).
     pub conflicts: Option<u64>,
+    /// The server's own time for the plugin's list and write requests (received to response complete,
+    /// from the real server's audit log; `None` on the test server).
+    pub server_time: Option<ServerTime>,
+}
+
+/// The server's time for one call's requests, by kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ServerTime {
+    /// Sum over the call's list requests.
+    pub list: Duration,
+    /// Sum over its create and update requests.
+    pub write: Duration,
 }
 
 /// The API server a run measures: plumb's test server or a real kube-apiserver.
@@ -170,6 +182,7 @@ impl Server for TestServer {
                 bytes: b.bytes - a.bytes,
                 creates: b.creates - a.creates,
                 conflicts: None,
+                server_time: None,
             })
             .collect())
     }
@@ -193,6 +206,8 @@ struct Cost {
     requests: Vec<u64>,
     bytes: Vec<u64>,
     times: Vec<Duration>,
+    /// The server's own time per call (real server only).
+    server: Vec<ServerTime>,
 }
 
 impl Cost {
@@ -211,6 +226,22 @@ impl Cost {
             self.bytes.iter().max().copied().unwrap_or(0),
             super::ms(s.median),
             super::ms(s.p90)
+        ) + &self.server_line()
+    }
+
+    /// `; server time of its lists median .. p90 .., of its writes ..` when the server told it.
+    fn server_line(&self) -> String {
+        if self.server.is_empty() {
+            return String::new();
+        }
+        let lists = Spread::of(&self.server.iter().map(|t| t.list).collect::<Vec<_>>());
+        let writes = Spread::of(&self.server.iter().map(|t| t.write).collect::<Vec<_>>());
+        format!(
+            "; kube-apiserver's own time (audit log) for its list median {} p90 {}, for its write median {} p90 {}",
+            super::ms(lists.median),
+            super::ms(lists.p90),
+            super::ms(writes.median),
+            super::ms(writes.p90)
         )
     }
 }
@@ -229,7 +260,7 @@ pub fn run_kube_scale(opts: &super::Options, real: bool) -> Result<Vec<Target>, 
         opts.allocations,
         opts.samples,
     );
-    if real && result.is_ok() {
+    if real && result.is_ok() && !opts.no_whereabouts {
         if let Err(e) = super::kube_scale_wb::run(conformance::control_plane::shared()) {
             println!("whereabouts: not measured: {e}");
         }
@@ -454,6 +485,7 @@ fn sample(lab: &Lab, pool: Pool, nodes: &[usize], samples: usize) -> Result<(Cos
         for c in lab.server.counted(&spans)? {
             cost.requests.push(c.requests);
             cost.bytes.push(c.bytes);
+            cost.server.extend(c.server_time);
         }
     }
     Ok((add, del))
@@ -620,6 +652,7 @@ fn measure(
     for c in lab.server.counted(&spans)? {
         fresh.requests.push(c.requests);
         fresh.bytes.push(c.bytes);
+        fresh.server.extend(c.server_time);
     }
     println!(
         "{V4_POOL} first ADD of a fresh node at {} (claims a block; information): {}",

@@ -14,7 +14,7 @@
 //! [`FILL_THREADS`] at once, each thread with its own client.
 
 use super::kube_real::{apply_file, kubeconfig, wait_served, PLUMB_USER};
-use super::kube_scale::{Counted, Mark, Server};
+use super::kube_scale::{Counted, Mark, Server, ServerTime};
 use conformance::control_plane::ControlPlane;
 use conformance::forward::Forward;
 use kube::api::{Api, ListParams, PostParams};
@@ -251,8 +251,8 @@ pub(super) fn counted(
     let Some(first) = spans.first() else {
         return Ok(Vec::new());
     };
-    // (received at, verb, code) of the user's requests.
-    let events: Vec<(i64, String, u64)> = cp
+    // (received at, verb, code, server time in µs) of the user's requests.
+    let events: Vec<(i64, String, u64, i64)> = cp
         .audit_events(first.0.audit)
         .into_iter()
         .filter(|e| e["user"]["username"] == user)
@@ -261,10 +261,12 @@ pub(super) fn counted(
                 .as_str()
                 .and_then(audit_micros)
                 .ok_or_else(|| format!("audit event without a readable time: {e}"))?;
+            let done = e["stageTimestamp"].as_str().and_then(audit_micros).unwrap_or(at);
             Ok((
                 at,
                 e["verb"].as_str().unwrap_or("?").to_string(),
                 e["responseStatus"]["code"].as_u64().unwrap_or(0),
+                done - at,
             ))
         })
         .collect::<Result<_, String>>()?;
@@ -272,15 +274,27 @@ pub(super) fn counted(
         .iter()
         .map(|(a, b)| {
             let (from, to) = (micros(a.at), micros(b.at));
-            let inside: Vec<&(i64, String, u64)> = events
+            let inside: Vec<&(i64, String, u64, i64)> = events
                 .iter()
-                .filter(|(at, _, _)| *at >= from && *at <= to)
+                .filter(|e| e.0 >= from && e.0 <= to)
                 .collect();
+            let time = |verbs: &[&str]| {
+                let us: i64 = inside
+                    .iter()
+                    .filter(|e| verbs.contains(&e.1.as_str()))
+                    .map(|e| e.3.max(0))
+                    .sum();
+                Duration::from_micros(us as u64)
+            };
             Counted {
                 requests: inside.len() as u64,
                 bytes: b.bytes - a.bytes,
                 creates: inside.iter().filter(|e| e.1 == "create").count() as u64,
                 conflicts: Some(inside.iter().filter(|e| e.2 == 409).count() as u64),
+                server_time: Some(ServerTime {
+                    list: time(&["list"]),
+                    write: time(&["create", "update", "patch"]),
+                }),
             }
         })
         .collect())
