@@ -261,7 +261,10 @@ pub(super) fn counted(
                 .as_str()
                 .and_then(audit_micros)
                 .ok_or_else(|| format!("audit event without a readable time: {e}"))?;
-            let done = e["stageTimestamp"].as_str().and_then(audit_micros).unwrap_or(at);
+            let done = e["stageTimestamp"]
+                .as_str()
+                .and_then(audit_micros)
+                .unwrap_or(at);
             Ok((
                 at,
                 e["verb"].as_str().unwrap_or("?").to_string(),
@@ -274,10 +277,8 @@ pub(super) fn counted(
         .iter()
         .map(|(a, b)| {
             let (from, to) = (micros(a.at), micros(b.at));
-            let inside: Vec<&(i64, String, u64, i64)> = events
-                .iter()
-                .filter(|e| e.0 >= from && e.0 <= to)
-                .collect();
+            let inside: Vec<&(i64, String, u64, i64)> =
+                events.iter().filter(|e| e.0 >= from && e.0 <= to).collect();
             let time = |verbs: &[&str]| {
                 let us: i64 = inside
                     .iter()
@@ -311,7 +312,10 @@ mod tests {
             audit_micros("2026-11-30T17:30:00.123456Z"),
             Some(1_796_059_800_123_456)
         );
-        assert_eq!(audit_micros("2000-03-01T00:00:00Z"), Some(951_868_800_000_000));
+        assert_eq!(
+            audit_micros("2000-03-01T00:00:00Z"),
+            Some(951_868_800_000_000)
+        );
         assert_eq!(audit_micros("not a time"), None);
     }
 }

@@ -73,8 +73,7 @@ pub(super) fn run(cp: &ControlPlane) -> Result<(), String> {
     let direct = kubeconfig(cp, &dir, "whereabouts", &ca, "kube-system", "whereabouts")?;
     let text = std::fs::read_to_string(&direct).map_err(|e| e.to_string())?;
     let kc = dir.join("whereabouts-forwarded.kubeconfig");
-    std::fs::write(&kc, text.replace(cp.url(), &forward.https_url()))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(&kc, text.replace(cp.url(), &forward.https_url())).map_err(|e| e.to_string())?;
     let flat = dir.join("whereabouts.conf");
     std::fs::write(
         &flat,
@@ -166,7 +165,12 @@ fn line(v: &[One]) -> String {
 }
 
 /// One whereabouts process for pod `cid` (CNI_ARGS as a runtime passes them).
-fn call(binary: &std::path::Path, conf: &Value, command: &str, cid: &str) -> conformance::plugin::Outcome {
+fn call(
+    binary: &std::path::Path,
+    conf: &Value,
+    command: &str,
+    cid: &str,
+) -> conformance::plugin::Outcome {
     Call::new(command, cid, "/run/netns/none", "eth0", conf)
         .env("NODENAME", "node-0000.scale.example.com")
         .env(
