@@ -261,7 +261,8 @@ pub fn run_kube_scale(opts: &super::Options, real: bool) -> Result<Vec<Target>, 
         opts.samples,
     );
     if real && result.is_ok() && !opts.no_whereabouts {
-        if let Err(e) = super::kube_scale_wb::run(conformance::control_plane::shared()) {
+        if let Err(e) = super::kube_scale_real::control_plane().and_then(super::kube_scale_wb::run)
+        {
             println!("whereabouts: not measured: {e}");
         }
     }

@@ -43,7 +43,7 @@ pub(super) struct RealServer {
 impl RealServer {
     /// Starts the control plane (kept until the bench exits), applies deploy/, starts the forwarder.
     pub(super) fn start() -> Result<RealServer, String> {
-        let cp = conformance::control_plane::shared();
+        let cp = control_plane()?;
         println!(
             "control plane: kube-apiserver {} (etcd from scripts/control-plane) ready in {:.1}s at {}",
             cp.version,
@@ -85,6 +85,15 @@ impl RealServer {
     fn admin_api(&self) -> Result<(tokio::runtime::Runtime, Api<IPBlock>), String> {
         admin_api(&self.admin)
     }
+}
+
+/// The bench's one control plane, started on first use (stopped at exit by its own hook); the error
+/// of a failed start, which is not retried.
+pub(super) fn control_plane() -> Result<&'static ControlPlane, String> {
+    static CP: std::sync::OnceLock<Result<ControlPlane, String>> = std::sync::OnceLock::new();
+    CP.get_or_init(|| ControlPlane::start().map_err(|e| format!("control plane: {e}")))
+        .as_ref()
+        .map_err(|e| e.clone())
 }
 
 fn admin_api(path: &Path) -> Result<(tokio::runtime::Runtime, Api<IPBlock>), String> {
