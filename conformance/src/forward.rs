@@ -179,6 +179,11 @@ fn serve(client: TcpStream, target: SocketAddr, shared: Arc<Shared>, fault: Opti
     let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
         return;
     };
+    // Relay each read at once: with Nagle's algorithm a small write waits for the peer's delayed ACK
+    // (about 40 ms), which the direct connection does not, and every call through the forwarder would
+    // look that much slower.
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
     let (c2, s2) = match (client.try_clone(), server.try_clone()) {
         (Ok(c), Ok(s)) => (c, s),
         _ => return,

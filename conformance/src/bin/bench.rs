@@ -7,6 +7,7 @@
 //! cargo run -p conformance --release --bin bench -- kube
 //! cargo run -p conformance --release --bin bench -- kube-real [--nodes N] [--per-node M]
 //! cargo run -p conformance --release --bin bench -- kube-scale [--scale-nodes N] [--allocations M] [--samples K]
+//! cargo run -p conformance --release --bin bench -- kube-scale-real [--scale-nodes N] [--allocations M] [--samples K] [--no-whereabouts]
 //! cargo run -p conformance --release --bin bench -- soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]
 //! ```
 //!
@@ -55,6 +56,10 @@
 //! nodes and a /12 IPv4 pool at 1 %, 50 % and 95 % of its blocks claimed (plus a /64 IPv6 pool), after
 //! `--allocations` (default 20,000) reservations made in batches. Targets: bytes per uncontended ADD
 //! flat (≤ 1.2× between the stages), ≤ 2 requests per uncontended ADD, no failure, no duplicate.
+//! Mode `kube-scale-real` (see `bench/kube_scale_real.rs`) runs the same workload and targets on the
+//! real kube-apiserver of the kube-real lane (`scripts/control-plane`): requests from its audit log,
+//! response bytes through a counting loopback forwarder, filler blocks created through the API; then
+//! whereabouts on a reduced form of the workload, for information (`bench/kube_scale_wb.rs`).
 //!
 //! Mode `soak` (root; see `bench/soak.rs`) is a correctness run, not a timing: `--ops` ADD/DEL pairs
 //! (default 100,000) through the release `plumb-ipam`, one process per call, from `--workers` threads
@@ -91,6 +96,10 @@ mod kube;
 mod kube_real;
 #[path = "bench/kube_scale.rs"]
 mod kube_scale;
+#[path = "bench/kube_scale_real.rs"]
+mod kube_scale_real;
+#[path = "bench/kube_scale_wb.rs"]
+mod kube_scale_wb;
 #[path = "bench/soak.rs"]
 mod soak;
 
@@ -149,6 +158,8 @@ struct Options {
     allocations: usize,
     /// Mode `kube-scale`: uncontended ADD+DEL measured per pool and stage.
     samples: usize,
+    /// Mode `kube-scale-real`: leave out the whereabouts part (`--no-whereabouts`).
+    no_whereabouts: bool,
 }
 
 /// Why the bench stopped early.
@@ -228,9 +239,9 @@ fn usage() -> String {
     format!(
         "usage: bench <mode> [--iterations N] [--block B] [--cycles K] [--existing N] [--extra K]\n\
          \x20      bench kube-real [--nodes N] [--per-node M]\n\
-         \x20      bench kube-scale [--scale-nodes N] [--allocations M] [--samples K]\n\
+         \x20      bench kube-scale|kube-scale-real [--scale-nodes N] [--allocations M] [--samples K] [--no-whereabouts]\n\
          \x20      bench soak [--ops N] [--workers W] [--kill-rate P] [--bridge-ops M] [--deadline S] [--seed X]\n\
-         modes: ipam, bridge, kube, kube-real, kube-scale, soak\n\
+         modes: ipam, bridge, kube, kube-real, kube-scale, kube-scale-real, soak\n\
          \x20 --iterations N  whole-process ADD+DEL pairs per plugin (and per config in mode bridge; default 300)\n\
          \x20 --block B       samples of one plugin before switching to the other (default 20)\n\
          \x20 --cycles K      ipam: in-process alloc+release cycles per occupancy level (default 2000)\n\
@@ -247,6 +258,7 @@ fn usage() -> String {
          \x20 --scale-nodes N kube-scale: simulated nodes (default 1000, at least 10)\n\
          \x20 --allocations M kube-scale: reservations of all nodes, half per pool (default 20000)\n\
          \x20 --samples K     kube-scale: uncontended ADD+DEL measured per pool and stage (default 100)\n\
+         \x20 --no-whereabouts kube-scale-real: leave out whereabouts on the reduced workload\n\
          env: PLUMB_BIN_DIR (default <workspace>/target/release), PLUMB_BENCH_TMP (default {DEFAULT_TMP})",
         bridge::MAX_EXISTING
     )
@@ -272,6 +284,7 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
         scale_nodes: 1000,
         allocations: 20_000,
         samples: 100,
+        no_whereabouts: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -291,6 +304,10 @@ fn parse_args(args: &[String]) -> Result<Options, Stop> {
             "--scale-nodes" => &mut opts.scale_nodes,
             "--allocations" => &mut opts.allocations,
             "--samples" => &mut opts.samples,
+            "--no-whereabouts" => {
+                opts.no_whereabouts = true;
+                continue;
+            }
             "--kill-rate" => {
                 opts.kill_rate = percent(arg, it.next())?;
                 continue;
@@ -353,11 +370,12 @@ fn run_mode(opts: &Options) -> Result<Vec<Target>, Stop> {
         "bridge" => bridge::run_bridge(opts),
         "kube" => kube::run_kube(opts),
         "kube-real" => kube_real::run_kube_real(opts),
-        "kube-scale" => kube_scale::run_kube_scale(opts),
+        "kube-scale" => kube_scale::run_kube_scale(opts, false),
+        "kube-scale-real" => kube_scale::run_kube_scale(opts, true),
         "soak" => soak::run_soak(opts),
         other => Err(Stop::Usage(
             format!(
-                "unknown mode {other} (modes: ipam, bridge, kube, kube-real, soak)\n{}",
+                "unknown mode {other} (modes: ipam, bridge, kube, kube-real, kube-scale, kube-scale-real, soak)\n{}",
                 usage()
             ),
             2,

@@ -44,9 +44,9 @@ const WB_NETWORK: &str = "bench-wb";
 /// The namespace the pods of CNI_ARGS are in (no Pod objects are made: neither plugin reads them on ADD).
 const POD_NS: &str = "bench";
 /// The audit log's names of the plugins' service accounts.
-const PLUMB_USER: &str = "system:serviceaccount:kube-system:plumb";
+pub(super) const PLUMB_USER: &str = "system:serviceaccount:kube-system:plumb";
 /// The audit log's name for whereabouts' service account.
-const WB_USER: &str = "system:serviceaccount:kube-system:whereabouts";
+pub(super) const WB_USER: &str = "system:serviceaccount:kube-system:whereabouts";
 /// IPBlocks (plumb-ipam), IPPools and OverlappingRangeIPReservations (whereabouts, in kube-system).
 const IPBLOCKS: &str = "/apis/plumb.dev/v1alpha1/ipblocks";
 /// whereabouts' IPPools in kube-system (its kubeconfig's namespace).
@@ -179,7 +179,7 @@ pub fn run_kube_real(opts: &super::Options) -> Result<Vec<Target>, Stop> {
 }
 
 /// Runs a build script of the workspace (it prints a directory on stdout).
-fn script_dir(rel: &str) -> Result<PathBuf, String> {
+pub(super) fn script_dir(rel: &str) -> Result<PathBuf, String> {
     let script = conformance::workspace_root().join(rel);
     let out = Command::new(&script)
         .stderr(std::process::Stdio::inherit())
@@ -202,7 +202,7 @@ fn yaml_docs(path: &Path) -> Result<Vec<Value>, String> {
 
 /// Applies the CRDs and RBAC objects of `path` (other kinds, e.g. a DaemonSet, are skipped: nothing
 /// runs pods here); returns the CRD names.
-fn apply_file(cp: &ControlPlane, path: &Path) -> Result<Vec<String>, String> {
+pub(super) fn apply_file(cp: &ControlPlane, path: &Path) -> Result<Vec<String>, String> {
     let mut crds = Vec::new();
     for doc in yaml_docs(path)? {
         let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -243,7 +243,7 @@ fn setup(cp: &ControlPlane, wb_dir: &Path) -> Result<(), String> {
 }
 
 /// Waits until CRD `name` is Established and a list of its (first version's) objects answers 200.
-fn wait_served(cp: &ControlPlane, name: &str) -> Result<(), String> {
+pub(super) fn wait_served(cp: &ControlPlane, name: &str) -> Result<(), String> {
     let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -273,7 +273,7 @@ fn wait_served(cp: &ControlPlane, name: &str) -> Result<(), String> {
 
 /// A kubeconfig with a TokenRequest token of service account `ns/sa` (one hour), the CA by path, and
 /// the context namespace `ns` (whereabouts keeps its IPPools and lease there).
-fn kubeconfig(
+pub(super) fn kubeconfig(
     cp: &ControlPlane,
     dir: &Path,
     name: &str,
@@ -342,7 +342,7 @@ fn call(p: &Plugin, command: &str, node: &str, cid: &str) -> Outcome {
 }
 
 /// The CNI error of a failed call: `msg: details` of the JSON on stdout, else the raw output.
-fn error_text(out: &conformance::plugin::Outcome) -> String {
+pub(super) fn error_text(out: &conformance::plugin::Outcome) -> String {
     match serde_json::from_str::<Value>(&out.stdout) {
         Ok(v) if v["msg"].is_string() => {
             let details = v["details"].as_str().unwrap_or_default();

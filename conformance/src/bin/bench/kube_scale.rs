@@ -1,6 +1,8 @@
 //! Mode `kube-scale`: what one plumb-ipam ADD and DEL cost on the Kubernetes store as the cluster
 //! grows, against plumb's test API server (in this process, on 127.0.0.1), driven through the
 //! plumb-ipam library the way the binary drives it after parsing (one client and runtime per call).
+//! Mode `kube-scale-real` runs the same workload against the real kube-apiserver of the kube-real
+//! lane (see `kube_scale_real.rs` for how it counts).
 //!
 //! Two pools, each its own space: IPv4 `10.64.0.0/12` (16,384 /26 blocks) and IPv6 `fd00:64::/64`
 //! (2^56 /120 blocks). `--scale-nodes` simulated nodes (default 1000; a node is a node name and its own
@@ -9,13 +11,14 @@
 //!
 //! **Occupancy** is the share of the pool's blocks that are claimed. 20,000 reservations cannot fill a
 //! /12 (1,048,576 addresses), so the IPv4 pool is brought to 1 %, 50 % and 95 % with filler blocks put
-//! into the server's store directly (no API request; each claimed by one of 4,000 other node names and
-//! holding [`FILL_RESERVATIONS`] reservations, labelled as plumb labels them). An IPv6 /64 stays at 0 %
+//! into the server's store directly on the test server (no API request), created through the API (many
+//! at once) on the real one; each claimed by one of 4,000 other node names and holding
+//! [`FILL_RESERVATIONS`] reservations, labelled as plumb labels them. An IPv6 /64 stays at 0 %
 //! whatever a cluster does, so the IPv6 pool is measured at 10 and at all nodes only.
 //!
 //! Stages, each followed by `--samples` (default 100) uncontended ADDs (and their DELs) per pool, one at a time, each
-//! on a node that holds its share of reservations already, measured alone from the server's counters:
-//! requests, response body bytes, call time:
+//! on a node that holds its share of reservations already, measured alone: requests, response bytes,
+//! call time (what is counted depends on the server, see [`Server`]):
 //! 1. 10 nodes, IPv4 pool at 1 %;
 //! 2. every node (the bulk: 20,000 ADDs in batches; aggregate requests, bytes, 409s and call times);
 //! 3. IPv4 pool filled to 50 %; 4. to 95 % (then also the first ADDs of a few fresh nodes, which claim
@@ -33,12 +36,12 @@ use plumb_ipam::range::Subnet;
 use plumb_ipam_kube::blocks::{block_of, new_block, recount};
 use plumb_ipam_kube::crd::Allocation;
 use plumb_ipam_kube::ops;
-use plumb_kubeapi::{Options as ServerOptions, Resource, TestApiServer};
-use serde_json::json;
+use plumb_kubeapi::{Options as ServerOptions, Resource, TestApiServer, Verb};
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The IPv4 pool.
 const V4_POOL: &str = "10.64.0.0/12";
@@ -71,11 +74,124 @@ const POOLS: [Pool; 2] = [
     },
 ];
 
-/// The started server and where its kubeconfig and the nodes' data dirs are.
-struct Lab {
+/// A point in a server's counters, taken before and after what is measured.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Mark {
+    /// When (the real server's audit log is matched by time).
+    pub at: SystemTime,
+    /// Requests so far (test server).
+    pub requests: u64,
+    /// Response bytes so far.
+    pub bytes: u64,
+    /// IPBlock creates so far (test server).
+    pub creates: u64,
+    /// The audit log's length (real server).
+    pub audit: u64,
+}
+
+/// What the server saw between two marks.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Counted {
+    /// Requests of the plugin.
+    pub requests: u64,
+    /// Response bytes (bodies on the test server; TCP payload, TLS included, on the real one).
+    pub bytes: u64,
+    /// IPBlock creates.
+    pub creates: u64,
+    /// Responses 409 (the real server's audit log; `None` on the test server, which does not count them).
+    pub conflicts: Option<u64>,
+    /// The server's own time for the plugin's list and write requests (received to response complete,
+    /// from the real server's audit log; `None` on the test server).
+    pub server_time: Option<ServerTime>,
+}
+
+/// The server's time for one call's requests, by kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ServerTime {
+    /// Sum over the call's list requests.
+    pub list: Duration,
+    /// Sum over its create and update requests.
+    pub write: Duration,
+}
+
+/// The API server a run measures: plumb's test server or a real kube-apiserver.
+pub(super) trait Server: Sync {
+    /// One line saying what it is and how it counts.
+    fn describe(&self) -> String;
+    /// The kubeconfig the plugin's library uses.
+    fn kubeconfig(&self) -> &Path;
+    /// Every IPBlock, read with the server's admin view (not counted as the plugin's).
+    fn blocks(&self) -> Result<Vec<Value>, String>;
+    /// Creates these IPBlocks (filler; not counted as the plugin's).
+    fn create_blocks(&self, blocks: Vec<Value>) -> Result<(), String>;
+    /// How [`Server::create_blocks`] makes them, for the output.
+    fn fill_how(&self) -> &'static str;
+    /// The counters now.
+    fn mark(&self) -> Mark;
+    /// What the plugin cost in each (before, after) span; spans must not overlap.
+    fn counted(&self, spans: &[(Mark, Mark)]) -> Result<Vec<Counted>, String>;
+}
+
+/// plumb's test API server in this process: exact request counts and response body bytes.
+struct TestServer {
     server: TestApiServer,
-    dir: PathBuf,
     kubeconfig: PathBuf,
+}
+
+impl Server for TestServer {
+    fn describe(&self) -> String {
+        "plumb's test API server in this process (requests and response body bytes from its counters)"
+            .into()
+    }
+
+    fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    fn blocks(&self) -> Result<Vec<Value>, String> {
+        Ok(self.server.objects(Resource::IpBlocks))
+    }
+
+    fn create_blocks(&self, blocks: Vec<Value>) -> Result<(), String> {
+        for b in blocks {
+            self.server.put_object(Resource::IpBlocks, b)?;
+        }
+        Ok(())
+    }
+
+    fn fill_how(&self) -> &'static str {
+        "put into the test server's store directly (no API request)"
+    }
+
+    fn mark(&self) -> Mark {
+        let c = self.server.counts();
+        Mark {
+            at: SystemTime::now(),
+            requests: c.total() + c.other,
+            bytes: c.response_bytes,
+            creates: c.get(Resource::IpBlocks, Verb::Create),
+            audit: 0,
+        }
+    }
+
+    fn counted(&self, spans: &[(Mark, Mark)]) -> Result<Vec<Counted>, String> {
+        Ok(spans
+            .iter()
+            .map(|(a, b)| Counted {
+                requests: b.requests - a.requests,
+                bytes: b.bytes - a.bytes,
+                creates: b.creates - a.creates,
+                conflicts: None,
+                server_time: None,
+            })
+            .collect())
+    }
+}
+
+/// The started server and where the nodes' data dirs are.
+struct Lab {
+    server: Box<dyn Server>,
+    dir: PathBuf,
 }
 
 /// One simulated node in one pool: its store settings and config.
@@ -90,6 +206,8 @@ struct Cost {
     requests: Vec<u64>,
     bytes: Vec<u64>,
     times: Vec<Duration>,
+    /// The server's own time per call (real server only).
+    server: Vec<ServerTime>,
 }
 
 impl Cost {
@@ -108,22 +226,46 @@ impl Cost {
             self.bytes.iter().max().copied().unwrap_or(0),
             super::ms(s.median),
             super::ms(s.p90)
+        ) + &self.server_line()
+    }
+
+    /// `; server time of its lists median .. p90 .., of its writes ..` when the server told it.
+    fn server_line(&self) -> String {
+        if self.server.is_empty() {
+            return String::new();
+        }
+        let lists = Spread::of(&self.server.iter().map(|t| t.list).collect::<Vec<_>>());
+        let writes = Spread::of(&self.server.iter().map(|t| t.write).collect::<Vec<_>>());
+        format!(
+            "; kube-apiserver's own time (audit log) for its list median {} p90 {}, for its write median {} p90 {}",
+            super::ms(lists.median),
+            super::ms(lists.p90),
+            super::ms(writes.median),
+            super::ms(writes.p90)
         )
     }
 }
 
 /// Runs the measurement; the temp dir (kubeconfig, node lock dirs) is removed before returning.
-pub fn run_kube_scale(opts: &super::Options) -> Result<Vec<Target>, Stop> {
+/// With `real`, on a real kube-apiserver (`kube-scale-real`).
+pub fn run_kube_scale(opts: &super::Options, real: bool) -> Result<Vec<Target>, Stop> {
     if cfg!(debug_assertions) {
         println!("warning: bench built without --release: numbers are for an unoptimized library and test API server");
     }
     let root = super::bench_dir()?;
     let result = measure(
         root.path(),
+        real,
         opts.scale_nodes,
         opts.allocations,
         opts.samples,
     );
+    if real && result.is_ok() && !opts.no_whereabouts {
+        if let Err(e) = super::kube_scale_real::control_plane().and_then(super::kube_scale_wb::run)
+        {
+            println!("whereabouts: not measured: {e}");
+        }
+    }
     let path = root.path().to_path_buf();
     drop(root);
     match path.exists() {
@@ -151,23 +293,28 @@ fn node_name(n: usize) -> String {
 }
 
 impl Lab {
-    fn start(dir: &Path) -> Result<Lab, String> {
+    fn start(dir: &Path, real: bool) -> Result<Lab, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let server = TestApiServer::start(ServerOptions {
-            log_capacity: 10,
-            ..ServerOptions::default()
-        })
-        .map_err(|e| format!("cannot start the test API server: {e}"))?;
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            server.kubeconfig_with_test_ca(None).to_string(),
-        )
-        .map_err(|e| format!("write {}: {e}", kubeconfig.display()))?;
+        let server: Box<dyn Server> = if real {
+            Box::new(super::kube_scale_real::RealServer::start()?)
+        } else {
+            let server = TestApiServer::start(ServerOptions {
+                log_capacity: 10,
+                ..ServerOptions::default()
+            })
+            .map_err(|e| format!("cannot start the test API server: {e}"))?;
+            let kubeconfig = dir.join("kubeconfig");
+            std::fs::write(
+                &kubeconfig,
+                server.kubeconfig_with_test_ca(None).to_string(),
+            )
+            .map_err(|e| format!("write {}: {e}", kubeconfig.display()))?;
+            Box::new(TestServer { server, kubeconfig })
+        };
+        println!("server: {}", server.describe());
         Ok(Lab {
             server,
             dir: dir.to_path_buf(),
-            kubeconfig,
         })
     }
 
@@ -176,7 +323,7 @@ impl Lab {
         let conf = json!({"cniVersion": "1.0.0", "name": pool.name, "type": "plumb-ipam", "ipam": {
             "type": "plumb-ipam", "range": pool.range, "network_name": pool.name, "dataDir": data,
             "lockTimeoutSeconds": 300,
-            "kubernetes": {"kubeconfig": self.kubeconfig, "nodeName": name, "timeoutSeconds": 120}}});
+            "kubernetes": {"kubeconfig": self.server.kubeconfig(), "nodeName": name, "timeoutSeconds": 120}}});
         let conf = lib("parse config", NetConf::parse(conf.to_string().as_bytes()))?;
         let cfg = lib("read ipam config", IpamConfig::from_conf(&conf))?;
         let Store::Kubernetes(mut k) = cfg.store.clone() else {
@@ -187,9 +334,9 @@ impl Lab {
     }
 
     /// The pool's blocks in the server: (cidr, reservations as (address, containerID)).
-    fn reservations(&self, pool: Pool) -> Vec<(IpAddr, String)> {
+    fn reservations(&self, pool: Pool) -> Result<Vec<(IpAddr, String)>, String> {
         let mut out = Vec::new();
-        for b in self.server.objects(Resource::IpBlocks) {
+        for b in self.server.blocks()? {
             if b["spec"]["space"] != pool.name {
                 continue;
             }
@@ -212,24 +359,25 @@ impl Lab {
                 ));
             }
         }
-        out
+        Ok(out)
     }
 
     /// Claimed blocks of the pool.
-    fn claimed(&self, pool: Pool) -> usize {
-        self.server
-            .objects(Resource::IpBlocks)
+    fn claimed(&self, pool: Pool) -> Result<usize, String> {
+        Ok(self
+            .server
+            .blocks()?
             .iter()
             .filter(|b| b["spec"]["space"] == pool.name)
-            .count()
+            .count())
     }
 
-    /// Puts filler blocks into the IPv4 pool until `share` of its blocks are claimed.
-    fn fill(&self, pool: Pool, share: f64) -> Result<(), String> {
+    /// Puts filler blocks into the IPv4 pool until `share` of its blocks are claimed; how many.
+    fn fill(&self, pool: Pool, share: f64) -> Result<usize, String> {
         let want = (V4_BLOCKS as f64 * share).round() as usize;
         let taken: HashSet<String> = self
             .server
-            .objects(Resource::IpBlocks)
+            .blocks()?
             .iter()
             .filter(|b| b["spec"]["space"] == pool.name)
             .map(|b| b["spec"]["cidr"].as_str().unwrap_or_default().to_string())
@@ -238,7 +386,9 @@ impl Lab {
         let base = u32::from(std::net::Ipv4Addr::new(10, 64, 0, 0));
         // A fixed odd stride visits every block once, spread over the pool.
         let mut i = 0u32;
-        let mut k = 0usize;
+        // Numbered on from the blocks already there: a later fill's container IDs are new ones.
+        let mut k = have;
+        let mut new = Vec::new();
         while have < want && i < V4_BLOCKS {
             let index = (i.wrapping_mul(7919)) % V4_BLOCKS;
             i += 1;
@@ -264,12 +414,13 @@ impl Lab {
                 );
             }
             recount(&mut b);
-            let v = serde_json::to_value(&b).map_err(|e| e.to_string())?;
-            self.server.put_object(Resource::IpBlocks, v)?;
+            new.push(serde_json::to_value(&b).map_err(|e| e.to_string())?);
             have += 1;
             k += 1;
         }
-        Ok(())
+        let made = new.len();
+        self.server.create_blocks(new)?;
+        Ok(made)
     }
 }
 
@@ -311,29 +462,32 @@ fn bulk(lab: &Lab, pool: Pool, nodes: &[usize], per_node: usize) -> Result<Vec<D
 /// `samples` uncontended ADDs, each followed by its DEL, one at a time, spread over `nodes`.
 fn sample(lab: &Lab, pool: Pool, nodes: &[usize], samples: usize) -> Result<(Cost, Cost), String> {
     let (mut add, mut del) = (Cost::default(), Cost::default());
+    let (mut add_spans, mut del_spans) = (Vec::new(), Vec::new());
     for i in 0..samples {
         let n = nodes[(i * 7) % nodes.len()];
         let node = lab.node(pool, &node_name(n))?;
         let cid = format!("{}-sample-{n:04}-{i:03}", pool.name);
-        lab.server.reset_counts();
+        let before = lab.server.mark();
         let t = Instant::now();
         lib(
             "sample ADD",
             ops::add(&node.k, &node.cfg, &attachment(pool, &cid), &[]),
         )?;
-        let took = t.elapsed();
-        let c = lab.server.counts();
-        add.requests.push(c.total() + c.other);
-        add.bytes.push(c.response_bytes);
-        add.times.push(took);
-        lab.server.reset_counts();
+        add.times.push(t.elapsed());
+        let after = lab.server.mark();
+        add_spans.push((before, after));
+        let before = lab.server.mark();
         let t = Instant::now();
         lib("sample DEL", ops::del(&node.k, &node.cfg, &cid, "eth0"))?;
-        let took = t.elapsed();
-        let c = lab.server.counts();
-        del.requests.push(c.total() + c.other);
-        del.bytes.push(c.response_bytes);
-        del.times.push(took);
+        del.times.push(t.elapsed());
+        del_spans.push((before, lab.server.mark()));
+    }
+    for (cost, spans) in [(&mut add, add_spans), (&mut del, del_spans)] {
+        for c in lab.server.counted(&spans)? {
+            cost.requests.push(c.requests);
+            cost.bytes.push(c.bytes);
+            cost.server.extend(c.server_time);
+        }
     }
     Ok((add, del))
 }
@@ -345,16 +499,16 @@ struct Stage {
     add: Cost,
 }
 
-fn occupancy(lab: &Lab, pool: Pool) -> String {
-    let c = lab.claimed(pool);
-    if pool.range == V4_POOL {
+fn occupancy(lab: &Lab, pool: Pool) -> Result<String, String> {
+    let c = lab.claimed(pool)?;
+    Ok(if pool.range == V4_POOL {
         format!(
             "occupancy {:.1}% ({c} of {V4_BLOCKS} blocks claimed)",
             100.0 * c as f64 / V4_BLOCKS as f64
         )
     } else {
         format!("occupancy 0.0% ({c} of 2^56 blocks claimed)")
-    }
+    })
 }
 
 fn measure_stage(
@@ -367,7 +521,7 @@ fn measure_stage(
 ) -> Result<(), String> {
     for pool in pools {
         let (add, del) = sample(lab, *pool, nodes, samples)?;
-        let what = format!("{what}, {}", occupancy(lab, *pool));
+        let what = format!("{what}, {}", occupancy(lab, *pool)?);
         println!("{} {what}:", pool.range);
         println!("  uncontended ADD: {}", add.line());
         println!("  its DEL:         {}", del.line());
@@ -382,6 +536,7 @@ fn measure_stage(
 
 fn measure(
     root: &Path,
+    real: bool,
     node_count: usize,
     allocations: usize,
     samples: usize,
@@ -389,10 +544,11 @@ fn measure(
     let node_count = node_count.max(10);
     let per_node = (allocations / (node_count * POOLS.len())).max(1);
     println!(
-        "== kube-scale: {node_count} nodes, {} allocations ({per_node} per node in each of {V4_POOL} and {V6_POOL}), batches of {BATCH} concurrent ADDs; {samples} uncontended ADD+DEL per pool and stage",
+        "== kube-scale{}: {node_count} nodes, {} allocations ({per_node} per node in each of {V4_POOL} and {V6_POOL}), batches of {BATCH} concurrent ADDs; {samples} uncontended ADD+DEL per pool and stage",
+        if real { "-real" } else { "" },
         per_node * node_count * POOLS.len()
     );
-    let lab = Lab::start(&root.join("lab"))?;
+    let lab = Lab::start(&root.join("lab"), real)?;
     let (v4, v6) = (POOLS[0], POOLS[1]);
     let mut stages = Vec::new();
     let mut done: Vec<(Pool, Done)> = Vec::new();
@@ -414,11 +570,12 @@ fn measure(
     // 2. Every node: the bulk.
     let mut bulk_failed = 0;
     for pool in POOLS {
-        lab.server.reset_counts();
+        let before = lab.server.mark();
         let t = Instant::now();
         let got = bulk(&lab, pool, &rest, per_node)?;
         let took = t.elapsed();
-        let c = lab.server.counts();
+        let after = lab.server.mark();
+        let c = lab.server.counted(&[(before, after)])?[0];
         let times: Vec<Duration> = got.iter().map(|d| d.2).collect();
         let s = Spread::of(&times);
         let failed = got.iter().filter(|d| d.1.is_err()).count();
@@ -428,15 +585,18 @@ fn measure(
         bulk_failed += failed;
         let n = got.len().max(1) as f64;
         println!(
-            "{} bulk: {} ADDs on {} nodes in {:.1} s ({:.0}/s): {:.2} requests and {:.0} response bytes per ADD, {} creates, call time median {} p90 {}; {failed} failed",
+            "{} bulk: {} ADDs on {} nodes in {:.1} s ({:.0}/s): {:.2} requests and {:.0} response bytes per ADD, {} creates{}, call time median {} p90 {}; {failed} failed",
             pool.range,
             got.len(),
             rest.len(),
             took.as_secs_f64(),
             n / took.as_secs_f64(),
-            (c.total() + c.other) as f64 / n,
-            c.response_bytes as f64 / n,
-            c.get(Resource::IpBlocks, plumb_kubeapi::Verb::Create),
+            c.requests as f64 / n,
+            c.bytes as f64 / n,
+            c.creates,
+            c.conflicts
+                .map(|n| format!(", {n} responses 409"))
+                .unwrap_or_default(),
             super::ms(s.median),
             super::ms(s.p90)
         );
@@ -454,11 +614,12 @@ fn measure(
     // 3. and 4. The IPv4 pool at 50 % and 95 %.
     for share in [0.5, 0.95] {
         let t = Instant::now();
-        lab.fill(v4, share)?;
+        let made = lab.fill(v4, share)?;
         println!(
-            "(filled {V4_POOL} to {:.0}% in {:.1} s, directly in the server's store)",
+            "(filled {V4_POOL} to {:.0}% in {:.1} s: {made} filler blocks {})",
             share * 100.0,
-            t.elapsed().as_secs_f64()
+            t.elapsed().as_secs_f64(),
+            lab.server.fill_how()
         );
         measure_stage(
             &lab,
@@ -472,9 +633,10 @@ fn measure(
 
     // The rare path at 95 %: fresh nodes' first ADDs claim a block.
     let mut fresh = Cost::default();
+    let mut spans = Vec::new();
     for i in 0..FRESH {
         let node = lab.node(v4, &format!("fresh-{i}.scale.example.com"))?;
-        lab.server.reset_counts();
+        let before = lab.server.mark();
         let t = Instant::now();
         lib(
             "fresh ADD",
@@ -486,13 +648,16 @@ fn measure(
             ),
         )?;
         fresh.times.push(t.elapsed());
-        let c = lab.server.counts();
-        fresh.requests.push(c.total() + c.other);
-        fresh.bytes.push(c.response_bytes);
+        spans.push((before, lab.server.mark()));
+    }
+    for c in lab.server.counted(&spans)? {
+        fresh.requests.push(c.requests);
+        fresh.bytes.push(c.bytes);
+        fresh.server.extend(c.server_time);
     }
     println!(
         "{V4_POOL} first ADD of a fresh node at {} (claims a block; information): {}",
-        occupancy(&lab, v4),
+        occupancy(&lab, v4)?,
         fresh.line()
     );
 
@@ -501,7 +666,7 @@ fn measure(
     let mut mismatched = 0;
     for pool in [v4, v6] {
         let held: BTreeMap<String, Vec<IpAddr>> =
-            lab.reservations(pool)
+            lab.reservations(pool)?
                 .into_iter()
                 .fold(BTreeMap::new(), |mut m, (ip, cid)| {
                     m.entry(cid).or_default().push(ip);
