@@ -287,7 +287,9 @@ fn configure_container(
                 &format!("net/ipv6/conf/{name}/accept_dad"),
                 if dad { "1" } else { "0" },
             );
-            let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
+            // arp_notify through rtnetlink: a sysctl would be a second /proc/sys/net lookup, which
+            // walks every namespace's entry (plumb_net::sysctl says why). Before the link is up.
+            let _ = link::set_arp_notify(&mut c, &l);
         }
         if ips.iter().any(|(ip, _, _)| ip.is_ipv6()) {
             enable_ipv6(&name)?;
