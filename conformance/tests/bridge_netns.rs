@@ -614,6 +614,50 @@ fn gateway_mtu_port_options_and_promisc() {
 }
 
 #[test]
+fn sysctls_of_the_attachment_and_the_node_forwarding_switch() {
+    if unavailable(
+        "sysctls_of_the_attachment_and_the_node_forwarding_switch",
+        &["sysctl"],
+    ) {
+        return;
+    }
+    let lab = Lab::new(25);
+    let conf = lab.conf("1.0.0", json!({"isGateway": true}));
+    let node = |key: &str| lab.sh(&["sysctl", "-n", key]).trim().to_string();
+    // A fresh namespace forwards nothing: the first ADD turns it on (it reads the switch through
+    // rtnetlink and writes the sysctl only when it is off).
+    assert_eq!(node("net.ipv4.ip_forward"), "0");
+    let [a, b]: [Pod; 2] = pods(2).try_into().ok().unwrap();
+    let ra = lab.add(&a, &conf);
+    assert_eq!(node("net.ipv4.ip_forward"), "1");
+    // Host side: neither the bridge nor the host veth takes router advertisements.
+    assert_eq!(
+        node(&format!("net.ipv6.conf.{}.accept_ra", lab.bridge)),
+        "0"
+    );
+    assert_eq!(
+        node(&format!("net.ipv6.conf.{}.accept_ra", host_veth(&ra))),
+        "0"
+    );
+    // Pod side: no DAD (the default `enabledad` false) and gratuitous ARP on link changes, the latter
+    // set through rtnetlink.
+    let pod = |p: &Pod, key: &str| p.exec(&["sysctl", "-n", key]).trim().to_string();
+    assert_eq!(pod(&a, "net.ipv6.conf.eth0.accept_dad"), "0");
+    assert_eq!(pod(&a, "net.ipv4.conf.eth0.arp_notify"), "1");
+    // Switched off behind plumb's back: the next ADD turns it on again.
+    lab.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    let rb = lab.add(&b, &conf);
+    assert_eq!(node("net.ipv4.ip_forward"), "1");
+    assert_eq!(
+        node(&format!("net.ipv6.conf.{}.accept_ra", host_veth(&rb))),
+        "0"
+    );
+    assert_eq!(pod(&b, "net.ipv4.conf.eth0.arp_notify"), "1");
+    lab.del(&a, &conf);
+    lab.del(&b, &conf);
+}
+
+#[test]
 fn default_port_has_no_hairpin_or_isolation() {
     if unavailable("default_port_has_no_hairpin_or_isolation", &[]) {
         return;

@@ -273,8 +273,8 @@ fn configure_container(
         pod.run(move || {
             if layer3 {
                 // The reference's sysctls on an interface that gets addresses: DAD as `enabledad`
-                // says (off by default, so addresses are usable at once) and gratuitous ARP on link
-                // changes. Best effort, as there: a kernel without IPv6 has no accept_dad.
+                // says (off by default, so addresses are usable at once). Best effort, as there: a
+                // kernel without IPv6 has no accept_dad.
                 if dad {
                     let _ = sysctl::write(&format!("net/ipv6/conf/{name}/enhanced_dad"), "1");
                 }
@@ -282,7 +282,6 @@ fn configure_container(
                     &format!("net/ipv6/conf/{name}/accept_dad"),
                     if dad { "1" } else { "0" },
                 );
-                let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
             }
             if v6 {
                 enable_ipv6(&name)?;
@@ -292,6 +291,12 @@ fn configure_container(
         .map_err(os("cannot configure the container interface"))?;
     }
     let c = pod.route();
+    if layer3 {
+        // Gratuitous ARP on link changes, as the reference sets it, through rtnetlink: the sysctl
+        // would be one more /proc/sys/net lookup, which walks every namespace's entry
+        // (plumb_net::sysctl says why). Best effort, before the link is up.
+        let _ = link::set_arp_notify(c, &l);
+    }
     (|| -> io::Result<ContainerSide> {
         for ipc in &r.ips {
             add_address(c, l.index, ipc.address.addr, ipc.address.prefix, false)?;

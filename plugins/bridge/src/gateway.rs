@@ -119,7 +119,15 @@ pub fn ensure(
         (forward_v4, "net/ipv4/ip_forward"),
         (forward_v6, "net/ipv6/conf/all/forwarding"),
     ] {
-        if on {
+        // Written only when it is off (writing 1 over 1 changes nothing): reading it through
+        // rtnetlink costs no /proc/sys/net lookup, which walks every namespace's entry (see
+        // plumb_net::sysctl). If the kernel cannot say, it is written as before.
+        if on
+            && !matches!(
+                plumb_net::netconf::forwarding(nl, key.starts_with("net/ipv6")),
+                Ok(Some(true))
+            )
+        {
             sysctl::write(key, "1").map_err(os("cannot enable forwarding"))?;
         }
     }

@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod fdb;
 pub mod link;
+pub mod netconf;
 pub mod netns;
 pub mod nl;
 pub mod session;

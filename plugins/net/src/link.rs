@@ -4,8 +4,9 @@
 use crate::nl::Route;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, InfoVlan,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoPortKind, InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use std::io;
@@ -310,6 +311,21 @@ pub fn set_mac(nl: &mut Route, link: &Link, mac: [u8; 6]) -> io::Result<()> {
         m,
         format!("set mac {} on {}", format_mac(&mac), link.name),
     )
+}
+
+/// Turns on `arp_notify` of `link` (gratuitous ARP when the link comes up or changes address)
+/// through rtnetlink (`IFLA_AF_SPEC` → `AF_INET` → `IFLA_INET_CONF`) rather than its sysctl: same
+/// effect, and no path lookup under `/proc/sys/net/ipv4`, which costs a walk over every namespace's
+/// entry there (see `sysctl`).
+pub fn set_arp_notify(nl: &mut Route, link: &Link) -> io::Result<()> {
+    let mut conf = InetDevConf::default();
+    conf.arp_notify = 1;
+    let mut m = msg(link.index);
+    m.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+            AfSpecInet::DevConfRequest(conf),
+        ])]));
+    set(nl, m, format!("set arp_notify on {}", link.name))
 }
 
 /// Makes `link` a port of `controller` (a bridge).

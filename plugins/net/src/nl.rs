@@ -88,6 +88,59 @@ impl Route {
         }
     }
 
+    /// Sends one request of a type `netlink-packet-route` does not model (`msg_type`, `payload` after
+    /// the netlink header, flags `NLM_F_REQUEST` only) and returns the first reply with its sequence
+    /// number as `(type, payload)`; a kernel error is an `Err` naming `what`.
+    pub(crate) fn raw_get(
+        &mut self,
+        msg_type: u16,
+        payload: &[u8],
+        what: &str,
+    ) -> io::Result<(u16, Vec<u8>)> {
+        log::debug!("netlink request: {what}");
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let len = 16 + payload.len();
+        let mut buf = Vec::with_capacity(len);
+        buf.extend_from_slice(&(len as u32).to_ne_bytes());
+        buf.extend_from_slice(&msg_type.to_ne_bytes());
+        buf.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(payload);
+        self.socket.send(&buf, 0).map_err(|e| context(e, what))?;
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{what}: bad netlink reply"),
+            )
+        };
+        loop {
+            let (data, _) = self.socket.recv_from_full().map_err(|e| context(e, what))?;
+            let mut offset = 0;
+            while offset + 16 <= data.len() {
+                let word = |at: usize| u32::from_ne_bytes(data[at..at + 4].try_into().unwrap());
+                let n = word(offset) as usize;
+                if n < 16 || offset + n > data.len() {
+                    return Err(bad());
+                }
+                let ty = u16::from_ne_bytes([data[offset + 4], data[offset + 5]]);
+                if word(offset + 8) == seq {
+                    let body = data[offset + 16..offset + n].to_vec();
+                    if ty == libc::NLMSG_ERROR as u16 {
+                        let code =
+                            i32::from_ne_bytes(body.get(..4).ok_or_else(bad)?.try_into().unwrap());
+                        if code != 0 {
+                            return Err(context(io::Error::from_raw_os_error(-code), what));
+                        }
+                    }
+                    return Ok((ty, body));
+                }
+                offset += (n + 3) & !3;
+            }
+        }
+    }
+
     fn exchange(
         &mut self,
         msg: RouteNetlinkMessage,

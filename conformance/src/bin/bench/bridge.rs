@@ -828,6 +828,7 @@ fn add_latency(
     }
     println!("{existing} existing (ports on each bridge, checked):");
     let root = lab.tmp.path().to_path_buf();
+    let softirq_before = softirq_ms();
     let samples = interleave(
         subjects.len(),
         opts.extra,
@@ -848,7 +849,25 @@ fn add_latency(
             ms(sp.p90)
         );
     }
+    if let (Some(a), Some(b)) = (softirq_before, softirq_ms()) {
+        let pairs = samples.iter().map(Vec::len).sum::<usize>().max(1);
+        println!(
+            "softirq CPU, whole machine, during these ADDs and their DELs: {:.1} ms per ADD+DEL (bridge floods to every port; it competes with whichever ADD runs)",
+            (b - a) / pairs as f64
+        );
+    }
     Ok(spreads)
+}
+
+/// Softirq time of all CPUs so far (`/proc/stat`), in ms; `None` if it cannot be read.
+fn softirq_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // cpu user nice system idle iowait irq softirq ..., in USER_HZ ticks.
+    let ticks: f64 = cpu.split_whitespace().nth(7)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks * 1e3 / hz as f64)
 }
 
 /// ADDs `--existing` attachments of each subject (alternating blocks), which stay until teardown;
