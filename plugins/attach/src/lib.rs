@@ -10,9 +10,11 @@ pub mod check;
 pub mod cleanup;
 pub mod fields;
 pub mod firewall;
+pub mod host;
 pub mod lock;
 pub mod naming;
 pub mod os;
 pub mod plan;
 pub mod ports;
 pub mod results;
+

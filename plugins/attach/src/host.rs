@@ -1,0 +1,316 @@
+//! The seam between the attach engine and the kernel: [`Host`] names what the engine does (make the
+//! veth pair with its peer in the pod, make it a bridge port, address and route the pod side, add and
+//! remove the nftables chains, reserve and release through IPAM, delete the host veth), [`Real`] does
+//! it over `plumb_net` (host `Route`, the request's pod `Session`), `plumb-nft` and the IPAM delegate.
+//! The engine ([`crate::attach`]) only talks to a `Host`, so its plan, undo stack and rollback order
+//! are unit-tested without root against the recording fake in `crate::fake` (tests only).
+
+use crate::attach::{GatewayStep, OwnStep, Undo};
+use crate::firewall;
+use plumb_cni::result::{Cidr, IpConfig};
+use plumb_cni::{delegate, AddResult, CniResult, Command, Request};
+use plumb_net::addr::{add_address, add_route_global, del_address, RouteSpec};
+use plumb_net::link::{self, Link, PortOptions, VethSpec};
+use plumb_net::nl::Route;
+use plumb_net::session::Session;
+use plumb_net::sysctl;
+use plumb_net::vlan::{self, Target};
+use std::io;
+use std::net::IpAddr;
+
+/// The veth pair ADD makes: `host` in the host namespace, `peer` born in the pod's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VethPair<'a> {
+    /// The host end's (derived) name.
+    pub host: &'a str,
+    /// The pod end's name (CNI_IFNAME).
+    pub peer: &'a str,
+    /// MTU of both ends.
+    pub mtu: Option<u32>,
+    /// The pod end's MAC.
+    pub peer_mac: Option<[u8; 6]>,
+}
+
+/// The pod-side sysctls ADD sets on the container interface before it gets addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSysctls {
+    /// The interface gets IPAM addresses: DAD as `enabledad` says and `arp_notify`.
+    pub layer3: bool,
+    /// IPv6 duplicate address detection on.
+    pub dad: bool,
+    /// An IPv6 address comes: IPv6 switched on and `keep_addr_on_down`.
+    pub v6: bool,
+}
+
+/// What the attach engine does to the host, the pod and IPAM; one call per kernel (or delegate)
+/// operation, so a fake can record the plan and fail any one step.
+pub trait Host {
+    /// A host link by name.
+    fn host_link(&mut self, name: &str) -> io::Result<Option<Link>>;
+    /// A host link by index.
+    fn host_link_by_index(&mut self, index: u32) -> io::Result<Option<Link>>;
+    /// Writes a host sysctl (best effort at the caller).
+    fn host_sysctl(&mut self, key: &str, value: &str) -> io::Result<()>;
+    /// Creates the veth pair, its peer in the pod's namespace.
+    fn create_veth(&mut self, pair: &VethPair) -> io::Result<()>;
+    /// Makes `port` a port of `bridge`.
+    fn set_controller(&mut self, port: &Link, bridge: &Link) -> io::Result<()>;
+    /// Sets bridge port options on `port`.
+    fn set_port_options(&mut self, port: &Link, opts: PortOptions) -> io::Result<()>;
+    /// Adds VLANs `lo..=hi` to a bridge port.
+    fn vlan_add(
+        &mut self,
+        port: &Link,
+        lo: u16,
+        hi: u16,
+        pvid: bool,
+        untagged: bool,
+    ) -> io::Result<()>;
+    /// Removes VLANs `lo..=hi` from a bridge port.
+    fn vlan_remove(&mut self, port: &Link, lo: u16, hi: u16) -> io::Result<()>;
+    /// Sets a host link up.
+    fn host_set_up(&mut self, link: &Link) -> io::Result<()>;
+    /// Deletes a host link by name; none by that name is success.
+    fn delete_host_link_by_name(&mut self, name: &str) -> io::Result<()>;
+    /// Deletes the host link `index` (named `name` in errors).
+    fn delete_host_link(&mut self, index: u32, name: &str) -> io::Result<()>;
+    /// Removes an address from a host link.
+    fn del_host_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()>;
+    /// A pod link by name.
+    fn pod_link(&mut self, name: &str) -> io::Result<Option<Link>>;
+    /// A pod link by index.
+    fn pod_link_by_index(&mut self, index: u32) -> io::Result<Option<Link>>;
+    /// The pod-side sysctls of `ifname`.
+    fn pod_sysctls(&mut self, ifname: &str, s: PodSysctls) -> io::Result<()>;
+    /// Adds an address to a pod link.
+    fn pod_add_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()>;
+    /// Sets a pod link up.
+    fn pod_set_up(&mut self, link: &Link) -> io::Result<()>;
+    /// Adds a (scope universe) route in the pod.
+    fn pod_add_route(&mut self, r: &RouteSpec) -> io::Result<()>;
+    /// IPAM ADD through the delegate.
+    fn ipam_add(&mut self, ipam: &str, req: &Request) -> CniResult<AddResult>;
+    /// IPAM DEL through the delegate.
+    fn ipam_del(&mut self, ipam: &str, req: &Request) -> CniResult<()>;
+    /// Adds the masquerade rule for `src` leaving `subnet`.
+    fn add_masquerade(
+        &mut self,
+        net: &str,
+        cid: &str,
+        ifname: &str,
+        src: IpAddr,
+        subnet: Cidr,
+    ) -> io::Result<()>;
+    /// Removes the attachment's masquerade chains; none is success.
+    fn del_masquerade(&mut self, net: &str, cid: &str, ifname: &str) -> io::Result<()>;
+    /// Adds the spoof-check chain on `host_veth` for `mac`.
+    fn add_spoofcheck(
+        &mut self,
+        net: &str,
+        cid: &str,
+        ifname: &str,
+        host_veth: &str,
+        mac: [u8; 6],
+    ) -> io::Result<()>;
+    /// Removes the attachment's spoof-check chain; none is success.
+    fn del_spoofcheck(&mut self, net: &str, cid: &str, ifname: &str) -> io::Result<()>;
+    /// Runs the plugin's gateway step.
+    fn gateway(
+        &mut self,
+        step: GatewayStep,
+        bridge: &Link,
+        ips: &[IpConfig],
+        undo: &mut Vec<Undo>,
+    ) -> CniResult<()>;
+    /// Takes back a step of the plugin's own.
+    fn undo_own(&mut self, step: &dyn OwnStep) -> Result<(), String>;
+}
+
+/// The kernel: the host's rtnetlink socket and, for ADD, the request's session in the pod.
+pub struct Real<'a> {
+    host: &'a mut Route,
+    pod: Option<&'a mut Session>,
+}
+
+impl<'a> Real<'a> {
+    /// The host side only (rollback, DEL): pod calls fail.
+    pub fn host(host: &'a mut Route) -> Real<'a> {
+        Real { host, pod: None }
+    }
+
+    /// The host and the request's session in the pod (ADD).
+    pub fn with_pod(host: &'a mut Route, pod: &'a mut Session) -> Real<'a> {
+        Real {
+            host,
+            pod: Some(pod),
+        }
+    }
+
+    fn pod(&mut self) -> io::Result<&mut Session> {
+        self.pod
+            .as_deref_mut()
+            .ok_or_else(|| io::Error::other("no session in the pod's namespace"))
+    }
+}
+
+impl Host for Real<'_> {
+    fn host_link(&mut self, name: &str) -> io::Result<Option<Link>> {
+        link::by_name(self.host, name)
+    }
+    fn host_link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
+        link::by_index(self.host, index)
+    }
+    fn host_sysctl(&mut self, key: &str, value: &str) -> io::Result<()> {
+        sysctl::write(key, value)
+    }
+    fn create_veth(&mut self, pair: &VethPair) -> io::Result<()> {
+        let fd = self.pod()?.netns().fd();
+        let spec = VethSpec {
+            host_name: pair.host,
+            peer_name: pair.peer,
+            peer_netns_fd: fd,
+            mtu: pair.mtu,
+            peer_mac: pair.peer_mac,
+            host_mac: None,
+        };
+        link::create_veth(self.host, &spec)
+    }
+    fn set_controller(&mut self, port: &Link, bridge: &Link) -> io::Result<()> {
+        link::set_controller(self.host, port, bridge)
+    }
+    fn set_port_options(&mut self, port: &Link, opts: PortOptions) -> io::Result<()> {
+        link::set_port_options(self.host, port, opts)
+    }
+    fn vlan_add(
+        &mut self,
+        port: &Link,
+        lo: u16,
+        hi: u16,
+        pvid: bool,
+        untagged: bool,
+    ) -> io::Result<()> {
+        vlan::add(self.host, port, Target::Port, lo, hi, pvid, untagged)
+    }
+    fn vlan_remove(&mut self, port: &Link, lo: u16, hi: u16) -> io::Result<()> {
+        vlan::remove(self.host, port, Target::Port, lo, hi)
+    }
+    fn host_set_up(&mut self, l: &Link) -> io::Result<()> {
+        link::set_up(self.host, l, true)
+    }
+    fn delete_host_link_by_name(&mut self, name: &str) -> io::Result<()> {
+        link::delete_by_name(self.host, name)
+    }
+    fn delete_host_link(&mut self, index: u32, name: &str) -> io::Result<()> {
+        link::delete(self.host, index, name)
+    }
+    fn del_host_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
+        del_address(self.host, index, ip, prefix)
+    }
+    fn pod_link(&mut self, name: &str) -> io::Result<Option<Link>> {
+        link::by_name(self.pod()?.route(), name)
+    }
+    fn pod_link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
+        link::by_index(self.pod()?.route(), index)
+    }
+    fn pod_sysctls(&mut self, ifname: &str, s: PodSysctls) -> io::Result<()> {
+        // Sysctls resolve against the namespace of the thread that opens them: one job on the
+        // session's worker, inside the pod.
+        let name = ifname.to_string();
+        self.pod()?.run(move || pod_sysctls(&name, s))
+    }
+    fn pod_add_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
+        add_address(self.pod()?.route(), index, ip, prefix, false)
+    }
+    fn pod_set_up(&mut self, l: &Link) -> io::Result<()> {
+        link::set_up(self.pod()?.route(), l, true)
+    }
+    fn pod_add_route(&mut self, r: &RouteSpec) -> io::Result<()> {
+        add_route_global(self.pod()?.route(), r)
+    }
+    fn ipam_add(&mut self, ipam: &str, req: &Request) -> CniResult<AddResult> {
+        delegate::add(ipam, &req.env.path, &req.stdin, req.conf.version, &[])
+    }
+    fn ipam_del(&mut self, ipam: &str, req: &Request) -> CniResult<()> {
+        delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
+    }
+    fn add_masquerade(
+        &mut self,
+        net: &str,
+        cid: &str,
+        ifname: &str,
+        src: IpAddr,
+        subnet: Cidr,
+    ) -> io::Result<()> {
+        firewall::add_masquerade(net, cid, ifname, src, subnet)
+    }
+    fn del_masquerade(&mut self, net: &str, cid: &str, ifname: &str) -> io::Result<()> {
+        firewall::del_masquerade(net, cid, ifname)
+    }
+    fn add_spoofcheck(
+        &mut self,
+        net: &str,
+        cid: &str,
+        ifname: &str,
+        host_veth: &str,
+        mac: [u8; 6],
+    ) -> io::Result<()> {
+        firewall::add_spoofcheck(net, cid, ifname, host_veth, mac)
+    }
+    fn del_spoofcheck(&mut self, net: &str, cid: &str, ifname: &str) -> io::Result<()> {
+        firewall::del_spoofcheck(net, cid, ifname)
+    }
+    fn gateway(
+        &mut self,
+        step: GatewayStep,
+        bridge: &Link,
+        ips: &[IpConfig],
+        undo: &mut Vec<Undo>,
+    ) -> CniResult<()> {
+        step(self.host, bridge, ips, undo)
+    }
+    fn undo_own(&mut self, step: &dyn OwnStep) -> Result<(), String> {
+        step.undo(self.host)
+    }
+}
+
+/// In the pod's namespace (the session's worker thread).
+fn pod_sysctls(name: &str, s: PodSysctls) -> io::Result<()> {
+    if s.layer3 {
+        // The reference's sysctls on an interface that gets addresses: DAD as `enabledad` says (off
+        // by default, so addresses are usable at once) and gratuitous ARP on link changes. Best
+        // effort, as there: a kernel without IPv6 has no accept_dad.
+        if s.dad {
+            let _ = sysctl::write(&format!("net/ipv6/conf/{name}/enhanced_dad"), "1");
+        }
+        let _ = sysctl::write(
+            &format!("net/ipv6/conf/{name}/accept_dad"),
+            if s.dad { "1" } else { "0" },
+        );
+        let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
+    }
+    if s.v6 {
+        enable_ipv6(name)?;
+    }
+    Ok(())
+}
+
+/// Before the first IPv6 address goes on `ifname` (in the container's namespace), as the reference
+/// plugins v1.10 do: IPv6 switched on for `lo` and the interface if the namespace's defaults have it
+/// off, and `keep_addr_on_down` set, so a chained plugin that takes the link down and up (tuning
+/// changing the MAC or MTU) does not make the kernel drop the addresses.
+fn enable_ipv6(ifname: &str) -> io::Result<()> {
+    for dev in ["lo", ifname] {
+        let key = format!("net/ipv6/conf/{dev}/disable_ipv6");
+        if sysctl::read(&key).is_ok_and(|v| v.trim() != "0") {
+            sysctl::write(&key, "0").map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot enable IPv6 on {dev} ({key}): {e}"),
+                )
+            })?;
+        }
+    }
+    let key = format!("net/ipv6/conf/{ifname}/keep_addr_on_down");
+    sysctl::write(&key, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot set {key} to 1: {e}")))
+}
