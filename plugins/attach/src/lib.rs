@@ -18,3 +18,7 @@ pub mod plan;
 pub mod ports;
 pub mod results;
 
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
