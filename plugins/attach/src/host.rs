@@ -45,6 +45,11 @@ pub struct PodSysctls {
 /// What the attach engine does to the host, the pod and IPAM; one call per kernel (or delegate)
 /// operation, so a fake can record the plan and fail any one step.
 pub trait Host {
+    /// Whether host netlink calls can be made (a DEL whose socket could not be opened reports that
+    /// once, as its own step, and skips the netlink steps).
+    fn has_netlink(&self) -> bool {
+        true
+    }
     /// A host link by name.
     fn host_link(&mut self, name: &str) -> io::Result<Option<Link>>;
     /// A host link by index.
@@ -128,22 +133,40 @@ pub trait Host {
 
 /// The kernel: the host's rtnetlink socket and, for ADD, the request's session in the pod.
 pub struct Real<'a> {
-    host: &'a mut Route,
+    host: Option<&'a mut Route>,
     pod: Option<&'a mut Session>,
 }
 
 impl<'a> Real<'a> {
     /// The host side only (rollback, DEL): pod calls fail.
     pub fn host(host: &'a mut Route) -> Real<'a> {
-        Real { host, pod: None }
+        Real {
+            host: Some(host),
+            pod: None,
+        }
+    }
+
+    /// No netlink socket could be opened (DEL goes on): nftables and IPAM only, netlink calls fail
+    /// and [`Host::has_netlink`] says so.
+    pub fn without_netlink() -> Real<'a> {
+        Real {
+            host: None,
+            pod: None,
+        }
     }
 
     /// The host and the request's session in the pod (ADD).
     pub fn with_pod(host: &'a mut Route, pod: &'a mut Session) -> Real<'a> {
         Real {
-            host,
+            host: Some(host),
             pod: Some(pod),
         }
+    }
+
+    fn nl(&mut self) -> io::Result<&mut Route> {
+        self.host
+            .as_deref_mut()
+            .ok_or_else(|| io::Error::other("no netlink socket in the host namespace"))
     }
 
     fn pod(&mut self) -> io::Result<&mut Session> {
@@ -154,17 +177,21 @@ impl<'a> Real<'a> {
 }
 
 impl Host for Real<'_> {
+    fn has_netlink(&self) -> bool {
+        self.host.is_some()
+    }
     fn host_link(&mut self, name: &str) -> io::Result<Option<Link>> {
-        link::by_name(self.host, name)
+        link::by_name(self.nl()?, name)
     }
     fn host_link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
-        link::by_index(self.host, index)
+        link::by_index(self.nl()?, index)
     }
     fn host_sysctl(&mut self, key: &str, value: &str) -> io::Result<()> {
         sysctl::write(key, value)
     }
     fn create_veth(&mut self, pair: &VethPair) -> io::Result<()> {
         let fd = self.pod()?.netns().fd();
+        let host = self.nl()?;
         let spec = VethSpec {
             host_name: pair.host,
             peer_name: pair.peer,
@@ -173,13 +200,13 @@ impl Host for Real<'_> {
             peer_mac: pair.peer_mac,
             host_mac: None,
         };
-        link::create_veth(self.host, &spec)
+        link::create_veth(host, &spec)
     }
     fn set_controller(&mut self, port: &Link, bridge: &Link) -> io::Result<()> {
-        link::set_controller(self.host, port, bridge)
+        link::set_controller(self.nl()?, port, bridge)
     }
     fn set_port_options(&mut self, port: &Link, opts: PortOptions) -> io::Result<()> {
-        link::set_port_options(self.host, port, opts)
+        link::set_port_options(self.nl()?, port, opts)
     }
     fn vlan_add(
         &mut self,
@@ -189,22 +216,22 @@ impl Host for Real<'_> {
         pvid: bool,
         untagged: bool,
     ) -> io::Result<()> {
-        vlan::add(self.host, port, Target::Port, lo, hi, pvid, untagged)
+        vlan::add(self.nl()?, port, Target::Port, lo, hi, pvid, untagged)
     }
     fn vlan_remove(&mut self, port: &Link, lo: u16, hi: u16) -> io::Result<()> {
-        vlan::remove(self.host, port, Target::Port, lo, hi)
+        vlan::remove(self.nl()?, port, Target::Port, lo, hi)
     }
     fn host_set_up(&mut self, l: &Link) -> io::Result<()> {
-        link::set_up(self.host, l, true)
+        link::set_up(self.nl()?, l, true)
     }
     fn delete_host_link_by_name(&mut self, name: &str) -> io::Result<()> {
-        link::delete_by_name(self.host, name)
+        link::delete_by_name(self.nl()?, name)
     }
     fn delete_host_link(&mut self, index: u32, name: &str) -> io::Result<()> {
-        link::delete(self.host, index, name)
+        link::delete(self.nl()?, index, name)
     }
     fn del_host_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
-        del_address(self.host, index, ip, prefix)
+        del_address(self.nl()?, index, ip, prefix)
     }
     fn pod_link(&mut self, name: &str) -> io::Result<Option<Link>> {
         link::by_name(self.pod()?.route(), name)
@@ -266,10 +293,13 @@ impl Host for Real<'_> {
         ips: &[IpConfig],
         undo: &mut Vec<Undo>,
     ) -> CniResult<()> {
-        step(self.host, bridge, ips, undo)
+        let host = self
+            .nl()
+            .map_err(crate::os::os("cannot reach the host's netlink"))?;
+        step(host, bridge, ips, undo)
     }
     fn undo_own(&mut self, step: &dyn OwnStep) -> Result<(), String> {
-        step.undo(self.host)
+        step.undo(self.nl().map_err(|e| e.to_string())?)
     }
 }
 
