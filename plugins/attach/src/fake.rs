@@ -4,12 +4,14 @@
 //! calls would change it, and [`Fake::fail_on`] makes one named call fail.
 
 use crate::attach::{GatewayStep, OwnStep, Undo};
+use crate::check::BridgeCheck;
 use crate::host::{Host, PodSysctls, VethPair};
 use crate::naming;
 use plumb_cni::result::{Cidr, IpConfig};
 use plumb_cni::{code, AddResult, CniError, CniResult, Request};
-use plumb_net::addr::RouteSpec;
+use plumb_net::addr::{RouteEntry, RouteSpec};
 use plumb_net::link::{Link, PortOptions};
+use plumb_net::vlan::Membership;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::IpAddr;
@@ -29,8 +31,8 @@ pub struct Model {
     pub pod_addrs: BTreeSet<(u32, IpAddr, u8)>,
     /// Pod routes.
     pub pod_routes: Vec<RouteSpec>,
-    /// Port VLANs (port index, vid).
-    pub vlans: BTreeSet<(u32, u16)>,
+    /// Port VLANs: (port index, vid) → (pvid, untagged).
+    pub vlans: BTreeMap<(u32, u16), (bool, bool)>,
     /// nftables chains, as "spoofcheck <chain>" / "masquerade-v4|v6 <chain>".
     pub chains: BTreeSet<String>,
     /// IPAM reservations, as "<cid>/<ifname>".
@@ -144,7 +146,7 @@ impl Fake {
         let Some(l) = self.model.host.remove(name) else {
             return;
         };
-        self.model.vlans.retain(|(i, _)| *i != l.index);
+        self.model.vlans.retain(|(i, _), _| *i != l.index);
         self.model.host_addrs.retain(|(i, _, _)| *i != l.index);
         if let Some(peer) = self.model.peers.remove(name) {
             if let Some(p) = self.model.pod.remove(&peer) {
@@ -194,9 +196,9 @@ impl Host for Fake {
     fn set_controller(&mut self, port: &Link, bridge: &Link) -> io::Result<()> {
         self.call("set_controller", format!("{} {}", port.name, bridge.name))?;
         if bridge.vlan_filtering == Some(true) {
-            self.model
-                .vlans
-                .insert((port.index, crate::ports::DEFAULT_VLAN));
+            // The kernel's default_pvid: VLAN 1, PVID and untagged.
+            let key = (port.index, crate::ports::DEFAULT_VLAN);
+            self.model.vlans.insert(key, (true, true));
         }
         if let Some(l) = self.host_by_index(port.index) {
             l.controller = Some(bridge.index);
@@ -220,14 +222,25 @@ impl Host for Fake {
     ) -> io::Result<()> {
         let args = format!("{} {lo}-{hi} pvid={pvid} untagged={untagged}", port.name);
         self.call("vlan_add", args)?;
-        self.model.vlans.extend((lo..=hi).map(|v| (port.index, v)));
+        if pvid {
+            // One PVID per port: the kernel moves it.
+            for ((i, _), flags) in self.model.vlans.iter_mut() {
+                if *i == port.index {
+                    flags.0 = false;
+                }
+            }
+        }
+        let flags = (pvid, untagged);
+        self.model
+            .vlans
+            .extend((lo..=hi).map(|v| ((port.index, v), flags)));
         Ok(())
     }
     fn vlan_remove(&mut self, port: &Link, lo: u16, hi: u16) -> io::Result<()> {
         self.call("vlan_remove", format!("{} {lo}-{hi}", port.name))?;
         self.model
             .vlans
-            .retain(|(i, v)| *i != port.index || !(lo..=hi).contains(v));
+            .retain(|(i, v), _| *i != port.index || !(lo..=hi).contains(v));
         Ok(())
     }
     fn host_set_up(&mut self, l: &Link) -> io::Result<()> {
@@ -362,5 +375,54 @@ impl Host for Fake {
             .map_err(|e| e.to_string())?;
         self.model.own.remove(step.label());
         Ok(())
+    }
+    fn open_host(&mut self) -> io::Result<()> {
+        self.call("open_host", String::new())
+    }
+    fn pod_addresses(&mut self, index: u32) -> io::Result<Vec<(IpAddr, u8)>> {
+        self.call("get_pod_addresses", index.to_string())?;
+        let a = self.model.pod_addrs.iter().filter(|a| a.0 == index);
+        Ok(a.map(|a| (a.1, a.2)).collect())
+    }
+    fn pod_routes(&mut self) -> io::Result<Vec<RouteEntry>> {
+        self.call("get_pod_routes", String::new())?;
+        let entry = |r: &RouteSpec| RouteEntry {
+            dst: r.dst,
+            prefix: r.prefix,
+            gw: r.gw,
+            oif: Some(r.oif),
+        };
+        Ok(self.model.pod_routes.iter().map(entry).collect())
+    }
+    fn port_vlans(&mut self, index: u32) -> io::Result<BTreeSet<Membership>> {
+        self.call("get_port_vlans", index.to_string())?;
+        let of_port = self.model.vlans.iter().filter(|((i, _), _)| *i == index);
+        Ok(of_port
+            .map(|(&(_, vid), &(pvid, untagged))| Membership {
+                vid,
+                pvid,
+                untagged,
+            })
+            .collect())
+    }
+    fn has_spoofcheck(&mut self, net: &str, cid: &str, ifname: &str) -> io::Result<bool> {
+        self.call("get_spoofcheck", String::new())?;
+        let chain = chains_of(net, cid, ifname);
+        Ok(self.model.chains.contains(&format!("spoofcheck {chain}")))
+    }
+    fn ipam_check(&mut self, ipam: &str, req: &Request) -> CniResult<()> {
+        self.cni_call("ipam_check", ipam.to_string())?;
+        let key = format!("{}/{}", req.env.container_id, req.env.ifname);
+        if !self.model.reservations.contains(&key) {
+            return Err(CniError::new(
+                code::CHECK_MISMATCH,
+                format!("no reservation of {key}"),
+            ));
+        }
+        Ok(())
+    }
+    /// The fake does not run the plugin's check (it needs a real `Route`), only records it.
+    fn bridge_check(&mut self, _: BridgeCheck, bridge: &Link) -> CniResult<()> {
+        self.cni_call("bridge_check", bridge.name.clone())
     }
 }

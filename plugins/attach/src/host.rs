@@ -6,15 +6,18 @@
 //! are unit-tested without root against the recording fake in `crate::fake` (tests only).
 
 use crate::attach::{GatewayStep, OwnStep, Undo};
+use crate::check::BridgeCheck;
 use crate::firewall;
 use plumb_cni::result::{Cidr, IpConfig};
 use plumb_cni::{delegate, AddResult, CniResult, Command, Request};
-use plumb_net::addr::{add_address, add_route_global, del_address, RouteSpec};
+use plumb_net::addr::{add_address, add_route_global, addresses, del_address, routes};
+use plumb_net::addr::{RouteEntry, RouteSpec};
 use plumb_net::link::{self, Link, PortOptions, VethSpec};
 use plumb_net::nl::Route;
 use plumb_net::session::Session;
 use plumb_net::sysctl;
-use plumb_net::vlan::{self, Target};
+use plumb_net::vlan::{self, Membership, Target};
+use std::collections::BTreeSet;
 use std::io;
 use std::net::IpAddr;
 
@@ -129,12 +132,28 @@ pub trait Host {
     ) -> CniResult<()>;
     /// Takes back a step of the plugin's own.
     fn undo_own(&mut self, step: &dyn OwnStep) -> Result<(), String>;
+    /// CHECK: makes sure host netlink calls can be made from here on (opens the socket if needed).
+    fn open_host(&mut self) -> io::Result<()>;
+    /// CHECK: the addresses of a pod link.
+    fn pod_addresses(&mut self, index: u32) -> io::Result<Vec<(IpAddr, u8)>>;
+    /// CHECK: the pod's main-table routes, IPv4 then IPv6.
+    fn pod_routes(&mut self) -> io::Result<Vec<RouteEntry>>;
+    /// CHECK: the VLAN memberships of a bridge port.
+    fn port_vlans(&mut self, index: u32) -> io::Result<BTreeSet<Membership>>;
+    /// CHECK: whether the attachment's spoof-check chain is there.
+    fn has_spoofcheck(&mut self, net: &str, cid: &str, ifname: &str) -> io::Result<bool>;
+    /// CHECK: IPAM CHECK through the delegate.
+    fn ipam_check(&mut self, ipam: &str, req: &Request) -> CniResult<()>;
+    /// CHECK: runs the plugin's check of its bridge.
+    fn bridge_check(&mut self, step: BridgeCheck, bridge: &Link) -> CniResult<()>;
 }
 
 /// The kernel: the host's rtnetlink socket and, for ADD, the request's session in the pod.
 pub struct Real<'a> {
     host: Option<&'a mut Route>,
     pod: Option<&'a mut Session>,
+    /// CHECK's host socket, opened by [`Host::open_host`] once the pod side is read.
+    own: Option<Route>,
 }
 
 impl<'a> Real<'a> {
@@ -143,6 +162,7 @@ impl<'a> Real<'a> {
         Real {
             host: Some(host),
             pod: None,
+            own: None,
         }
     }
 
@@ -152,6 +172,7 @@ impl<'a> Real<'a> {
         Real {
             host: None,
             pod: None,
+            own: None,
         }
     }
 
@@ -160,13 +181,24 @@ impl<'a> Real<'a> {
         Real {
             host: Some(host),
             pod: Some(pod),
+            own: None,
+        }
+    }
+
+    /// The request's session in the pod, the host socket opened later by [`Host::open_host`] (CHECK).
+    pub fn pod_first(pod: &'a mut Session) -> Real<'a> {
+        Real {
+            host: None,
+            pod: Some(pod),
+            own: None,
         }
     }
 
     fn nl(&mut self) -> io::Result<&mut Route> {
-        self.host
-            .as_deref_mut()
-            .ok_or_else(|| io::Error::other("no netlink socket in the host namespace"))
+        match (self.host.as_deref_mut(), self.own.as_mut()) {
+            (Some(h), _) | (None, Some(h)) => Ok(h),
+            (None, None) => Err(io::Error::other("no netlink socket in the host namespace")),
+        }
     }
 
     fn pod(&mut self) -> io::Result<&mut Session> {
@@ -178,7 +210,7 @@ impl<'a> Real<'a> {
 
 impl Host for Real<'_> {
     fn has_netlink(&self) -> bool {
-        self.host.is_some()
+        self.host.is_some() || self.own.is_some()
     }
     fn host_link(&mut self, name: &str) -> io::Result<Option<Link>> {
         link::by_name(self.nl()?, name)
@@ -300,6 +332,40 @@ impl Host for Real<'_> {
     }
     fn undo_own(&mut self, step: &dyn OwnStep) -> Result<(), String> {
         step.undo(self.nl().map_err(|e| e.to_string())?)
+    }
+    fn open_host(&mut self) -> io::Result<()> {
+        if !self.has_netlink() {
+            self.own = Some(Route::open()?);
+        }
+        Ok(())
+    }
+    fn pod_addresses(&mut self, index: u32) -> io::Result<Vec<(IpAddr, u8)>> {
+        addresses(self.pod()?.route(), index)
+    }
+    fn pod_routes(&mut self) -> io::Result<Vec<RouteEntry>> {
+        let nl = self.pod()?.route();
+        let mut t = routes(nl, false)?;
+        t.extend(routes(nl, true)?);
+        Ok(t)
+    }
+    fn port_vlans(&mut self, index: u32) -> io::Result<BTreeSet<Membership>> {
+        Ok(vlan::list(self.nl()?)?
+            .into_iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, m)| m)
+            .collect())
+    }
+    fn has_spoofcheck(&mut self, net: &str, cid: &str, ifname: &str) -> io::Result<bool> {
+        firewall::has_spoofcheck(net, cid, ifname)
+    }
+    fn ipam_check(&mut self, ipam: &str, req: &Request) -> CniResult<()> {
+        delegate::run(ipam, Command::Check, &req.env.path, &req.stdin, &[])
+    }
+    fn bridge_check(&mut self, step: BridgeCheck, bridge: &Link) -> CniResult<()> {
+        let host = self
+            .nl()
+            .map_err(crate::os::os("cannot reach the host's netlink"))?;
+        step(host, bridge)
     }
 }
 
