@@ -2,16 +2,16 @@
 //! pod side, the plugin's gateway step, masquerade and spoof check, each step pushed on an undo stack
 //! that [`rollback`] takes back newest first; and the host veth's removal for DEL.
 
+use crate::host::{Host, PodSysctls, Real, VethPair};
 use crate::os::os;
 use crate::plan::PortPlan;
-use crate::{firewall, naming, ports, results};
+use crate::{naming, ports, results};
 use plumb_cni::result::{Interface, IpConfig};
-use plumb_cni::{code, delegate, failpoint, AddResult, CniError, CniResult, Command, Request};
-use plumb_net::addr::{add_address, add_route_global, RouteSpec};
-use plumb_net::link::{self, format_mac, Link, VethSpec};
+use plumb_cni::{code, failpoint, AddResult, CniError, CniResult, Request};
+use plumb_net::addr::RouteSpec;
+use plumb_net::link::{format_mac, Link};
 use plumb_net::nl::Route;
 use plumb_net::session::Session;
-use plumb_net::sysctl;
 use std::io;
 use std::net::IpAddr;
 
@@ -80,9 +80,28 @@ pub fn add_attachment(
     undo: &mut Vec<Undo>,
     gateway: Option<GatewayStep>,
 ) -> CniResult<AddResult> {
+    add_attachment_with(
+        &mut Real::with_pod(host, pod),
+        req,
+        cfg,
+        bridge,
+        undo,
+        gateway,
+    )
+}
+
+/// [`add_attachment`] over any [`Host`]: the engine itself, which the unit tests drive with a fake.
+pub fn add_attachment_with(
+    h: &mut impl Host,
+    req: &Request,
+    cfg: &PortPlan,
+    bridge: Link,
+    undo: &mut Vec<Undo>,
+    gateway: Option<GatewayStep>,
+) -> CniResult<AddResult> {
     let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
     let host_name = naming::host_veth(cid, ifname);
-    if link::by_name(host, &host_name)
+    if h.host_link(&host_name)
         .map_err(os("cannot look up the host veth"))?
         .is_some()
     {
@@ -91,7 +110,7 @@ pub fn add_attachment(
             format!("host interface {host_name} of container {cid} interface {ifname} already exists; DEL this attachment before adding it again"),
         ));
     }
-    if link::by_name(pod.route(), ifname)
+    if h.pod_link(ifname)
         .map_err(os("cannot look into the container netns"))?
         .is_some()
     {
@@ -100,18 +119,18 @@ pub fn add_attachment(
             format!("the container already has an interface named {ifname}"),
         ));
     }
-    let spec = VethSpec {
-        host_name: &host_name,
-        peer_name: ifname,
-        peer_netns_fd: pod.netns().fd(),
+    let pair = VethPair {
+        host: &host_name,
+        peer: ifname,
         mtu: cfg.mtu,
         peer_mac: cfg.mac,
-        host_mac: None,
     };
-    link::create_veth(host, &spec).map_err(os("cannot create the veth pair"))?;
+    h.create_veth(&pair)
+        .map_err(os("cannot create the veth pair"))?;
     undo.push(Undo::HostVeth(host_name.clone()));
     failpoint::check("veth")?;
-    let host_veth = link::by_name(host, &host_name)
+    let host_veth = h
+        .host_link(&host_name)
         .map_err(os("cannot look up the host veth"))?
         .ok_or_else(|| {
             CniError::new(
@@ -120,13 +139,13 @@ pub fn add_attachment(
             )
         })?;
     // As the reference does: the host veth takes no router advertisements (the runtime owns its routes).
-    let _ = sysctl::write(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
-    ports::attach(host, cfg, &bridge, &host_veth)?;
+    let _ = h.host_sysctl(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
+    ports::attach_with(h, cfg, &bridge, &host_veth)?;
     failpoint::check("port")?;
 
     let mut ipam_result = match &cfg.ipam_type {
         Some(ipam) => {
-            let r = delegate::add(ipam, &req.env.path, &req.stdin, req.conf.version, &[])?;
+            let r = h.ipam_add(ipam, req)?;
             undo.push(Undo::Ipam);
             failpoint::check("ipam")?;
             r
@@ -142,17 +161,17 @@ pub fn add_attachment(
         results::add_default_routes(&mut ipam_result)?;
     }
     results::check_routes(&ipam_result)?;
-    let container = configure_container(pod, cfg, ifname, &ipam_result)?;
+    let container = configure_container(h, cfg, ifname, &ipam_result)?;
     failpoint::check("container")?;
     if let Some(gateway) = gateway.filter(|_| cfg.is_gateway && !ipam_result.ips.is_empty()) {
-        gateway(host, &bridge, &ipam_result.ips, undo)?;
+        h.gateway(gateway, &bridge, &ipam_result.ips, undo)?;
         failpoint::check("gateway")?;
     }
     let network = &req.conf.name;
     if cfg.ip_masq {
         undo.push(Undo::Masquerade);
         for ipc in &ipam_result.ips {
-            firewall::add_masquerade(
+            h.add_masquerade(
                 network,
                 cid,
                 ifname,
@@ -171,11 +190,12 @@ pub fn add_attachment(
             )
         })?;
         undo.push(Undo::Spoofcheck);
-        firewall::add_spoofcheck(network, cid, ifname, &host_name, mac)
+        h.add_spoofcheck(network, cid, ifname, &host_name, mac)
             .map_err(os("cannot install the MAC spoof check"))?;
         failpoint::check("spoofcheck")?;
     }
-    let bridge = link::by_index(host, bridge.index)
+    let bridge = h
+        .host_link_by_index(bridge.index)
         .map_err(os("cannot read the bridge"))?
         .unwrap_or(bridge);
     Ok(result(
@@ -190,6 +210,11 @@ pub fn add_attachment(
 
 /// Takes back the steps of a failed ADD, newest first; a step that fails is logged and skipped.
 pub fn rollback(req: &Request, cfg: &PortPlan, host: &mut Route, undo: Vec<Undo>) {
+    rollback_with(&mut Real::host(host), req, cfg, undo)
+}
+
+/// [`rollback`] over any [`Host`].
+pub fn rollback_with(h: &mut impl Host, req: &Request, cfg: &PortPlan, undo: Vec<Undo>) {
     let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
     for step in undo.into_iter().rev() {
         let label = step.label();
@@ -199,22 +224,21 @@ pub fn rollback(req: &Request, cfg: &PortPlan, host: &mut Route, undo: Vec<Undo>
             continue;
         }
         let outcome = match step {
-            Undo::HostVeth(name) => link::delete_by_name(host, &name).map_err(|e| e.to_string()),
+            Undo::HostVeth(name) => h.delete_host_link_by_name(&name).map_err(|e| e.to_string()),
             Undo::Ipam => match &cfg.ipam_type {
-                Some(ipam) => delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
-                    .map_err(|e| e.to_string()),
+                Some(ipam) => h.ipam_del(ipam, req).map_err(|e| e.to_string()),
                 None => Ok(()),
             },
-            Undo::Spoofcheck => {
-                firewall::del_spoofcheck(&req.conf.name, cid, ifname).map_err(|e| e.to_string())
-            }
-            Undo::Masquerade => {
-                firewall::del_masquerade(&req.conf.name, cid, ifname).map_err(|e| e.to_string())
-            }
-            Undo::GatewayAddress { index, ip, prefix } => {
-                plumb_net::addr::del_address(host, index, ip, prefix).map_err(|e| e.to_string())
-            }
-            Undo::Own(step) => step.undo(host),
+            Undo::Spoofcheck => h
+                .del_spoofcheck(&req.conf.name, cid, ifname)
+                .map_err(|e| e.to_string()),
+            Undo::Masquerade => h
+                .del_masquerade(&req.conf.name, cid, ifname)
+                .map_err(|e| e.to_string()),
+            Undo::GatewayAddress { index, ip, prefix } => h
+                .del_host_address(index, ip, prefix)
+                .map_err(|e| e.to_string()),
+            Undo::Own(step) => h.undo_own(step.as_ref()),
         };
         if let Err(e) = outcome {
             eprintln!("plumb-bridge: rollback step failed: {e}");
@@ -226,11 +250,19 @@ pub fn rollback(req: &Request, cfg: &PortPlan, host: &mut Route, undo: Vec<Undo>
 /// Deletes the attachment's host veth (derived name, and a veth: anything else by that name is not
 /// ours); its peer in the container goes with it.
 pub fn delete_host_veth(host: &mut Route, cid: &str, ifname: &str) -> CniResult<()> {
+    delete_host_veth_with(&mut Real::host(host), cid, ifname)
+}
+
+/// [`delete_host_veth`] over any [`Host`].
+pub fn delete_host_veth_with(h: &mut impl Host, cid: &str, ifname: &str) -> CniResult<()> {
     let name = naming::host_veth(cid, ifname);
-    match link::by_name(host, &name).map_err(os("cannot look up the host veth"))? {
-        Some(l) if l.kind.as_deref() == Some("veth") => {
-            link::delete(host, l.index, &name).map_err(os("cannot delete the host veth"))
-        }
+    match h
+        .host_link(&name)
+        .map_err(os("cannot look up the host veth"))?
+    {
+        Some(l) if l.kind.as_deref() == Some("veth") => h
+            .delete_host_link(l.index, &name)
+            .map_err(os("cannot delete the host veth")),
         Some(l) => Err(CniError::new(
             code::IO_FAILURE,
             format!(
@@ -252,57 +284,33 @@ pub struct ContainerSide {
 }
 
 fn configure_container(
-    pod: &mut Session,
+    h: &mut impl Host,
     cfg: &PortPlan,
     ifname: &str,
     r: &AddResult,
 ) -> CniResult<ContainerSide> {
-    let (up, dad) = (!cfg.disable_container_interface, cfg.enable_dad);
-    let layer3 = cfg.ipam_type.is_some();
-    let v6 = r.ips.iter().any(|i| i.address.addr.is_ipv6());
-    let c = pod.route();
-    let l = link::by_name(c, ifname)
+    let up = !cfg.disable_container_interface;
+    let sysctls = PodSysctls {
+        layer3: cfg.ipam_type.is_some(),
+        dad: cfg.enable_dad,
+        v6: r.ips.iter().any(|i| i.address.addr.is_ipv6()),
+    };
+    let l = h
+        .pod_link(ifname)
         .and_then(|l| {
             l.ok_or_else(|| io::Error::other(format!("{ifname} missing in the container")))
         })
         .map_err(os("cannot configure the container interface"))?;
-    if layer3 || v6 {
-        // Sysctls resolve against the namespace of the thread that opens them: one job on the
-        // session's worker, inside the pod.
-        let name = ifname.to_string();
-        pod.run(move || {
-            if layer3 {
-                // The reference's sysctls on an interface that gets addresses: DAD as `enabledad`
-                // says (off by default, so addresses are usable at once). Best effort, as there: a
-                // kernel without IPv6 has no accept_dad.
-                if dad {
-                    let _ = sysctl::write(&format!("net/ipv6/conf/{name}/enhanced_dad"), "1");
-                }
-                let _ = sysctl::write(
-                    &format!("net/ipv6/conf/{name}/accept_dad"),
-                    if dad { "1" } else { "0" },
-                );
-            }
-            if v6 {
-                enable_ipv6(&name)?;
-            }
-            Ok(())
-        })
-        .map_err(os("cannot configure the container interface"))?;
-    }
-    let c = pod.route();
-    if layer3 {
-        // Gratuitous ARP on link changes, as the reference sets it, through rtnetlink: the sysctl
-        // would be one more /proc/sys/net lookup, which walks every namespace's entry
-        // (plumb_net::sysctl says why). Best effort, before the link is up.
-        let _ = link::set_arp_notify(c, &l);
+    if sysctls.layer3 || sysctls.v6 {
+        h.pod_sysctls(&l, sysctls)
+            .map_err(os("cannot configure the container interface"))?;
     }
     (|| -> io::Result<ContainerSide> {
         for ipc in &r.ips {
-            add_address(c, l.index, ipc.address.addr, ipc.address.prefix, false)?;
+            h.pod_add_address(l.index, ipc.address.addr, ipc.address.prefix)?;
         }
         if up {
-            link::set_up(c, &l, true)?;
+            h.pod_set_up(&l)?;
             for rt in &r.routes {
                 let dst = rt.dst.addr;
                 // A route without a next hop goes via the first gateway of its family, if any.
@@ -313,47 +321,23 @@ fn configure_container(
                         .find_map(|i| i.gateway)
                 });
                 // Scope universe even without a next hop, as the reference installs container routes.
-                add_route_global(
-                    c,
-                    &RouteSpec {
-                        dst,
-                        prefix: rt.dst.prefix,
-                        gw,
-                        oif: l.index,
-                        mtu: rt.mtu,
-                        priority: None,
-                    },
-                )?;
+                h.pod_add_route(&RouteSpec {
+                    dst,
+                    prefix: rt.dst.prefix,
+                    gw,
+                    oif: l.index,
+                    mtu: rt.mtu,
+                    priority: None,
+                })?;
             }
         }
-        let l = link::by_index(c, l.index)?.unwrap_or(l);
+        let l = h.pod_link_by_index(l.index)?.unwrap_or(l);
         Ok(ContainerSide {
             mac: l.mac,
             mtu: l.mtu,
         })
     })()
     .map_err(os("cannot configure the container interface"))
-}
-
-/// Before the first IPv6 address goes on `ifname` (in the container's namespace), as the reference
-/// plugins v1.10 do: IPv6 switched on for `lo` and the interface if the namespace's defaults have it
-/// off, and `keep_addr_on_down` set, so a chained plugin that takes the link down and up (tuning
-/// changing the MAC or MTU) does not make the kernel drop the addresses.
-fn enable_ipv6(ifname: &str) -> io::Result<()> {
-    for dev in ["lo", ifname] {
-        let key = format!("net/ipv6/conf/{dev}/disable_ipv6");
-        if sysctl::read(&key).is_ok_and(|v| v.trim() != "0") {
-            sysctl::write(&key, "0").map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot enable IPv6 on {dev} ({key}): {e}"),
-                )
-            })?;
-        }
-    }
-    let key = format!("net/ipv6/conf/{ifname}/keep_addr_on_down");
-    sysctl::write(&key, "1")
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot set {key} to 1: {e}")))
 }
 
 fn result(

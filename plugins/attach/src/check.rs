@@ -2,17 +2,18 @@
 //! host veth on the right bridge) plus VLAN membership, MTU and the spoof-check chain; then IPAM CHECK.
 //! Shared by every plugin whose pod port is the engine's.
 
+use crate::host::{Host, Real};
+use crate::naming;
 use crate::os::os;
 use crate::plan::PortPlan;
 use crate::ports::DEFAULT_VLAN;
-use crate::{firewall, naming};
-use plumb_cni::{code, delegate, CniError, CniResult, Command, Request};
-use plumb_net::addr::{addresses, routes, RouteEntry};
+use plumb_cni::{code, CniError, CniResult, Request};
+use plumb_net::addr::RouteEntry;
+use plumb_net::link::format_mac;
 use plumb_net::link::Link;
-use plumb_net::link::{self, format_mac};
 use plumb_net::nl::Route;
 use plumb_net::session::Session;
-use plumb_net::vlan::{self, Membership};
+use plumb_net::vlan::Membership;
 use std::collections::BTreeSet;
 
 fn mismatch(msg: String) -> CniError {
@@ -30,6 +31,16 @@ pub fn check(
     req: &Request,
     cfg: &PortPlan,
     pod: &mut Session,
+    bridge_check: Option<BridgeCheck>,
+) -> CniResult<()> {
+    check_with(&mut Real::pod_first(pod), req, cfg, bridge_check)
+}
+
+/// [`check`] over any [`Host`].
+pub fn check_with(
+    h: &mut impl Host,
+    req: &Request,
+    cfg: &PortPlan,
     bridge_check: Option<BridgeCheck>,
 ) -> CniResult<()> {
     let prev = req
@@ -54,15 +65,13 @@ pub fn check(
         .filter(|i| i.interface == Some(want))
         .map(|i| (i.address.addr, i.address.prefix))
         .collect();
-    let nl = pod.route();
     let (c, addrs, table) = (|| -> std::io::Result<_> {
-        let l = link::by_name(nl, ifname)?;
+        let l = h.pod_link(ifname)?;
         let a = match &l {
-            Some(l) => addresses(nl, l.index)?,
+            Some(l) => h.pod_addresses(l.index)?,
             None => Vec::new(),
         };
-        let mut t = routes(nl, false)?;
-        t.extend(routes(nl, true)?);
+        let t = h.pod_routes()?;
         Ok((l, a, t))
     })()
     .map_err(os("cannot look into the container netns"))?;
@@ -92,15 +101,17 @@ pub fn check(
     if !cfg.disable_container_interface {
         check_routes(prev, ifname, c.index, &table)?;
     }
-    let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
-    let bridge = link::by_name(&mut host, &cfg.bridge)
+    h.open_host().map_err(os("cannot open a netlink socket"))?;
+    let bridge = h
+        .host_link(&cfg.bridge)
         .map_err(os("cannot look up the bridge"))?
         .ok_or_else(|| mismatch(format!("bridge {} does not exist", cfg.bridge)))?;
     if let Some(bridge_check) = bridge_check {
-        bridge_check(&mut host, &bridge)?;
+        h.bridge_check(bridge_check, &bridge)?;
     }
     let host_name = naming::host_veth(cid, ifname);
-    let hv = link::by_name(&mut host, &host_name)
+    let hv = h
+        .host_link(&host_name)
         .map_err(os("cannot look up the host veth"))?
         .ok_or_else(|| mismatch(format!("host veth {host_name} does not exist")))?;
     if hv.controller != Some(bridge.index) {
@@ -119,12 +130,9 @@ pub fn check(
         }
     }
     if cfg.uses_vlans() {
-        let got: BTreeSet<Membership> = vlan::list(&mut host)
-            .map_err(os("cannot list bridge VLANs"))?
-            .into_iter()
-            .filter(|(i, _)| *i == hv.index)
-            .map(|(_, m)| m)
-            .collect();
+        let got = h
+            .port_vlans(hv.index)
+            .map_err(os("cannot list bridge VLANs"))?;
         let want = expected_vlans(cfg, bridge.vlan_filtering);
         if got != want {
             return Err(mismatch(format!(
@@ -133,7 +141,8 @@ pub fn check(
         }
     }
     if cfg.macspoofchk
-        && !firewall::has_spoofcheck(&req.conf.name, cid, ifname)
+        && !h
+            .has_spoofcheck(&req.conf.name, cid, ifname)
             .map_err(os("cannot read nftables"))?
     {
         return Err(mismatch(format!(
@@ -141,7 +150,7 @@ pub fn check(
         )));
     }
     match &cfg.ipam_type {
-        Some(ipam) => delegate::run(ipam, Command::Check, &req.env.path, &req.stdin, &[]),
+        Some(ipam) => h.ipam_check(ipam, req),
         None => Ok(()),
     }
 }

@@ -6,6 +6,9 @@
 //! With `PLUMB_FAILPOINT=del-<step>` a step fails without running (see [`plumb_cni::failpoint`]), so
 //! black-box tests can prove the other steps still run.
 
+use crate::attach::delete_host_veth_with;
+use crate::host::Host;
+use crate::os::os;
 use plumb_cni::{failpoint, CniError, CniResult, Request};
 use plumb_net::netns::{Netns, OpenError};
 
@@ -92,6 +95,34 @@ pub fn pod_netns(req: &Request, sweep: &mut Cleanup) -> Option<Netns> {
             );
             None
         }
+    }
+}
+
+/// The engine's host-side DEL steps, each one step of `sweep`: "host veth" (its peer in the pod goes
+/// with it; skipped when `h` has no netlink, which the plugin reported as its own step), "spoofcheck"
+/// and, with `masquerade`, "masquerade". Nothing there is success for each.
+pub fn del_port(sweep: &mut Cleanup, h: &mut impl Host, req: &Request, masquerade: bool) {
+    let (net, cid, ifname) = (&req.conf.name, &req.env.container_id, &req.env.ifname);
+    if h.has_netlink() {
+        sweep.run("host veth", || delete_host_veth_with(h, cid, ifname));
+    }
+    sweep.run("spoofcheck", || {
+        h.del_spoofcheck(net, cid, ifname)
+            .map_err(os("cannot remove the MAC spoof check"))
+    });
+    if masquerade {
+        sweep.run("masquerade", || {
+            h.del_masquerade(net, cid, ifname)
+                .map_err(os("cannot remove the masquerade rules"))
+        });
+    }
+}
+
+/// The IPAM step of DEL ("ipam"), last, after the plugin's own host steps: the reservation is
+/// released even when an earlier step failed.
+pub fn del_ipam(sweep: &mut Cleanup, h: &mut impl Host, req: &Request, ipam: Option<&str>) {
+    if let Some(ipam) = ipam {
+        sweep.run("ipam", || h.ipam_del(ipam, req));
     }
 }
 

@@ -3,16 +3,24 @@
 //! [`attach::add_attachment`]: the veth pair as a bridge port with its options and VLANs, IPAM, the pod
 //! side (addresses, routes), masquerade and the MAC spoof check, each step on an undo stack that
 //! [`attach::rollback`] takes back. [`check::check`] verifies such a port, [`cleanup`] runs DEL as a
-//! best-effort sweep. No module here imports a plugin crate; the plugins import this one.
+//! best-effort sweep. All of them reach the kernel, nftables and IPAM through [`host::Host`]
+//! ([`host::Real`] in the plugins, a recording fake in the unit tests). No module here imports a
+//! plugin crate; the plugins import this one.
 
 pub mod attach;
 pub mod check;
 pub mod cleanup;
 pub mod fields;
 pub mod firewall;
+pub mod host;
 pub mod lock;
 pub mod naming;
 pub mod os;
 pub mod plan;
 pub mod ports;
 pub mod results;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;

@@ -3,9 +3,10 @@
 
 use crate::config::{BridgeConfig, DelConfig};
 use crate::{gateway, ports};
-use plumb_attach::attach::{add_attachment, delete_host_veth, rollback, Undo};
+use plumb_attach::attach::{add_attachment, rollback, Undo};
 use plumb_attach::cleanup::{self, Cleanup};
 use plumb_attach::firewall;
+use plumb_attach::host::Real;
 use plumb_attach::lock::{lock_bridge, sweep_bridge_locks};
 use plumb_attach::os::{enter_netns, os};
 use plumb_cni::result::IpConfig;
@@ -22,7 +23,6 @@ pub struct Bridge;
 /// derived name (its peer, the container interface, goes with it: nothing in the container is ever
 /// deleted by name), the nftables chains, an unused VLAN gateway interface, then the IPAM reservation.
 fn del_attachment(req: &Request, cfg: &DelConfig, sweep: &mut Cleanup) {
-    let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
     // No pod-side step: the pod end is the peer of the host veth. The namespace is still classified,
     // so an unreadable one is reported, while a gone one or the host's own is simply skipped.
     let _ = cleanup::pod_netns(req, sweep);
@@ -33,17 +33,10 @@ fn del_attachment(req: &Request, cfg: &DelConfig, sweep: &mut Cleanup) {
             None
         }
     };
-    if let Some(host) = host.as_mut() {
-        sweep.run("host veth", || delete_host_veth(host, cid, ifname));
+    match host.as_mut() {
+        Some(host) => cleanup::del_port(sweep, &mut Real::host(host), req, true),
+        None => cleanup::del_port(sweep, &mut Real::without_netlink(), req, true),
     }
-    sweep.run("spoofcheck", || {
-        firewall::del_spoofcheck(&req.conf.name, cid, ifname)
-            .map_err(os("cannot remove the MAC spoof check"))
-    });
-    sweep.run("masquerade", || {
-        firewall::del_masquerade(&req.conf.name, cid, ifname)
-            .map_err(os("cannot remove the masquerade rules"))
-    });
     if let (Some(host), Some(bridge), Some(vid)) = (host.as_mut(), &cfg.bridge, cfg.vlan_gateway) {
         sweep.run("vlan gateway", || {
             gateway::remove_vlan_gateway_if_unused(host, bridge, vid)
@@ -56,11 +49,8 @@ fn del_attachment(req: &Request, cfg: &DelConfig, sweep: &mut Cleanup) {
             crate::uplink::release_vlans(host, bridge, up, vids)
         });
     }
-    if let Some(ipam) = &cfg.ipam_type {
-        sweep.run("ipam", || {
-            delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
-        });
-    }
+    let ipam = cfg.ipam_type.as_deref();
+    cleanup::del_ipam(sweep, &mut Real::without_netlink(), req, ipam);
 }
 
 impl Plugin for Bridge {

@@ -4,9 +4,10 @@
 
 use crate::config::{DelConfig, Role, VxlanConfig};
 use crate::{peers, router, underlay, vtep};
-use plumb_attach::attach::{add_attachment, delete_host_veth, rollback};
+use plumb_attach::attach::{add_attachment, rollback};
 use plumb_attach::cleanup::{self, Cleanup};
 use plumb_attach::firewall;
+use plumb_attach::host::Real;
 use plumb_attach::lock::{lock_bridge, sweep_bridge_locks};
 use plumb_attach::os::{enter_netns, os};
 use plumb_cni::result::Interface;
@@ -157,18 +158,14 @@ impl Plugin for Vxlan {
             });
         }
         match Route::open() {
-            Ok(mut host) => sweep.run("host veth", || delete_host_veth(&mut host, cid, ifname)),
-            Err(e) => sweep.fail("netlink", os("cannot open a netlink socket")(e)),
+            Ok(mut host) => cleanup::del_port(&mut sweep, &mut Real::host(&mut host), req, false),
+            Err(e) => {
+                sweep.fail("netlink", os("cannot open a netlink socket")(e));
+                cleanup::del_port(&mut sweep, &mut Real::without_netlink(), req, false);
+            }
         }
-        sweep.run("spoofcheck", || {
-            firewall::del_spoofcheck(&req.conf.name, cid, ifname)
-                .map_err(os("cannot remove the MAC spoof check"))
-        });
-        if let Some(ipam) = &cfg.ipam_type {
-            sweep.run("ipam", || {
-                delegate::run(ipam, Command::Del, &req.env.path, &req.stdin, &[])
-            });
-        }
+        let ipam = cfg.ipam_type.as_deref();
+        cleanup::del_ipam(&mut sweep, &mut Real::without_netlink(), req, ipam);
         sweep.finish()
     }
 
