@@ -5,6 +5,7 @@
 use crate::host::{Host, PodSysctls, Real, VethPair};
 use crate::os::os;
 use crate::plan::PortPlan;
+pub use crate::steps::{GatewayStep, OwnStep, Undo};
 use crate::{naming, ports, results};
 use plumb_cni::result::{Interface, IpConfig};
 use plumb_cni::{code, failpoint, AddResult, CniError, CniResult, Request};
@@ -13,60 +14,6 @@ use plumb_net::link::{format_mac, Link};
 use plumb_net::nl::Route;
 use plumb_net::session::Session;
 use std::io;
-use std::net::IpAddr;
-
-/// A step of the plugin's own (a bridge it created, an uplink piece, a VLAN gateway interface) on the
-/// shared undo stack, so one rollback takes back the plugin's and the engine's steps in one order.
-pub trait OwnStep: std::fmt::Debug {
-    /// The step's name in log lines and in `PLUMB_FAILPOINT=rollback-<label>`.
-    fn label(&self) -> &'static str;
-    /// Takes the step back; the error as the log line shows it.
-    fn undo(&self, host: &mut Route) -> Result<(), String>;
-}
-
-/// One step to take back if ADD fails later.
-#[derive(Debug)]
-pub enum Undo {
-    /// The host veth (its peer goes with it).
-    HostVeth(String),
-    /// The IPAM reservation (IPAM DEL).
-    Ipam,
-    /// The spoof-check chain.
-    Spoofcheck,
-    /// The masquerade chains.
-    Masquerade,
-    /// A gateway address this ADD added to the bridge (or VLAN gateway interface) at `index`; only
-    /// this exact address is removed, never one that was there before.
-    GatewayAddress {
-        /// The interface the address was added to.
-        index: u32,
-        /// The address.
-        ip: IpAddr,
-        /// Its prefix length.
-        prefix: u8,
-    },
-    /// A step of the plugin's own.
-    Own(Box<dyn OwnStep>),
-}
-
-impl Undo {
-    /// The step's name in log lines.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Undo::HostVeth(_) => "host veth",
-            Undo::Ipam => "ipam",
-            Undo::Spoofcheck => "spoofcheck",
-            Undo::Masquerade => "masquerade",
-            Undo::GatewayAddress { .. } => "gateway address",
-            Undo::Own(step) => step.label(),
-        }
-    }
-}
-
-/// The plugin's gateway step (`isGateway`): puts the result's gateway addresses on its side of the
-/// bridge, pushing each thing it makes on the undo stack.
-pub type GatewayStep<'a> =
-    &'a dyn Fn(&mut Route, &Link, &[IpConfig], &mut Vec<Undo>) -> CniResult<()>;
 
 /// Everything ADD does once the bridge is there: the veth pair as a bridge port, IPAM, the container
 /// side, the gateway (the plugin's `gateway` step, with `isGateway`), masquerade and spoof check.

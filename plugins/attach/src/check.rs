@@ -7,11 +7,10 @@ use crate::naming;
 use crate::os::os;
 use crate::plan::PortPlan;
 use crate::ports::DEFAULT_VLAN;
+pub use crate::steps::BridgeCheck;
 use plumb_cni::{code, CniError, CniResult, Request};
 use plumb_net::addr::RouteEntry;
 use plumb_net::link::format_mac;
-use plumb_net::link::Link;
-use plumb_net::nl::Route;
 use plumb_net::session::Session;
 use plumb_net::vlan::Membership;
 use std::collections::BTreeSet;
@@ -19,9 +18,6 @@ use std::collections::BTreeSet;
 fn mismatch(msg: String) -> CniError {
     CniError::new(code::CHECK_MISMATCH, msg)
 }
-
-/// The plugin's own check of the bridge (its uplink, say), run once the bridge is found.
-pub type BridgeCheck<'a> = &'a dyn Fn(&mut Route, &Link) -> CniResult<()>;
 
 /// Verifies the attachment against `prevResult` and the plan; `pod` is the request's session in
 /// CNI_NETNS (entered first, so a gone or host CNI_NETNS is answered as such whatever prevResult says:

@@ -3,10 +3,9 @@
 //! routes, port VLANs, nftables chains, reservations, the plugin's own objects) changes as the real
 //! calls would change it, and [`Fake::fail_on`] makes one named call fail.
 
-use crate::attach::{GatewayStep, OwnStep, Undo};
-use crate::check::BridgeCheck;
 use crate::host::{Host, PodSysctls, VethPair};
 use crate::naming;
+use crate::steps::{BridgeCheck, GatewayStep, OwnStep, Undo};
 use plumb_cni::result::{Cidr, IpConfig};
 use plumb_cni::{code, AddResult, CniError, CniResult, Request};
 use plumb_net::addr::{RouteEntry, RouteSpec};

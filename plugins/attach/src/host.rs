@@ -5,9 +5,8 @@
 //! The engine ([`crate::attach`]) only talks to a `Host`, so its plan, undo stack and rollback order
 //! are unit-tested without root against the recording fake in `crate::fake` (tests only).
 
-use crate::attach::{GatewayStep, OwnStep, Undo};
-use crate::check::BridgeCheck;
 use crate::firewall;
+use crate::steps::{BridgeCheck, GatewayStep, OwnStep, Undo};
 use plumb_cni::result::{Cidr, IpConfig};
 use plumb_cni::{delegate, AddResult, CniResult, Command, Request};
 use plumb_net::addr::{add_address, add_route_global, addresses, del_address, routes};

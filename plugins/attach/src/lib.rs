@@ -19,6 +19,7 @@ pub mod os;
 pub mod plan;
 pub mod ports;
 pub mod results;
+pub mod steps;
 
 #[cfg(test)]
 mod fake;
