@@ -531,6 +531,15 @@ enum Subject {
     Plugin { node: usize, spoof: bool },
     /// The kernel floor ([`Floor`]).
     Floor,
+    /// The kernel floor plus two process starts per ADD, timed with it: plumb-bridge answering VERSION
+    /// before the floor's work and plumb-ipam answering VERSION after the veth pair, where a plugin
+    /// delegates to IPAM. It shares the floor's bridge, so it holds the same ports. Information only:
+    /// it tells whether the growth with many ports comes with process starts as such.
+    FloorExec,
+    /// The kernel floor plus one rtnetlink request after the pod side is up (the host veth read back,
+    /// as a plugin reads links back for its result). Information only: it tells whether a request made
+    /// after the pod link got its carrier waits for the kernel's work on that event.
+    FloorReread,
 }
 
 /// plumb-bridge + plumb-ipam without macspoofchk.
@@ -564,6 +573,8 @@ impl Lab {
                 if spoof { "+spoof" } else { "" }
             ),
             Subject::Floor => "floor".into(),
+            Subject::FloorExec => "floor+2 execs".into(),
+            Subject::FloorReread => "floor+re-read".into(),
         }
     }
 
@@ -582,12 +593,20 @@ impl Lab {
                 let att = self.new_att(node, spoof)?;
                 Ok((self.add(&att)?, Live::Plugin(att)))
             }
-            Subject::Floor => {
+            Subject::Floor | Subject::FloorExec | Subject::FloorReread => {
                 let pod = self
                     .pool
                     .pop()
                     .ok_or("the container netns pool is used up (a bench bug)")?;
-                let (veth, took) = self.floor()?.add(&pod)?;
+                let execs = match s {
+                    Subject::FloorExec => Some([
+                        self.binaries.plumb_bridge.clone(),
+                        self.binaries.plumb_bridge.with_file_name("plumb-ipam"),
+                    ]),
+                    _ => None,
+                };
+                let reread = s == Subject::FloorReread;
+                let (veth, took) = self.floor()?.add(&pod, execs.as_ref(), reread)?;
                 Ok((took, Live::Floor(veth)))
             }
         }
@@ -611,7 +630,7 @@ impl Lab {
     fn ports_of(&mut self, s: Subject) -> Result<usize, String> {
         match s {
             Subject::Plugin { node, .. } => self.ports(node),
-            Subject::Floor => self.floor()?.ports(),
+            Subject::Floor | Subject::FloorExec | Subject::FloorReread => self.floor()?.ports(),
         }
     }
 }
@@ -637,8 +656,9 @@ fn measure(lab: &mut Lab, opts: &Options) -> Result<Vec<Target>, String> {
     lab.create_nodes()?;
     let pairs = WARMUP_PAIRS + opts.iterations;
     // Pair benches: plumb, reference and floor plain, plumb and reference with spoof check; the scale
-    // bench: three fills and four subjects at two levels.
-    let count = 5 * pairs + 3 * opts.existing + 8 * opts.extra;
+    // bench: three fills and six subjects (the floor alone, with two process starts, with a read-back)
+    // at two levels.
+    let count = 5 * pairs + 3 * opts.existing + 12 * opts.extra;
     lab.fill_pool(count)?;
     let plain = pair_bench(lab, opts, &[PLUMB_PLAIN, REF_PLAIN, Subject::Floor])?;
     let spoof = pair_bench(lab, opts, &[PLUMB_SPOOF, REF_SPOOF])?;
@@ -765,7 +785,14 @@ fn pair_bench(
 /// returns the two growth targets against the floor.
 fn scale_bench(lab: &mut Lab, opts: &Options) -> Result<Vec<Target>, String> {
     let n = opts.existing;
-    let subjects = [PLUMB_PLAIN, PLUMB_SPOOF, REF_PLAIN, Subject::Floor];
+    let subjects = [
+        PLUMB_PLAIN,
+        PLUMB_SPOOF,
+        REF_PLAIN,
+        Subject::Floor,
+        Subject::FloorExec,
+        Subject::FloorReread,
+    ];
     println!();
     println!(
         "== ADD latency with 0 vs {n} existing attachments: {} timed ADDs per subject and level, each in a fresh container netns and DELed un-timed right after, alternating blocks of {}",
@@ -793,6 +820,18 @@ fn scale_bench(lab: &mut Lab, opts: &Options) -> Result<Vec<Target>, String> {
     info_ratio(
         &format!("reference ADD growth 0->{n} / floor growth"),
         growth[2] / floor,
+    );
+    info_ratio(
+        &format!("floor+2 execs ADD growth 0->{n} / floor growth"),
+        growth[4] / floor,
+    );
+    info_ratio(
+        &format!("plumb-bridge+plumb-ipam ADD growth 0->{n} / floor+2 execs growth"),
+        growth[0] / growth[4],
+    );
+    info_ratio(
+        &format!("floor+re-read ADD growth 0->{n} / floor growth"),
+        growth[5] / floor,
     );
     Ok(vec![
         Target::at_most(

@@ -19,6 +19,8 @@ use plumb_net::netns::Netns;
 use plumb_net::nl::Route;
 use plumb_net::session::Session;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The floor's subnet (plumb-ipam uses 10.31/16, host-local 10.32/16).
@@ -41,6 +43,21 @@ pub struct Floor {
 /// Turns an OS error into the bench's error, saying what was being done.
 fn err(what: &'static str) -> impl FnOnce(std::io::Error) -> String {
     move |e| format!("floor: {what}: {e}")
+}
+
+/// Runs `binary` with `CNI_COMMAND=VERSION` (a process start and a few µs of work) and checks it answered.
+fn version_call(binary: &Path) -> Result<(), String> {
+    let out = Command::new(binary)
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("floor: cannot run {}: {e}", binary.display()))?;
+    if !out.status.success() || !out.stdout.starts_with(b"{") {
+        return Err(format!("floor: {} VERSION failed", binary.display()));
+    }
+    Ok(())
 }
 
 /// The gateway address (`10.33.0.1`).
@@ -76,12 +93,23 @@ impl Floor {
     }
 
     /// One ADD's kernel work into pod namespace `pod`; returns its host veth name and the time taken.
-    pub fn add(&mut self, pod: &str) -> Result<(String, Duration), String> {
+    /// With `execs`, the first binary is run (answering VERSION) before the work and the second after
+    /// the veth pair, both timed: the process starts of a plugin and its IPAM, without their work.
+    /// With `reread`, the host veth is looked up once more after the pod side is up, timed.
+    pub fn add(
+        &mut self,
+        pod: &str,
+        execs: Option<&[PathBuf; 2]>,
+        reread: bool,
+    ) -> Result<(String, Duration), String> {
         self.made += 1;
         let n = self.made + 1;
         let host_name = format!("pf{:x}", self.made);
         let ip = IpAddr::V4(Ipv4Addr::new(SUBNET[0], SUBNET[1], (n >> 8) as u8, n as u8));
         let start = Instant::now();
+        if let Some([plugin, _]) = execs {
+            version_call(plugin)?;
+        }
         let ns = Netns::open(&format!("/run/netns/{pod}"))
             .map_err(|e| format!("floor: cannot open pod netns {pod}: {e}"))?;
         // One entry into the pod per ADD, as a plugin request makes it.
@@ -95,6 +123,9 @@ impl Floor {
             host_mac: None,
         };
         link::create_veth(&mut self.nl, &spec).map_err(err("cannot create the veth pair"))?;
+        if let Some([_, ipam]) = execs {
+            version_call(ipam)?;
+        }
         let host = link::by_name(&mut self.nl, &host_name)
             .map_err(err("cannot look up the host veth"))?
             .ok_or_else(|| format!("floor: host veth {host_name} vanished"))?;
@@ -120,6 +151,10 @@ impl Floor {
             )
         })()
         .map_err(err("cannot configure the pod side"))?;
+        if reread {
+            link::by_name(&mut self.nl, &host_name)
+                .map_err(err("cannot read the host veth back"))?;
+        }
         Ok((host_name, start.elapsed()))
     }
 
