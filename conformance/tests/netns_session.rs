@@ -173,29 +173,8 @@ fn bridge_with_ipam_and_spoof_check_enters_the_pod_once_per_request() {
         "macspoofchk": true,
         "ipam": {"type": "plumb-ipam", "range": "10.241.3.0/24", "gateway": "10.241.3.1", "dataDir": lab.data.path()},
     });
-    let bin = plumb_bin("plumb-bridge");
-    let pod = lab.pod.path();
-    let mut tally = Tally::default();
-    let add = traced(&lab.node, &bin, &lab.call("ADD", IFNAME, &conf));
-    let prev = add.out.ok();
-    tally.count("plumb-bridge ADD", &add, &pod, 1);
-    let check = traced(
-        &lab.node,
-        &bin,
-        &lab.call("CHECK", IFNAME, &with_prev(&conf, &prev)),
-    );
-    check.out.ok();
-    tally.count("plumb-bridge CHECK", &check, &pod, 1);
-    let del = traced(&lab.node, &bin, &lab.call("DEL", IFNAME, &conf));
-    del.out.ok();
-    // The pod end goes with the host veth: DEL has nothing to do inside the pod.
-    tally.count("plumb-bridge DEL", &del, &pod, 0);
-    tally.finish();
-    assert_eq!(
-        conformance::ipam_records(lab.data.path(), &["ip-"]),
-        Default::default(),
-        "DEL left a reservation"
-    );
+    // DEL enters nothing: the pod end goes with the host veth.
+    requests(&lab, "plumb-bridge", IFNAME, &conf, "plumb-bridge", 0);
 }
 
 #[test]
@@ -277,24 +256,26 @@ fn vxlan_lab() -> (Lab, Value) {
     (lab, conf)
 }
 
-/// ADD, CHECK and DEL of plumb-vxlan with `conf`, each traced; `del_enters` is DEL's expected count.
-fn vxlan_requests(lab: &Lab, conf: &Value, role: &str, del_enters: usize) {
-    let bin = plumb_bin("plumb-vxlan");
+/// ADD, CHECK and DEL of `binary` with `conf` on `ifname`, each traced and counted under `label`; the
+/// pod must be entered once by ADD and CHECK and `del_enters` times by DEL, and DEL must leave no
+/// reservation.
+fn requests(lab: &Lab, binary: &str, ifname: &str, conf: &Value, label: &str, del_enters: usize) {
+    let bin = plumb_bin(binary);
     let pod = lab.pod.path();
     let mut tally = Tally::default();
-    let add = traced(&lab.node, &bin, &lab.call("ADD", OVERLAY_IFNAME, conf));
+    let add = traced(&lab.node, &bin, &lab.call("ADD", ifname, conf));
     let prev = add.out.ok();
-    tally.count(&format!("plumb-vxlan {role} ADD"), &add, &pod, 1);
+    tally.count(&format!("{label} ADD"), &add, &pod, 1);
     let check = traced(
         &lab.node,
         &bin,
-        &lab.call("CHECK", OVERLAY_IFNAME, &with_prev(conf, &prev)),
+        &lab.call("CHECK", ifname, &with_prev(conf, &prev)),
     );
     check.out.ok();
-    tally.count(&format!("plumb-vxlan {role} CHECK"), &check, &pod, 1);
-    let del = traced(&lab.node, &bin, &lab.call("DEL", OVERLAY_IFNAME, conf));
+    tally.count(&format!("{label} CHECK"), &check, &pod, 1);
+    let del = traced(&lab.node, &bin, &lab.call("DEL", ifname, conf));
     del.out.ok();
-    tally.count(&format!("plumb-vxlan {role} DEL"), &del, &pod, del_enters);
+    tally.count(&format!("{label} DEL"), &del, &pod, del_enters);
     tally.finish();
     assert_eq!(
         conformance::ipam_records(lab.data.path(), &["ip-"]),
@@ -323,7 +304,14 @@ fn vxlan_client_enters_the_pod_once_per_request() {
     // A route on the overlay, so ADD also verifies the pod's routes.
     let mut conf = conf;
     conf["ipam"]["routes"] = json!([{"dst": "172.30.0.0/24"}]);
-    vxlan_requests(&lab, &conf, "client", 0);
+    requests(
+        &lab,
+        "plumb-vxlan",
+        OVERLAY_IFNAME,
+        &conf,
+        "plumb-vxlan client",
+        0,
+    );
     assert_eq!(
         lab.pod.exec(&["cat", "/sys/class/net/eth0/mtu"]).trim(),
         "1400"
@@ -345,7 +333,14 @@ fn vxlan_router_enters_the_pod_once_per_request() {
     lab.pod.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
     conf["role"] = json!("router");
     // The router's DEL removes its masquerade chain inside the pod: one entry there too.
-    vxlan_requests(&lab, &conf, "router", 1);
+    requests(
+        &lab,
+        "plumb-vxlan",
+        OVERLAY_IFNAME,
+        &conf,
+        "plumb-vxlan router",
+        1,
+    );
     let tables = lab.pod.exec(&["nft", "list", "tables"]);
     assert!(
         !tables.contains("plumb_router"),
