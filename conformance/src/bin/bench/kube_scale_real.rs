@@ -57,20 +57,7 @@ impl RealServer {
             wait_served(cp, &name)?;
         }
         let dir = cp.scratch("scale");
-        let ca = dir.join("ca.crt");
-        std::fs::write(&ca, cp.ca_pem()).map_err(|e| e.to_string())?;
-        let target = cp
-            .url()
-            .trim_start_matches("https://")
-            .parse()
-            .map_err(|e| format!("control plane URL {}: {e}", cp.url()))?;
-        let forward = Forward::start(None, target).map_err(|e| format!("forwarder: {e}"))?;
-        let direct = kubeconfig(cp, &dir, "plumb", &ca, "kube-system", "plumb")?;
-        // The same kubeconfig with the forwarder's URL (the serving certificate names 127.0.0.1).
-        let text = std::fs::read_to_string(&direct).map_err(|e| e.to_string())?;
-        let kubeconfig = dir.join("plumb-forwarded.kubeconfig");
-        std::fs::write(&kubeconfig, text.replace(cp.url(), &forward.https_url()))
-            .map_err(|e| e.to_string())?;
+        let (forward, kubeconfig) = forwarded_kubeconfig(cp, &dir, "plumb")?;
         let admin = dir.join("admin.kubeconfig");
         cp.write_admin_kubeconfig(&admin);
         Ok(RealServer {
@@ -308,6 +295,29 @@ pub(super) fn counted(
             }
         })
         .collect())
+}
+
+/// A loopback forwarder to `cp` and a kubeconfig in `dir` for service account `kube-system/<sa>` that
+/// reaches the server through it (the serving certificate names 127.0.0.1, so the CA still checks).
+pub(super) fn forwarded_kubeconfig(
+    cp: &ControlPlane,
+    dir: &Path,
+    sa: &str,
+) -> Result<(Forward, PathBuf), String> {
+    let ca = dir.join("ca.crt");
+    std::fs::write(&ca, cp.ca_pem()).map_err(|e| e.to_string())?;
+    let target = cp
+        .url()
+        .trim_start_matches("https://")
+        .parse()
+        .map_err(|e| format!("control plane URL {}: {e}", cp.url()))?;
+    let forward = Forward::start(None, target).map_err(|e| format!("forwarder: {e}"))?;
+    let direct = kubeconfig(cp, dir, sa, &ca, "kube-system", sa)?;
+    let text = std::fs::read_to_string(&direct).map_err(|e| e.to_string())?;
+    let forwarded = dir.join(format!("{sa}-forwarded.kubeconfig"));
+    std::fs::write(&forwarded, text.replace(cp.url(), &forward.https_url()))
+        .map_err(|e| e.to_string())?;
+    Ok((forward, forwarded))
 }
 
 #[cfg(test)]

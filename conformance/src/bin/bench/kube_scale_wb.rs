@@ -11,12 +11,11 @@
 //! its DEL, at each level. It stops at the first level the API will not store (etcd's request size
 //! limit), and reports the level at which whereabouts' own ADD fails.
 
-use super::kube_real::{apply_file, error_text, kubeconfig, script_dir, wait_served, WB_USER};
+use super::kube_real::{apply_file, error_text, script_dir, wait_served, WB_USER};
 use super::kube_scale::Counted;
 use super::kube_scale_real::{counted, mark};
 use super::{ms, Spread};
 use conformance::control_plane::{Auth, ControlPlane};
-use conformance::forward::Forward;
 use conformance::plugin::Call;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -62,18 +61,7 @@ pub(super) fn run(cp: &ControlPlane) -> Result<(), String> {
         wait_served(cp, &name)?;
     }
     let dir = cp.scratch("scale-wb");
-    let ca = dir.join("ca.crt");
-    std::fs::write(&ca, cp.ca_pem()).map_err(|e| e.to_string())?;
-    let target = cp
-        .url()
-        .trim_start_matches("https://")
-        .parse()
-        .map_err(|e| format!("control plane URL {}: {e}", cp.url()))?;
-    let forward = Forward::start(None, target).map_err(|e| format!("forwarder: {e}"))?;
-    let direct = kubeconfig(cp, &dir, "whereabouts", &ca, "kube-system", "whereabouts")?;
-    let text = std::fs::read_to_string(&direct).map_err(|e| e.to_string())?;
-    let kc = dir.join("whereabouts-forwarded.kubeconfig");
-    std::fs::write(&kc, text.replace(cp.url(), &forward.https_url())).map_err(|e| e.to_string())?;
+    let (forward, kc) = super::kube_scale_real::forwarded_kubeconfig(cp, &dir, "whereabouts")?;
     let flat = dir.join("whereabouts.conf");
     std::fs::write(
         &flat,
