@@ -108,12 +108,17 @@ pub fn add_attachment_with(
         results::add_default_routes(&mut ipam_result)?;
     }
     results::check_routes(&ipam_result)?;
-    let container = configure_container(h, cfg, ifname, &ipam_result)?;
-    failpoint::check("container")?;
     if let Some(gateway) = gateway.filter(|_| cfg.is_gateway && !ipam_result.ips.is_empty()) {
         h.gateway(gateway, &bridge, &ipam_result.ips, undo)?;
         failpoint::check("gateway")?;
     }
+    // Read once the port has joined and the gateway step has pinned its MAC: the result's bridge.
+    let bridge = h
+        .host_link_by_index(bridge.index)
+        .map_err(os("cannot read the bridge"))?
+        .unwrap_or(bridge);
+    let container = configure_container(h, cfg, ifname, &ipam_result)?;
+    failpoint::check("container")?;
     let network = &req.conf.name;
     if cfg.ip_masq {
         undo.push(Undo::Masquerade);
@@ -141,10 +146,13 @@ pub fn add_attachment_with(
             .map_err(os("cannot install the MAC spoof check"))?;
         failpoint::check("spoofcheck")?;
     }
-    let bridge = h
-        .host_link_by_index(bridge.index)
-        .map_err(os("cannot read the bridge"))?
-        .unwrap_or(bridge);
+    // Last: the host end up gives both ends carrier, the first moment a frame can pass, so the spoof
+    // check is in place before it. It is also the kernel's cue for the pod interface's IPv6 start
+    // (with DAD off, at once: a worker holds the rtnl lock while the pod's MLD report and router
+    // solicitation are flooded to every port of the bridge, several ms with 1000 ports); no rtnetlink
+    // request of this ADD comes after it to wait for that (docs/design.md, "growth").
+    h.host_set_up(&host_veth)
+        .map_err(os("cannot bring the host veth up"))?;
     Ok(result(
         req,
         cfg,
@@ -278,7 +286,7 @@ fn configure_container(
                 })?;
             }
         }
-        let l = h.pod_link_by_index(l.index)?.unwrap_or(l);
+        // MAC and MTU are as read before: addresses and the up flag change neither.
         Ok(ContainerSide {
             mac: l.mac,
             mtu: l.mtu,

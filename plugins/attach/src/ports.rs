@@ -1,21 +1,16 @@
 //! A bridge port: attach a host veth with its port options and VLANs, and the VLANs CHECK expects.
 
-use crate::host::{Host, Real};
+use crate::host::Host;
 use crate::os::os;
 use crate::plan::PortPlan;
 use plumb_cni::CniResult;
 use plumb_net::link::{Link, PortOptions};
-use plumb_net::nl::Route;
 
 /// VLAN 1 is what a VLAN-filtering bridge gives every new port (its `default_pvid`).
 pub const DEFAULT_VLAN: u16 = 1;
 
-/// Makes the host veth a port of the bridge with the config's options and VLANs, and brings it up.
-pub fn attach(nl: &mut Route, cfg: &PortPlan, bridge: &Link, port: &Link) -> CniResult<()> {
-    attach_with(&mut Real::host(nl), cfg, bridge, port)
-}
-
-/// [`attach`] over any [`Host`].
+/// Makes the host veth a port of the bridge with the config's options and VLANs. It stays down: ADD
+/// brings it up as its last step ([`crate::attach::add_attachment_with`] says why).
 pub fn attach_with(h: &mut impl Host, cfg: &PortPlan, bridge: &Link, port: &Link) -> CniResult<()> {
     h.set_controller(port, bridge)
         .map_err(os("cannot attach the host veth to the bridge"))?;
@@ -41,6 +36,5 @@ pub fn attach_with(h: &mut impl Host, cfg: &PortPlan, bridge: &Link, port: &Link
                 .map_err(os("cannot add the access VLAN to the port"))?;
         }
     }
-    h.host_set_up(port)
-        .map_err(os("cannot bring the host veth up"))
+    Ok(())
 }

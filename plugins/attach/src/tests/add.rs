@@ -19,14 +19,14 @@ fn plain_port_plan_in_order() {
             format!("host_sysctl net/ipv6/conf/{v}/accept_ra=0"),
             format!("set_controller {v} br0"),
             format!("set_port_options {v} hairpin=None isolated=None"),
-            format!("host_set_up {v}"),
             "ipam_add plumb-ipam".into(),
+            "get_host_link_by_index 1".into(),
             "get_pod_link eth0".into(),
             "pod_sysctls eth0 layer3=true dad=false v6=false".into(),
             "pod_add_address 11 10.1.0.5/24".into(),
             "pod_set_up eth0".into(),
-            "get_pod_link_by_index 11".into(),
-            "get_host_link_by_index 1".into(),
+            // Last: no rtnetlink request waits behind the kernel's IPv6 start on the pod side.
+            format!("host_set_up {v}"),
         ]
     );
     let labels: Vec<_> = undo.iter().map(Undo::label).collect();
@@ -84,8 +84,8 @@ fn vlan_trunk_port_plan() {
             format!("vlan_add {v} 200-202 pvid=false untagged=false"),
             format!("vlan_add {v} 300-300 pvid=false untagged=false"),
             format!("vlan_add {v} 100-100 pvid=true untagged=true"),
-            format!("host_set_up {v}"),
             "pod_set_up eth0".into(),
+            format!("host_set_up {v}"),
         ]
     );
     let vids: Vec<u16> = f.model.vlans.keys().map(|(_, v)| *v).collect();
@@ -123,7 +123,7 @@ fn macspoofchk_and_ipmasq_plan() {
     let mut undo = Vec::new();
     add(&mut f, &plan, &mut undo).unwrap();
     assert_eq!(
-        f.changes()[5..],
+        f.changes()[4..],
         [
             "ipam_add plumb-ipam",
             "pod_sysctls eth0 layer3=true dad=false v6=true",
@@ -133,6 +133,8 @@ fn macspoofchk_and_ipmasq_plan() {
             "add_masquerade 10.1.0.5",
             "add_masquerade fd00:1::5",
             &format!("add_spoofcheck {} 0a:58:00:00:00:07", veth()),
+            // The port comes up once the spoof check is there: no frame passes before it.
+            &format!("host_set_up {}", veth()),
         ]
     );
     let labels: Vec<_> = undo.iter().map(Undo::label).collect();
@@ -149,7 +151,7 @@ fn macspoofchk_and_ipmasq_plan() {
 }
 
 #[test]
-fn gateway_plan_puts_gateways_on_the_bridge_after_the_pod_and_routes_default() {
+fn gateway_plan_puts_gateways_on_the_bridge_before_the_pod_and_routes_default() {
     let mut f = Fake::new();
     f.ipam = dual_stack();
     f.ipam.routes = vec![CniRoute {
@@ -171,7 +173,9 @@ fn gateway_plan_puts_gateways_on_the_bridge_after_the_pod_and_routes_default() {
     let r = add(&mut f, &plan, &mut undo).unwrap();
     let ops = f.ops();
     let pos = |op: &str| ops.iter().position(|o| o == op).unwrap();
-    assert!(pos("pod_set_up") < pos("gateway") && pos("gateway") < pos("add_masquerade"));
+    // The host-side gateway work comes before the pod is configured; the host end comes up last.
+    assert!(pos("gateway") < pos("pod_sysctls") && pos("pod_set_up") < pos("add_masquerade"));
+    assert_eq!(ops.last().map(String::as_str), Some("host_set_up"));
     let routes: Vec<_> = f
         .changes()
         .into_iter()
