@@ -207,8 +207,8 @@ struct Node {
     fd: File,
     /// The bridge name in both configs.
     bridge: String,
-    /// The network config without and with `macspoofchk`.
-    configs: [Value; 2],
+    /// The network config as is, with `macspoofchk`, and with `enabledad` (see [`Conf`]).
+    configs: [Value; 3],
 }
 
 impl Node {
@@ -251,7 +251,7 @@ impl Node {
             &att.cid,
             &netns,
             IFNAME,
-            &self.configs[att.spoof as usize],
+            &self.configs[att.conf as usize],
         )
         .env("CNI_PATH", cni_path);
         let mut cmd = self.command(&self.binary);
@@ -312,8 +312,21 @@ struct Att {
     node: usize,
     cid: String,
     netns: String,
-    /// Whether the config has `macspoofchk: true` (DEL must get the same config).
-    spoof: bool,
+    /// Which of the node's configs (DEL must get the same one).
+    conf: Conf,
+}
+
+/// The variants of a node's network config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conf {
+    /// As printed.
+    Plain = 0,
+    /// With `"macspoofchk": true`.
+    Spoof = 1,
+    /// With `"enabledad": true`: the container interface keeps IPv6 duplicate address detection, so
+    /// the kernel's IPv6 start on it (multicast reports and a router solicitation, which the bridge
+    /// floods to every port) comes about a second later instead of at once.
+    Dad = 2,
 }
 
 /// Everything the mode creates, so that teardown can take all of it down.
@@ -403,6 +416,8 @@ impl Lab {
                               "isGateway": true, "ipam": ipam});
             let mut spoof = base.clone();
             spoof["macspoofchk"] = json!(true);
+            let mut dad = base.clone();
+            dad["enabledad"] = json!(true);
             println!("{label} node netns {netns}: {base}");
             self.nodes.push(Node {
                 label,
@@ -410,10 +425,10 @@ impl Lab {
                 netns,
                 fd,
                 bridge,
-                configs: [base, spoof],
+                configs: [base, spoof, dad],
             });
         }
-        println!("every config is used as is and with \"macspoofchk\": true");
+        println!("every config is used as is and with \"macspoofchk\": true; plumb's also with \"enabledad\": true (information)");
         let netns = unique_name(NODE_PREFIX);
         if netns_exists(&netns) {
             return Err(format!("netns {netns} exists already (not the bench's)"));
@@ -453,7 +468,7 @@ impl Lab {
     }
 
     /// A new attachment through node `node` in an unused container namespace.
-    fn new_att(&mut self, node: usize, spoof: bool) -> Result<Att, String> {
+    fn new_att(&mut self, node: usize, conf: Conf) -> Result<Att, String> {
         let netns = self
             .pool
             .pop()
@@ -463,7 +478,7 @@ impl Lab {
             node,
             cid: format!("{:016x}{:048x}", self.nonce, self.made),
             netns,
-            spoof,
+            conf,
         })
     }
 
@@ -527,8 +542,8 @@ pub(super) fn netns_exists(name: &str) -> bool {
 /// kernel floor in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subject {
-    /// Node `node`'s plugin, with the config with `macspoofchk` when `spoof`.
-    Plugin { node: usize, spoof: bool },
+    /// Node `node`'s plugin with config `conf`.
+    Plugin { node: usize, conf: Conf },
     /// The kernel floor ([`Floor`]).
     Floor,
     /// The kernel floor plus two process starts per ADD, timed with it: plumb-bridge answering VERSION
@@ -545,32 +560,41 @@ enum Subject {
 /// plumb-bridge + plumb-ipam without macspoofchk.
 const PLUMB_PLAIN: Subject = Subject::Plugin {
     node: PLUMB,
-    spoof: false,
+    conf: Conf::Plain,
+};
+/// plumb-bridge + plumb-ipam with `enabledad` (information only).
+const PLUMB_DAD: Subject = Subject::Plugin {
+    node: PLUMB,
+    conf: Conf::Dad,
 };
 /// plumb-bridge + plumb-ipam with macspoofchk.
 const PLUMB_SPOOF: Subject = Subject::Plugin {
     node: PLUMB,
-    spoof: true,
+    conf: Conf::Spoof,
 };
 /// The reference without macspoofchk.
 const REF_PLAIN: Subject = Subject::Plugin {
     node: REFERENCE,
-    spoof: false,
+    conf: Conf::Plain,
 };
 /// The reference with macspoofchk.
 const REF_SPOOF: Subject = Subject::Plugin {
     node: REFERENCE,
-    spoof: true,
+    conf: Conf::Spoof,
 };
 
 impl Lab {
     /// The subject's name in the output.
     fn label(&self, s: Subject) -> String {
         match s {
-            Subject::Plugin { node, spoof } => format!(
+            Subject::Plugin { node, conf } => format!(
                 "{}{}",
                 self.nodes[node].label,
-                if spoof { "+spoof" } else { "" }
+                match conf {
+                    Conf::Plain => "",
+                    Conf::Spoof => "+spoof",
+                    Conf::Dad => "+enabledad",
+                }
             ),
             Subject::Floor => "floor".into(),
             Subject::FloorExec => "floor+2 execs".into(),
@@ -589,8 +613,8 @@ impl Lab {
     fn add_of(&mut self, s: Subject) -> Result<(Duration, Live), String> {
         check_interrupt()?;
         match s {
-            Subject::Plugin { node, spoof } => {
-                let att = self.new_att(node, spoof)?;
+            Subject::Plugin { node, conf } => {
+                let att = self.new_att(node, conf)?;
                 Ok((self.add(&att)?, Live::Plugin(att)))
             }
             Subject::Floor | Subject::FloorExec | Subject::FloorReread => {
@@ -656,9 +680,9 @@ fn measure(lab: &mut Lab, opts: &Options) -> Result<Vec<Target>, String> {
     lab.create_nodes()?;
     let pairs = WARMUP_PAIRS + opts.iterations;
     // Pair benches: plumb, reference and floor plain, plumb and reference with spoof check; the scale
-    // bench: three fills and six subjects (the floor alone, with two process starts, with a read-back)
-    // at two levels.
-    let count = 5 * pairs + 3 * opts.existing + 12 * opts.extra;
+    // bench: three fills and seven subjects (the floor alone, with two process starts, with a read-back;
+    // plumb also with enabledad) at two levels.
+    let count = 5 * pairs + 3 * opts.existing + 14 * opts.extra;
     lab.fill_pool(count)?;
     let plain = pair_bench(lab, opts, &[PLUMB_PLAIN, REF_PLAIN, Subject::Floor])?;
     let spoof = pair_bench(lab, opts, &[PLUMB_SPOOF, REF_SPOOF])?;
@@ -792,6 +816,7 @@ fn scale_bench(lab: &mut Lab, opts: &Options) -> Result<Vec<Target>, String> {
         Subject::Floor,
         Subject::FloorExec,
         Subject::FloorReread,
+        PLUMB_DAD,
     ];
     println!();
     println!(
@@ -832,6 +857,10 @@ fn scale_bench(lab: &mut Lab, opts: &Options) -> Result<Vec<Target>, String> {
     info_ratio(
         &format!("floor+re-read ADD growth 0->{n} / floor growth"),
         growth[5] / floor,
+    );
+    info_ratio(
+        &format!("plumb+enabledad ADD growth 0->{n} / floor growth"),
+        growth[6] / floor,
     );
     Ok(vec![
         Target::at_most(
