@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod host;
 pub mod plugin;
 pub mod policy;
 pub mod ports;
