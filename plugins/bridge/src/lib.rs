@@ -11,3 +11,6 @@ pub mod policy;
 pub mod ports;
 pub mod uplink;
 pub mod uplink_gc;
+
+#[cfg(test)]
+mod tests;

@@ -87,11 +87,17 @@ fn ensure_bridge_inner(
         None => {
             let made = nl.create_bridge(name, cfg.mtu, cfg.uses_vlans());
             if made.is_ok() {
-                // Learn its index now, so a failure below can remove it.
-                *created = nl
-                    .link_by_name(name)
-                    .map_err(os("cannot look up the bridge"))?
-                    .map(|l| l.index);
+                // Learn its index now, so a failure below can remove it. If even that fails, it
+                // goes by name: under the bridge lock the bridge of that name is the one just made.
+                match nl.link_by_name(name) {
+                    Ok(l) => *created = l.map(|l| l.index),
+                    Err(e) => {
+                        if let Err(u) = nl.delete_link_by_name(name) {
+                            eprintln!("plumb-bridge: rollback: cannot delete bridge {name}: {u}");
+                        }
+                        return Err(os("cannot look up the bridge")(e));
+                    }
+                }
             }
             match made {
                 Err(e) if !is_exists(&e) && cfg.uses_vlans() => {

@@ -77,8 +77,17 @@ pub fn preflight(nl: &mut dyn BridgeHost, cfg: &BridgeConfig) -> CniResult<Optio
     let (Some(up), Some(layout)) = (&cfg.uplink, cfg.uplink_layout) else {
         return Ok(None);
     };
+    let lock = lock_port(&port_name(up, layout))?;
+    Ok(verify(nl, cfg)?.map(|uplink| Prepared { uplink, lock }))
+}
+
+/// [`preflight`] under the port lock: the uplink, once every unsafe or conflicting state is refused
+/// (`None` without `uplink`).
+pub fn verify(nl: &mut dyn BridgeHost, cfg: &BridgeConfig) -> CniResult<Option<Link>> {
+    let (Some(up), Some(layout)) = (&cfg.uplink, cfg.uplink_layout) else {
+        return Ok(None);
+    };
     let port = port_name(up, layout);
-    let lock = lock_port(&port)?;
     let uplink = nl
         .link_by_name(up)
         .map_err(os("cannot look up the uplink"))?
@@ -124,7 +133,7 @@ pub fn preflight(nl: &mut dyn BridgeHost, cfg: &BridgeConfig) -> CniResult<Optio
             }
         }
     }
-    Ok(Some(Prepared { uplink, lock }))
+    Ok(Some(uplink))
 }
 
 /// A per-VLAN bridge must not already reach the uplink through a VLAN interface of another VLAN.
@@ -231,12 +240,12 @@ fn refuse_if_node_traffic(nl: &mut dyn BridgeHost, l: &Link, what: &str) -> CniR
 }
 
 /// After the bridge is there (under its lock, with [`preflight`]'s lock held): makes or verifies the
-/// uplink pieces, pushing each step on `undo`. `bridge_created`: this ADD made the bridge (it gets
-/// the [`MARK`] alias).
+/// uplink pieces, pushing each step on `undo`. `uplink` is what [`preflight`] found; `bridge_created`:
+/// this ADD made the bridge (it gets the [`MARK`] alias).
 pub fn ensure(
     nl: &mut dyn BridgeHost,
     cfg: &BridgeConfig,
-    prepared: &Prepared,
+    uplink: &Link,
     bridge: &Link,
     bridge_created: bool,
     undo: &mut Vec<Undo>,
@@ -249,7 +258,6 @@ pub fn ensure(
         nl.set_alias(bridge, &mark)
             .map_err(os("cannot mark the bridge"))?;
     }
-    let uplink = &prepared.uplink;
     match layout {
         UplinkLayout::PerVlan(vid) => {
             let name = naming::uplink_vlan(up, vid);
@@ -266,8 +274,15 @@ pub fn ensure(
                         }
                         Ok(()) => {}
                     }
-                    let l = nl
-                        .link_by_name(&name)
+                    let found = nl.link_by_name(&name);
+                    if found.is_err() {
+                        // Its index unknown, it goes by name: under the port lock, the interface
+                        // of that name is the one just made.
+                        if let Err(u) = nl.delete_link_by_name(&name) {
+                            eprintln!("plumb-bridge: rollback: cannot delete {name}: {u}");
+                        }
+                    }
+                    let l = found
                         .map_err(os("cannot look up the uplink VLAN interface"))?
                         .ok_or_else(|| {
                             CniError::new(
