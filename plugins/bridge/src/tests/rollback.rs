@@ -117,3 +117,40 @@ fn the_undo_order_is_the_reverse_of_the_making() {
         ]
     );
 }
+
+/// The attach engine's own rollback (as `Bridge::add` runs it) over the shared stack, on the
+/// engine's recording fake: plumb-bridge's steps and the engine's gateway address, newest first.
+#[test]
+fn the_engines_rollback_takes_the_bridges_steps_back_newest_first() {
+    let c = cfg(json!({"uplink": "up0", "vlanFiltering": true, "vlan": 100, "isGateway": true}));
+    let mut f = host();
+    let mut undo = Vec::new();
+    add(&mut f, &c, &mut undo).unwrap();
+    let gw = f.get("br0.100").index;
+    let stdin = br#"{"cniVersion":"1.0.0","name":"net1","type":"plumb-bridge"}"#.to_vec();
+    let req = plumb_cni::Request {
+        env: plumb_cni::Env {
+            command: plumb_cni::Command::Add,
+            container_id: "c0ffee".into(),
+            netns: Some("/var/run/netns/pod1".into()),
+            ifname: "eth0".into(),
+            args: Default::default(),
+            path: Vec::new(),
+            refused_identity: None,
+        },
+        conf: NetConf::parse(&stdin).unwrap(),
+        stdin,
+    };
+    let mut engine = plumb_attach::fake::Fake::new();
+    plumb_attach::attach::rollback_with(&mut engine, &req, &c.port_plan(), undo);
+    assert_eq!(
+        engine.changes(),
+        vec![
+            format!("del_host_address {gw} 10.1.0.1/24"),
+            "undo_own vlan gateway".into(),
+            "undo_own uplink vlans".into(),
+            "undo_own uplink port".into(),
+            "undo_own bridge".into(),
+        ]
+    );
+}
