@@ -49,12 +49,17 @@ pub struct Fake {
     pub model: Model,
     /// What IPAM ADD returns.
     pub ipam: AddResult,
+    /// The ID the host's namespace gives the pod's (pod ends of host veths report it).
+    pub pod_nsid: Option<i32>,
     /// Calls (by op name) that fail.
     fail: BTreeSet<String>,
     /// The call (by its position in `calls`) that fails.
     fail_nth: Option<usize>,
     next_index: u32,
 }
+
+/// The namespace ID of the fake pod, as the host sees it.
+pub const FAKE_NSID: i32 = 7;
 
 /// A link of `kind` as the fake makes it.
 pub fn link(index: u32, name: &str, kind: &str) -> Link {
@@ -75,6 +80,12 @@ pub fn link(index: u32, name: &str, kind: &str) -> Link {
     }
 }
 
+impl Default for Fake {
+    fn default() -> Fake {
+        Fake::new()
+    }
+}
+
 impl Fake {
     /// A host with the bridge `br0` (index 1, VLAN filtering) and an empty pod.
     pub fn new() -> Fake {
@@ -84,6 +95,7 @@ impl Fake {
             calls: Vec::new(),
             model,
             ipam: AddResult::default(),
+            pod_nsid: Some(FAKE_NSID),
             fail: BTreeSet::new(),
             fail_nth: None,
             next_index: 10,
@@ -374,6 +386,22 @@ impl Host for Fake {
             .map_err(|e| e.to_string())?;
         self.model.own.remove(step.label());
         Ok(())
+    }
+    fn veth_peer(&mut self, name: &str) -> io::Result<Option<(u32, Option<i32>)>> {
+        self.call("get_veth_peer", name.to_string())?;
+        if self.model.host.get(name).and_then(|l| l.kind.as_deref()) != Some("veth") {
+            return Ok(None);
+        }
+        let peer = self
+            .model
+            .peers
+            .get(name)
+            .and_then(|p| self.model.pod.get(p));
+        Ok(peer.map(|p| (p.index, self.pod_nsid)))
+    }
+    fn pod_nsid(&mut self) -> io::Result<Option<i32>> {
+        self.call("get_pod_nsid", String::new())?;
+        Ok(self.pod_nsid)
     }
     fn open_host(&mut self) -> io::Result<()> {
         self.call("open_host", String::new())

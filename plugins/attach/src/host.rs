@@ -131,6 +131,11 @@ pub trait Host {
     ) -> CniResult<()>;
     /// Takes back a step of the plugin's own.
     fn undo_own(&mut self, step: &dyn OwnStep) -> Result<(), String>;
+    /// A host veth's peer: its index and the ID (in the host's namespace) of the namespace it is in;
+    /// `None` when `name` is no veth.
+    fn veth_peer(&mut self, name: &str) -> io::Result<Option<(u32, Option<i32>)>>;
+    /// The ID the host's namespace gives the pod's (`None`: it has none).
+    fn pod_nsid(&mut self) -> io::Result<Option<i32>>;
     /// CHECK: makes sure host netlink calls can be made from here on (opens the socket if needed).
     fn open_host(&mut self) -> io::Result<()>;
     /// CHECK: the addresses of a pod link.
@@ -339,6 +344,22 @@ impl Host for Real<'_> {
     }
     fn undo_own(&mut self, step: &dyn OwnStep) -> Result<(), String> {
         step.undo(self.nl().map_err(|e| e.to_string())?)
+    }
+    fn veth_peer(&mut self, name: &str) -> io::Result<Option<(u32, Option<i32>)>> {
+        link::veth_peer(self.nl()?, name)
+    }
+    fn pod_nsid(&mut self) -> io::Result<Option<i32>> {
+        let pod = self
+            .pod
+            .as_deref()
+            .ok_or_else(|| io::Error::other("no session in the pod's namespace"))?;
+        let host = match (self.host.as_deref_mut(), self.own.as_mut()) {
+            (Some(h), _) | (None, Some(h)) => h,
+            (None, None) => {
+                return Err(io::Error::other("no netlink socket in the host namespace"))
+            }
+        };
+        plumb_net::netns::nsid(host, pod.netns())
     }
     fn open_host(&mut self) -> io::Result<()> {
         if !self.has_netlink() {

@@ -4,7 +4,7 @@
 //! side (addresses, routes), masquerade and the MAC spoof check, each step on an undo stack that
 //! [`attach::rollback`] takes back. [`check::check`] verifies such a port, [`cleanup`] runs DEL as a
 //! best-effort sweep. All of them reach the kernel, nftables and IPAM through [`host::Host`]
-//! ([`host::Real`] in the plugins, a recording fake in the unit tests). No module here imports a
+//! ([`host::Real`] in the plugins, the recording `fake` in the unit tests). No module here imports a
 //! plugin crate; the plugins import this one.
 
 pub mod attach;
@@ -21,7 +21,9 @@ pub mod ports;
 pub mod results;
 pub mod steps;
 
-#[cfg(test)]
-mod fake;
+/// The recording fake [`host::Host`]: the engine's own tests, and other crates' tests through the
+/// `testing` feature (a dev-dependency feature only; never on in a plugin binary).
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,11 @@ pub trait OwnStep: std::fmt::Debug {
     fn label(&self) -> &'static str;
     /// Takes the step back; the error as the log line shows it.
     fn undo(&self, host: &mut Route) -> Result<(), String>;
+    /// The step as its own type, for a plugin's unit tests that take their steps back against their
+    /// own fake host (`undo` needs a real socket); `None` unless the plugin's step offers it.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// One step to take back if ADD fails later.

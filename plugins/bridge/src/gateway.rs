@@ -3,15 +3,14 @@
 //! remains.
 
 use crate::config::BridgeConfig;
+use crate::host::BridgeHost;
 use plumb_attach::attach::{OwnStep, Undo};
 use plumb_attach::os::os;
 use plumb_cni::result::{Cidr, IpConfig};
 use plumb_cni::{CniError, CniResult};
-use plumb_net::addr::{add_address, addresses};
-use plumb_net::link::{self, Link};
+use plumb_net::link::Link;
 use plumb_net::nl::Route;
-use plumb_net::sysctl;
-use plumb_net::vlan::{self, Target};
+use plumb_net::vlan::Target;
 use std::net::IpAddr;
 
 /// The undo step of a VLAN gateway interface this ADD created (label `vlan gateway`): removed if no
@@ -30,6 +29,17 @@ impl OwnStep for VlanGateway {
     }
 
     fn undo(&self, host: &mut Route) -> Result<(), String> {
+        self.take_back(host)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+impl VlanGateway {
+    /// [`OwnStep::undo`] over any [`BridgeHost`].
+    pub fn take_back(&self, host: &mut dyn BridgeHost) -> Result<(), String> {
         remove_vlan_gateway_if_unused(host, &self.bridge, self.vid).map_err(|e| e.to_string())
     }
 }
@@ -45,7 +55,7 @@ impl OwnStep for VlanGateway {
 /// adding an address to the bridge its MAC is pinned to the one it had before the new port joined, so
 /// it no longer follows the lowest port MAC as ports come and go.
 pub fn ensure(
-    nl: &mut Route,
+    nl: &mut dyn BridgeHost,
     cfg: &BridgeConfig,
     bridge: &Link,
     ips: &[IpConfig],
@@ -74,7 +84,9 @@ pub fn ensure(
             forward_v6 = true;
         }
         // Listed again for each gateway: an address added for an earlier one counts too.
-        let existing = addresses(nl, gw_link.index).map_err(os("cannot list gateway addresses"))?;
+        let existing = nl
+            .addresses(gw_link.index)
+            .map_err(os("cannot list gateway addresses"))?;
         if existing.contains(&(gw, subnet.prefix)) {
             // Already there (another pod's ADD, or the admin): the MAC is pinned all the same, as the
             // reference v1.10 does, so it never follows the lowest port MAC.
@@ -101,10 +113,10 @@ pub fn ensure(
             }
         }
         for (other, p) in in_the_way {
-            plumb_net::addr::del_address(nl, gw_link.index, other, p)
+            nl.del_address(gw_link.index, other, p)
                 .map_err(os("cannot remove the old gateway address"))?;
         }
-        add_address(nl, gw_link.index, gw, subnet.prefix, false)
+        nl.add_address(gw_link.index, gw, subnet.prefix)
             .map_err(os("cannot add the gateway address"))?;
         undo.push(Undo::GatewayAddress {
             index: gw_link.index,
@@ -122,13 +134,9 @@ pub fn ensure(
         // Written only when it is off (writing 1 over 1 changes nothing): reading it through
         // rtnetlink costs no /proc/sys/net lookup, which walks every namespace's entry (see
         // plumb_net::sysctl). If the kernel cannot say, it is written as before.
-        if on
-            && !matches!(
-                plumb_net::netconf::forwarding(nl, key.starts_with("net/ipv6")),
-                Ok(Some(true))
-            )
-        {
-            sysctl::write(key, "1").map_err(os("cannot enable forwarding"))?;
+        if on && !matches!(nl.forwarding(key.starts_with("net/ipv6")), Ok(Some(true))) {
+            nl.sysctl(key, "1")
+                .map_err(os("cannot enable forwarding"))?;
         }
     }
     Ok(())
@@ -136,45 +144,46 @@ pub fn ensure(
 
 /// Sets the bridge's MAC explicitly to the one it had before this ADD attached its port (or, if that was
 /// none, the current one), which stops the kernel from re-deriving it from the lowest port MAC.
-fn pin_mac(nl: &mut Route, before: &Link) -> CniResult<()> {
+fn pin_mac(nl: &mut dyn BridgeHost, before: &Link) -> CniResult<()> {
     let valid = |m: &[u8; 6]| *m != [0; 6] && m[0] & 1 == 0;
     let mac = match before.mac.filter(valid) {
         Some(m) => Some(m),
-        None => link::by_index(nl, before.index)
+        None => nl
+            .link_by_index(before.index)
             .map_err(os("cannot read the bridge"))?
             .and_then(|l| l.mac)
             .filter(valid),
     };
     match mac {
-        Some(m) => link::set_mac(nl, before, m).map_err(os("cannot pin the bridge MAC")),
+        Some(m) => nl
+            .set_mac(before, m)
+            .map_err(os("cannot pin the bridge MAC")),
         None => Ok(()),
     }
 }
 
 /// Creates (or finds) `<bridge>.<vlan>` and makes the bridge itself a member of that VLAN.
-fn vlan_gateway(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link) -> CniResult<(Link, bool)> {
+fn vlan_gateway(
+    nl: &mut dyn BridgeHost,
+    cfg: &BridgeConfig,
+    bridge: &Link,
+) -> CniResult<(Link, bool)> {
     let name = cfg.vlan_gateway_name();
-    if let Some(l) =
-        link::by_name(nl, &name).map_err(os("cannot look up the VLAN gateway interface"))?
+    if let Some(l) = nl
+        .link_by_name(&name)
+        .map_err(os("cannot look up the VLAN gateway interface"))?
     {
         if l.kind.as_deref() != Some("vlan") {
             return Err(CniError::config(format!("{name} exists and is not a VLAN interface; remove it or change \"bridge\"/\"vlan\"")));
         }
         return Ok((l, false));
     }
-    vlan::add(
-        nl,
-        bridge,
-        Target::BridgeSelf,
-        cfg.vlan,
-        cfg.vlan,
-        false,
-        false,
-    )
-    .map_err(os("cannot add the VLAN to the bridge itself"))?;
-    link::create_vlan(nl, &name, bridge, cfg.vlan)
+    nl.vlan_add(bridge, Target::BridgeSelf, cfg.vlan, cfg.vlan, false, false)
+        .map_err(os("cannot add the VLAN to the bridge itself"))?;
+    nl.create_vlan(&name, bridge, cfg.vlan)
         .map_err(os("cannot create the VLAN gateway interface"))?;
-    let l = link::by_name(nl, &name)
+    let l = nl
+        .link_by_name(&name)
         .map_err(os("cannot look up the VLAN gateway interface"))?
         .ok_or_else(|| {
             CniError::new(
@@ -182,24 +191,34 @@ fn vlan_gateway(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link) -> CniResult<
                 format!("{name} vanished after creation"),
             )
         })?;
-    link::set_up(nl, &l, true).map_err(os("cannot bring the VLAN gateway interface up"))?;
+    nl.set_up(&l)
+        .map_err(os("cannot bring the VLAN gateway interface up"))?;
     Ok((l, true))
 }
 
 /// Removes `<bridge>.<vlan>` (and the bridge's own membership of the VLAN) when no port of the bridge
 /// is a member of that VLAN any more.
-pub fn remove_vlan_gateway_if_unused(nl: &mut Route, bridge: &str, vid: u16) -> CniResult<()> {
+pub fn remove_vlan_gateway_if_unused(
+    nl: &mut dyn BridgeHost,
+    bridge: &str,
+    vid: u16,
+) -> CniResult<()> {
     let name = format!("{bridge}.{vid}");
-    let Some(bridge) = link::by_name(nl, bridge).map_err(os("cannot look up the bridge"))? else {
+    let Some(bridge) = nl
+        .link_by_name(bridge)
+        .map_err(os("cannot look up the bridge"))?
+    else {
         return Ok(());
     };
-    let ports: Vec<u32> = link::list(nl)
+    let ports: Vec<u32> = nl
+        .links()
         .map_err(os("cannot list links"))?
         .into_iter()
         .filter(|l| l.controller == Some(bridge.index))
         .map(|l| l.index)
         .collect();
-    let in_use = vlan::list(nl)
+    let in_use = nl
+        .vlans()
         .map_err(os("cannot list bridge VLANs"))?
         .iter()
         .any(|(idx, m)| m.vid == vid && ports.contains(idx));
@@ -207,11 +226,15 @@ pub fn remove_vlan_gateway_if_unused(nl: &mut Route, bridge: &str, vid: u16) -> 
         return Ok(());
     }
     // Only a VLAN interface on this bridge is ours to remove.
-    match link::by_name(nl, &name).map_err(os("cannot look up the VLAN gateway interface"))? {
-        Some(l) if l.kind.as_deref() == Some("vlan") => link::delete(nl, l.index, &name)
+    match nl
+        .link_by_name(&name)
+        .map_err(os("cannot look up the VLAN gateway interface"))?
+    {
+        Some(l) if l.kind.as_deref() == Some("vlan") => nl
+            .delete_link(l.index, &name)
             .map_err(os("cannot delete the VLAN gateway interface"))?,
         _ => {}
     }
-    vlan::remove(nl, &bridge, Target::BridgeSelf, vid, vid)
+    nl.vlan_remove(&bridge, Target::BridgeSelf, vid, vid)
         .map_err(os("cannot remove the VLAN from the bridge itself"))
 }

@@ -5,8 +5,12 @@
 
 pub mod config;
 pub mod gateway;
+pub mod host;
 pub mod plugin;
 pub mod policy;
 pub mod ports;
 pub mod uplink;
 pub mod uplink_gc;
+
+#[cfg(test)]
+mod tests;

@@ -157,7 +157,7 @@ fn add_steps(
         undo.push(Undo::Own(Box::new(ports::CreatedBridge(bridge.clone()))));
     }
     if let Some(p) = prepared {
-        let done = crate::uplink::ensure(host, &cfg, &p, &bridge, created, undo);
+        let done = crate::uplink::ensure(host, &cfg, &p.uplink, &bridge, created, undo);
         *uplink_lock = Some(p.lock);
         done?;
     }

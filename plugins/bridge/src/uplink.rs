@@ -8,16 +8,16 @@
 //! carries the alias [`MARK`]`<uplink>`, by which `plumb-bridge --gc-uplinks` finds it.
 
 use crate::config::{wanted_ranges, BridgeConfig, UplinkLayout};
+use crate::host::BridgeHost;
 use plumb_attach::attach::{OwnStep, Undo};
 use plumb_attach::lock::LOCK_TIMEOUT;
 use plumb_attach::naming;
 use plumb_attach::os::os;
 use plumb_cni::lock::LockGuard;
 use plumb_cni::{code, CniError, CniResult};
-use plumb_net::addr::{addresses, routes};
-use plumb_net::link::{self, Link};
+use plumb_net::link::Link;
 use plumb_net::nl::{is_exists, Route};
-use plumb_net::vlan::{self, Target};
+use plumb_net::vlan::Target;
 use std::net::IpAddr;
 
 /// The alias prefix of the bridges and VLAN interfaces plumb made for an uplink (`plumb-uplink:<uplink>`).
@@ -52,7 +52,7 @@ pub fn lock_port(name: &str) -> CniResult<LockGuard> {
     let owned = name.to_string();
     let still_there = move || {
         Route::open()
-            .map(|mut nl| link::by_name(&mut nl, &owned).map_or(true, |l| l.is_some()))
+            .map(|mut nl| nl.link_by_name(&owned).map_or(true, |l| l.is_some()))
             .unwrap_or(true)
     };
     Ok(plumb_cni::lock::lock_resource(
@@ -73,13 +73,23 @@ pub struct Prepared {
 
 /// Before the bridge is made: locks the port interface, finds the uplink and refuses every unsafe or
 /// conflicting state (nothing is changed here).
-pub fn preflight(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<Option<Prepared>> {
+pub fn preflight(nl: &mut dyn BridgeHost, cfg: &BridgeConfig) -> CniResult<Option<Prepared>> {
+    let (Some(up), Some(layout)) = (&cfg.uplink, cfg.uplink_layout) else {
+        return Ok(None);
+    };
+    let lock = lock_port(&port_name(up, layout))?;
+    Ok(verify(nl, cfg)?.map(|uplink| Prepared { uplink, lock }))
+}
+
+/// [`preflight`] under the port lock: the uplink, once every unsafe or conflicting state is refused
+/// (`None` without `uplink`).
+pub fn verify(nl: &mut dyn BridgeHost, cfg: &BridgeConfig) -> CniResult<Option<Link>> {
     let (Some(up), Some(layout)) = (&cfg.uplink, cfg.uplink_layout) else {
         return Ok(None);
     };
     let port = port_name(up, layout);
-    let lock = lock_port(&port)?;
-    let uplink = link::by_name(nl, up)
+    let uplink = nl
+        .link_by_name(up)
         .map_err(os("cannot look up the uplink"))?
         .ok_or_else(|| {
             CniError::config(format!(
@@ -96,15 +106,18 @@ pub fn preflight(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<Option<Prepare
             return Err(CniError::config(format!("field \"mtu\" {mtu} exceeds the MTU {} of uplink {up}; leave \"mtu\" out to take the uplink's", uplink.mtu)));
         }
     }
-    let bridge = link::by_name(nl, &cfg.bridge).map_err(os("cannot look up the bridge"))?;
+    let bridge = nl
+        .link_by_name(&cfg.bridge)
+        .map_err(os("cannot look up the bridge"))?;
     let bridge_index = bridge.as_ref().map(|b| b.index);
     match layout {
         UplinkLayout::PerVlan(vid) => {
             if let Some(b) = &bridge {
                 wrong_vlan_port(nl, b, &uplink, vid)?;
             }
-            if let Some(sub) =
-                link::by_name(nl, &port).map_err(os("cannot look up the uplink VLAN interface"))?
+            if let Some(sub) = nl
+                .link_by_name(&port)
+                .map_err(os("cannot look up the uplink VLAN interface"))?
             {
                 verify_vlan_if(&sub, &uplink, vid).map_err(CniError::config)?;
                 verify_master(nl, &sub, bridge_index)?;
@@ -120,12 +133,17 @@ pub fn preflight(nl: &mut Route, cfg: &BridgeConfig) -> CniResult<Option<Prepare
             }
         }
     }
-    Ok(Some(Prepared { uplink, lock }))
+    Ok(Some(uplink))
 }
 
 /// A per-VLAN bridge must not already reach the uplink through a VLAN interface of another VLAN.
-fn wrong_vlan_port(nl: &mut Route, bridge: &Link, uplink: &Link, vid: u16) -> CniResult<()> {
-    let links = link::list(nl).map_err(os("cannot list links"))?;
+fn wrong_vlan_port(
+    nl: &mut dyn BridgeHost,
+    bridge: &Link,
+    uplink: &Link,
+    vid: u16,
+) -> CniResult<()> {
+    let links = nl.links().map_err(os("cannot list links"))?;
     if let Some(p) = links.iter().find(|l| {
         l.controller == Some(bridge.index)
             && l.kind.as_deref() == Some("vlan")
@@ -168,12 +186,13 @@ fn verify_vlan_if(sub: &Link, uplink: &Link, vid: u16) -> Result<(), String> {
 
 /// An interface that is a port of another bridge than `bridge_index` (the config's, if it exists) is
 /// never moved.
-fn verify_master(nl: &mut Route, l: &Link, bridge_index: Option<u32>) -> CniResult<()> {
+fn verify_master(nl: &mut dyn BridgeHost, l: &Link, bridge_index: Option<u32>) -> CniResult<()> {
     match l.controller {
         None => Ok(()),
         Some(c) if Some(c) == bridge_index => Ok(()),
         Some(c) => {
-            let other = link::by_index(nl, c)
+            let other = nl
+                .link_by_index(c)
                 .map_err(os("cannot look up a bridge"))?
                 .map_or(format!("#{c}"), |o| o.name);
             Err(CniError::config(format!("{} is already a port of {other}; plumb never moves an interface to another bridge: use \"bridge\": {other:?}, or release it first (ip link set {} nomaster)", l.name, l.name)))
@@ -191,15 +210,15 @@ fn is_global(ip: &IpAddr) -> bool {
 
 /// Refuses to make `l` a bridge port while it carries the node's global addresses or a default route:
 /// a bridge port stops delivering to its own addresses, so the node would be cut off from `what`.
-fn refuse_if_node_traffic(nl: &mut Route, l: &Link, what: &str) -> CniResult<()> {
-    let addrs: Vec<String> = addresses(nl, l.index)
+fn refuse_if_node_traffic(nl: &mut dyn BridgeHost, l: &Link, what: &str) -> CniResult<()> {
+    let addrs: Vec<String> = nl
+        .addresses(l.index)
         .map_err(os("cannot list the uplink's addresses"))?
         .into_iter()
         .filter(|(a, _)| is_global(a))
         .map(|(a, p)| format!("{a}/{p}"))
         .collect();
-    let mut table = routes(nl, false).map_err(os("cannot list routes"))?;
-    table.extend(routes(nl, true).map_err(os("cannot list routes"))?);
+    let table = nl.routes().map_err(os("cannot list routes"))?;
     let default = table
         .iter()
         .any(|r| r.prefix == 0 && r.oif == Some(l.index));
@@ -221,12 +240,12 @@ fn refuse_if_node_traffic(nl: &mut Route, l: &Link, what: &str) -> CniResult<()>
 }
 
 /// After the bridge is there (under its lock, with [`preflight`]'s lock held): makes or verifies the
-/// uplink pieces, pushing each step on `undo`. `bridge_created`: this ADD made the bridge (it gets
-/// the [`MARK`] alias).
+/// uplink pieces, pushing each step on `undo`. `uplink` is what [`preflight`] found; `bridge_created`:
+/// this ADD made the bridge (it gets the [`MARK`] alias).
 pub fn ensure(
-    nl: &mut Route,
+    nl: &mut dyn BridgeHost,
     cfg: &BridgeConfig,
-    prepared: &Prepared,
+    uplink: &Link,
     bridge: &Link,
     bridge_created: bool,
     undo: &mut Vec<Undo>,
@@ -236,25 +255,34 @@ pub fn ensure(
     };
     let mark = format!("{MARK}{up}");
     if bridge_created {
-        link::set_alias(nl, bridge, &mark).map_err(os("cannot mark the bridge"))?;
+        nl.set_alias(bridge, &mark)
+            .map_err(os("cannot mark the bridge"))?;
     }
-    let uplink = &prepared.uplink;
     match layout {
         UplinkLayout::PerVlan(vid) => {
             let name = naming::uplink_vlan(up, vid);
-            let sub = match link::by_name(nl, &name)
+            let sub = match nl
+                .link_by_name(&name)
                 .map_err(os("cannot look up the uplink VLAN interface"))?
             {
                 Some(l) => l,
                 None => {
-                    match link::create_vlan(nl, &name, uplink, vid) {
+                    match nl.create_vlan(&name, uplink, vid) {
                         Err(e) if is_exists(&e) => {}
                         Err(e) => {
                             return Err(CniError::new(code::IO_FAILURE, format!("cannot create the VLAN interface {name} (VLAN {vid} on {up}; does this kernel have 802.1Q, module 8021q?)")).caused_by(e))
                         }
                         Ok(()) => {}
                     }
-                    let l = link::by_name(nl, &name)
+                    let found = nl.link_by_name(&name);
+                    if found.is_err() {
+                        // Its index unknown, it goes by name: under the port lock, the interface
+                        // of that name is the one just made.
+                        if let Err(u) = nl.delete_link_by_name(&name) {
+                            eprintln!("plumb-bridge: rollback: cannot delete {name}: {u}");
+                        }
+                    }
+                    let l = found
                         .map_err(os("cannot look up the uplink VLAN interface"))?
                         .ok_or_else(|| {
                             CniError::new(
@@ -263,7 +291,7 @@ pub fn ensure(
                             )
                         })?;
                     undo.push(UplinkStep::VlanIf(l.clone()).into());
-                    link::set_alias(nl, &l, &mark)
+                    nl.set_alias(&l, &mark)
                         .map_err(os("cannot mark the uplink VLAN interface"))?;
                     l
                 }
@@ -271,24 +299,23 @@ pub fn ensure(
             verify_vlan_if(&sub, uplink, vid).map_err(CniError::config)?;
             plumb_cni::failpoint::check("uplink")?;
             if sub.controller != Some(bridge.index) {
-                link::set_controller(nl, &sub, bridge)
+                nl.set_controller(&sub, bridge)
                     .map_err(os("cannot make the uplink VLAN interface a bridge port"))?;
                 // Released again on rollback, so that a bridge this ADD made is empty and goes too.
                 undo.push(UplinkStep::Joined(sub.clone()).into());
             }
             if !sub.up {
-                link::set_up(nl, &sub, true)
+                nl.set_up(&sub)
                     .map_err(os("cannot bring the uplink VLAN interface up"))?;
             }
         }
         UplinkLayout::Trunk => {
             if uplink.controller != Some(bridge.index) {
-                link::set_controller(nl, uplink, bridge)
+                nl.set_controller(uplink, bridge)
                     .map_err(os("cannot make the uplink a port of the bridge"))?;
                 undo.push(UplinkStep::Joined(uplink.clone()).into());
                 // A pure trunk: untagged frames from the switch belong to no pod's VLAN.
-                vlan::remove(
-                    nl,
+                nl.vlan_remove(
                     uplink,
                     Target::Port,
                     plumb_attach::ports::DEFAULT_VLAN,
@@ -297,7 +324,8 @@ pub fn ensure(
                 .map_err(os("cannot remove the default VLAN from the uplink"))?;
             }
             plumb_cni::failpoint::check("uplink")?;
-            let have: Vec<u16> = vlan::list(nl)
+            let have: Vec<u16> = nl
+                .vlans()
                 .map_err(os("cannot list bridge VLANs"))?
                 .into_iter()
                 .filter(|(i, _)| *i == uplink.index)
@@ -313,7 +341,7 @@ pub fn ensure(
                 undo.push(UplinkStep::Vlans(uplink.clone(), missing.clone()).into());
             }
             for &(lo, hi) in &missing {
-                vlan::add(nl, uplink, Target::Port, lo, hi, false, false)
+                nl.vlan_add(uplink, Target::Port, lo, hi, false, false)
                     .map_err(os("cannot add the attachment's VLANs to the uplink"))?;
             }
         }
@@ -349,21 +377,32 @@ impl OwnStep for UplinkStep {
     }
 
     fn undo(&self, nl: &mut Route) -> Result<(), String> {
+        self.take_back(nl)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+impl UplinkStep {
+    /// [`OwnStep::undo`] over any [`BridgeHost`].
+    pub fn take_back(&self, nl: &mut dyn BridgeHost) -> Result<(), String> {
         undo(nl, self).map_err(|e| e.to_string())
     }
 }
 
 /// Takes back one uplink step of a failed ADD.
-fn undo(nl: &mut Route, step: &UplinkStep) -> std::io::Result<()> {
+fn undo(nl: &mut dyn BridgeHost, step: &UplinkStep) -> std::io::Result<()> {
     match step {
-        UplinkStep::VlanIf(l) => match link::by_index(nl, l.index)? {
-            Some(now) if now.name == l.name => link::delete(nl, l.index, &l.name),
+        UplinkStep::VlanIf(l) => match nl.link_by_index(l.index)? {
+            Some(now) if now.name == l.name => nl.delete_link(l.index, &l.name),
             _ => Ok(()),
         },
-        UplinkStep::Joined(l) => link::set_nomaster(nl, l),
+        UplinkStep::Joined(l) => nl.set_nomaster(l),
         UplinkStep::Vlans(l, ranges) => {
             for &(lo, hi) in ranges {
-                vlan::remove(nl, l, Target::Port, lo, hi)?;
+                nl.vlan_remove(l, Target::Port, lo, hi)?;
             }
             Ok(())
         }
@@ -374,27 +413,34 @@ fn undo(nl: &mut Route, step: &UplinkStep) -> std::io::Result<()> {
 /// no other port of the bridge carries any more. Runs under the bridge lock after the attachment's
 /// veth is gone, so the count is exact; an uplink that is not a port of this bridge is left alone.
 pub fn release_vlans(
-    nl: &mut Route,
+    nl: &mut dyn BridgeHost,
     bridge: &str,
     up: &str,
     ranges: &[(u16, u16)],
 ) -> CniResult<()> {
-    let Some(bridge) = link::by_name(nl, bridge).map_err(os("cannot look up the bridge"))? else {
+    let Some(bridge) = nl
+        .link_by_name(bridge)
+        .map_err(os("cannot look up the bridge"))?
+    else {
         return Ok(());
     };
-    let Some(uplink) = link::by_name(nl, up).map_err(os("cannot look up the uplink"))? else {
+    let Some(uplink) = nl
+        .link_by_name(up)
+        .map_err(os("cannot look up the uplink"))?
+    else {
         return Ok(());
     };
     if uplink.controller != Some(bridge.index) {
         return Ok(());
     }
-    let ports: Vec<u32> = link::list(nl)
+    let ports: Vec<u32> = nl
+        .links()
         .map_err(os("cannot list links"))?
         .into_iter()
         .filter(|l| l.controller == Some(bridge.index) && l.index != uplink.index)
         .map(|l| l.index)
         .collect();
-    let members = vlan::list(nl).map_err(os("cannot list bridge VLANs"))?;
+    let members = nl.vlans().map_err(os("cannot list bridge VLANs"))?;
     let unused: Vec<u16> = ranges
         .iter()
         .flat_map(|&(lo, hi)| lo..=hi)
@@ -405,7 +451,7 @@ pub fn release_vlans(
         })
         .collect();
     for (lo, hi) in runs(unused) {
-        vlan::remove(nl, &uplink, Target::Port, lo, hi)
+        nl.vlan_remove(&uplink, Target::Port, lo, hi)
             .map_err(os("cannot remove an unused VLAN from the uplink"))?;
     }
     Ok(())
@@ -413,7 +459,7 @@ pub fn release_vlans(
 
 /// CHECK: the uplink pieces are as ADD left them (uplink there and up, the VLAN interface with the
 /// right lower device and VLAN as a port of the bridge, the trunk VLANs on the uplink, the bridge up).
-pub fn check(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link) -> CniResult<()> {
+pub fn check(nl: &mut dyn BridgeHost, cfg: &BridgeConfig, bridge: &Link) -> CniResult<()> {
     let (Some(up), Some(layout)) = (&cfg.uplink, cfg.uplink_layout) else {
         return Ok(());
     };
@@ -421,7 +467,8 @@ pub fn check(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link) -> CniResult<()>
     if !bridge.up {
         return Err(drift(format!("bridge {} is not up", bridge.name)));
     }
-    let uplink = link::by_name(nl, up)
+    let uplink = nl
+        .link_by_name(up)
         .map_err(os("cannot look up the uplink"))?
         .ok_or_else(|| drift(format!("uplink {up} is missing")))?;
     if !uplink.up {
@@ -430,7 +477,8 @@ pub fn check(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link) -> CniResult<()>
     match layout {
         UplinkLayout::PerVlan(vid) => {
             let name = naming::uplink_vlan(up, vid);
-            let sub = link::by_name(nl, &name)
+            let sub = nl
+                .link_by_name(&name)
                 .map_err(os("cannot look up the uplink VLAN interface"))?
                 .ok_or_else(|| {
                     drift(format!(
@@ -455,7 +503,8 @@ pub fn check(nl: &mut Route, cfg: &BridgeConfig, bridge: &Link) -> CniResult<()>
                     bridge.name
                 )));
             }
-            let have: Vec<u16> = vlan::list(nl)
+            let have: Vec<u16> = nl
+                .vlans()
                 .map_err(os("cannot list bridge VLANs"))?
                 .into_iter()
                 .filter(|(i, m)| *i == uplink.index && !m.untagged)

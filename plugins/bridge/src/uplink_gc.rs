@@ -8,10 +8,11 @@
 //! use) or comes after and makes the piece again. Bridges and interfaces plumb did not make are never
 //! removed; the NIC of the one-bridge layout is released (by the kernel) when its marked bridge goes.
 
+use crate::host::BridgeHost;
 use crate::uplink::{lock_port, MARK};
 use plumb_attach::lock::lock_bridge;
 use plumb_cni::{CniError, CniResult};
-use plumb_net::link::{self, Link};
+use plumb_net::link::Link;
 use plumb_net::nl::Route;
 
 /// One unused piece.
@@ -116,12 +117,12 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> CniError + '_ {
 
 /// Removes one piece after re-checking, under its lock, that it is still unused; `Ok(false)` when it
 /// is in use again (or gone).
-pub fn remove(nl: &mut Route, u: &Unused) -> CniResult<bool> {
+pub fn remove(nl: &mut dyn BridgeHost, u: &Unused) -> CniResult<bool> {
     let (name, _lock) = match u {
         Unused::Bridge { name, .. } => (name, lock_bridge(name)?),
         Unused::VlanIf { name, .. } => (name, lock_port(name)?),
     };
-    let links = link::list(nl).map_err(io("cannot list links"))?;
+    let links = nl.links().map_err(io("cannot list links"))?;
     let Some(now) = find_unused(&links).into_iter().find(|n| match n {
         Unused::Bridge { name: n, .. } | Unused::VlanIf { name: n, .. } => n == name,
     }) else {
@@ -133,7 +134,8 @@ pub fn remove(nl: &mut Route, u: &Unused) -> CniResult<bool> {
     };
     names.push(name.clone());
     for n in names {
-        link::delete_by_name(nl, &n).map_err(io("cannot delete an unused uplink piece"))?;
+        nl.delete_link_by_name(&n)
+            .map_err(io("cannot delete an unused uplink piece"))?;
     }
     Ok(true)
 }
@@ -151,7 +153,7 @@ pub fn main(args: &[String]) -> i32 {
     };
     let run = || -> CniResult<i32> {
         let mut nl = Route::open().map_err(io("cannot open a netlink socket"))?;
-        let unused = find_unused(&link::list(&mut nl).map_err(io("cannot list links"))?);
+        let unused = find_unused(&nl.links().map_err(io("cannot list links"))?);
         let mut status = 0;
         for u in &unused {
             if !remove_them {
