@@ -279,6 +279,8 @@ pub struct DelConfig {
     /// With the one-bridge uplink layout and no `uplinkTrunk`: the uplink and the VLANs of this
     /// attachment, which DEL takes off the uplink when no other port of the bridge carries them.
     pub uplink_vlans: Option<(String, Vec<(u16, u16)>)>,
+    /// `uplink`, when it is a valid interface name (its VLANs do not keep the VLAN gateway).
+    pub uplink: Option<String>,
 }
 
 impl DelConfig {
@@ -325,6 +327,7 @@ impl DelConfig {
             vlan_gateway,
             ipam_type: lenient_ipam_type(raw),
             uplink_vlans,
+            uplink: uplink.map(str::to_string),
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct VlanGateway {
     pub bridge: String,
     /// The VLAN.
     pub vid: u16,
+    /// The config's `uplink`, whose VLANs are not a pod's use of the gateway.
+    pub uplink: Option<String>,
 }
 
 impl OwnStep for VlanGateway {
@@ -40,7 +42,8 @@ impl OwnStep for VlanGateway {
 impl VlanGateway {
     /// [`OwnStep::undo`] over any [`BridgeHost`].
     pub fn take_back(&self, host: &mut dyn BridgeHost) -> Result<(), String> {
-        remove_vlan_gateway_if_unused(host, &self.bridge, self.vid).map_err(|e| e.to_string())
+        remove_vlan_gateway_if_unused(host, &self.bridge, self.vid, self.uplink.as_deref())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -67,6 +70,7 @@ pub fn ensure(
             undo.push(Undo::Own(Box::new(VlanGateway {
                 bridge: cfg.bridge.clone(),
                 vid: cfg.vlan,
+                uplink: cfg.uplink.clone(),
             })));
         }
         l
@@ -197,11 +201,13 @@ fn vlan_gateway(
 }
 
 /// Removes `<bridge>.<vlan>` (and the bridge's own membership of the VLAN) when no port of the bridge
-/// is a member of that VLAN any more.
+/// is a member of that VLAN any more. The `uplink` port does not count: it carries the VLAN for the
+/// pods (and a trunk uplink may carry it for good), so counting it would keep the gateway forever.
 pub fn remove_vlan_gateway_if_unused(
     nl: &mut dyn BridgeHost,
     bridge: &str,
     vid: u16,
+    uplink: Option<&str>,
 ) -> CniResult<()> {
     let name = format!("{bridge}.{vid}");
     let Some(bridge) = nl
@@ -214,7 +220,7 @@ pub fn remove_vlan_gateway_if_unused(
         .links()
         .map_err(os("cannot list links"))?
         .into_iter()
-        .filter(|l| l.controller == Some(bridge.index))
+        .filter(|l| l.controller == Some(bridge.index) && Some(l.name.as_str()) != uplink)
         .map(|l| l.index)
         .collect();
     let in_use = nl

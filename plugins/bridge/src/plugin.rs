@@ -39,7 +39,7 @@ fn del_attachment(req: &Request, cfg: &DelConfig, sweep: &mut Cleanup) {
     }
     if let (Some(host), Some(bridge), Some(vid)) = (host.as_mut(), &cfg.bridge, cfg.vlan_gateway) {
         sweep.run("vlan gateway", || {
-            gateway::remove_vlan_gateway_if_unused(host, bridge, vid)
+            gateway::remove_vlan_gateway_if_unused(host, bridge, vid, cfg.uplink.as_deref())
         });
     }
     if let (Some(host), Some(bridge), Some((up, vids))) =

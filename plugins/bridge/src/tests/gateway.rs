@@ -247,14 +247,14 @@ fn the_vlan_gateway_goes_only_when_no_port_carries_its_vlan() {
     f.vlan_add(&port, Target::Port, 100, 100, true, true)
         .unwrap();
     f.calls.clear();
-    remove_vlan_gateway_if_unused(&mut f, "br0", 100).unwrap();
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, None).unwrap();
     assert!(f.changes().is_empty() && f.model.links.contains_key("br0.100"));
     // A port of another VLAN does not keep it.
     f.vlan_remove(&port, Target::Port, 100, 100).unwrap();
     f.vlan_add(&port, Target::Port, 200, 200, true, true)
         .unwrap();
     f.calls.clear();
-    remove_vlan_gateway_if_unused(&mut f, "br0", 100).unwrap();
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, None).unwrap();
     assert_eq!(
         f.changes(),
         vec!["delete_link br0.100", "vlan_remove br0 BridgeSelf 100-100"]
@@ -263,7 +263,7 @@ fn the_vlan_gateway_goes_only_when_no_port_carries_its_vlan() {
     // Bridge gone: nothing to do.
     f.model.links.remove("br0");
     f.calls.clear();
-    remove_vlan_gateway_if_unused(&mut f, "br0", 100).unwrap();
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, None).unwrap();
     assert_eq!(f.calls, vec!["get_link br0"]);
 }
 
@@ -271,7 +271,7 @@ fn the_vlan_gateway_goes_only_when_no_port_carries_its_vlan() {
 fn only_a_vlan_interface_by_the_gateways_name_is_removed() {
     let (mut f, _) = host();
     f.with(link(8, "br0.100", "dummy"));
-    remove_vlan_gateway_if_unused(&mut f, "br0", 100).unwrap();
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, None).unwrap();
     assert!(f.model.links.contains_key("br0.100"));
     assert_eq!(f.changes(), vec!["vlan_remove br0 BridgeSelf 100-100"]);
 }

@@ -109,8 +109,10 @@ fn the_undo_order_is_the_reverse_of_the_making() {
         changes,
         vec![
             format!("del_address {gw} 10.1.0.1/24"),
-            // The uplink still carries VLAN 100 (its own undo comes next), so the VLAN gateway stays
-            // for the bridge's removal to take with it.
+            // The uplink still carries VLAN 100 (its own undo comes next), but the uplink is not a
+            // pod's use of the gateway: it goes first.
+            "delete_link br0.100".into(),
+            "vlan_remove br0 BridgeSelf 100-100".into(),
             "vlan_remove up0 Port 100-100".into(),
             "set_nomaster up0".into(),
             "delete_link br0".into(),
