@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod config;
+pub mod host;
 pub mod peers;
 pub mod plugin;
 pub mod policy;

@@ -3,12 +3,12 @@
 //! lock. A VTEP whose settings differ from the config is an error; it is never changed under pods.
 
 use crate::config::{Flood, VxlanConfig};
+use crate::host::{Ns, VxlanHost};
 use plumb_attach::os::os;
 use plumb_cni::{code, CniError, CniResult};
-use plumb_net::link::{self, Link};
-use plumb_net::nl::{is_exists, Route};
-use plumb_net::vxlan::{self, VxlanSettings};
-use plumb_net::{fdb, sysctl};
+use plumb_net::link::Link;
+use plumb_net::nl::is_exists;
+use plumb_net::vxlan::VxlanSettings;
 use std::net::IpAddr;
 
 /// What the config wants the VTEP to be.
@@ -48,7 +48,7 @@ pub struct Shared {
 
 /// Creates or verifies the bridge and the VTEP, with `mtu` set explicitly on both.
 pub fn ensure(
-    nl: &mut Route,
+    nl: &mut impl VxlanHost,
     cfg: &VxlanConfig,
     underlay: &Link,
     mtu: u32,
@@ -60,7 +60,7 @@ pub fn ensure(
         Ok(v) => v,
         Err(e) => {
             if created_bridge {
-                let _ = link::delete(nl, bridge.index, &bridge.name);
+                let _ = nl.delete_link(bridge.index, &bridge.name);
             }
             return Err(e);
         }
@@ -79,14 +79,14 @@ pub fn ensure(
 }
 
 /// Deletes whatever of the shared devices [`ensure`] created (rollback of a failed first ADD).
-pub fn remove_created(nl: &mut Route, s: &Shared) {
+pub fn remove_created(nl: &mut impl VxlanHost, s: &Shared) {
     if s.created_vtep {
-        if let Err(e) = link::delete(nl, s.vtep.index, &s.vtep.name) {
+        if let Err(e) = nl.delete_link(s.vtep.index, &s.vtep.name) {
             plumb_cni::log::failed_step("rollback vtep", &e.to_string());
         }
     }
     if s.created_bridge {
-        if let Err(e) = link::delete(nl, s.bridge.index, &s.bridge.name) {
+        if let Err(e) = nl.delete_link(s.bridge.index, &s.bridge.name) {
             plumb_cni::log::failed_step("rollback bridge", &e.to_string());
         }
     }
@@ -96,18 +96,21 @@ fn vanished(name: &str) -> CniError {
     CniError::new(code::IO_FAILURE, format!("{name} vanished after creation"))
 }
 
-fn ensure_bridge(nl: &mut Route, cfg: &VxlanConfig, mtu: u32) -> CniResult<(Link, bool)> {
+fn ensure_bridge(nl: &mut impl VxlanHost, cfg: &VxlanConfig, mtu: u32) -> CniResult<(Link, bool)> {
     let name = &cfg.bridge;
     let mut created = false;
-    let br = match link::by_name(nl, name).map_err(os("cannot look up the bridge"))? {
+    let br = match nl
+        .link(Ns::Host, name)
+        .map_err(os("cannot look up the bridge"))?
+    {
         Some(l) => l,
         None => {
-            match link::create_bridge(nl, name, None, false) {
+            match nl.create_bridge(name) {
                 Ok(()) => created = true,
                 Err(e) if is_exists(&e) => {}
                 Err(e) => return Err(os("cannot create the bridge")(e)),
             }
-            link::by_name(nl, name)
+            nl.link(Ns::Host, name)
                 .map_err(os("cannot look up the bridge"))?
                 .ok_or_else(|| vanished(name))?
         }
@@ -120,28 +123,29 @@ fn ensure_bridge(nl: &mut Route, cfg: &VxlanConfig, mtu: u32) -> CniResult<(Link
     }
     let mut fix = || -> std::io::Result<()> {
         // Set explicitly (even on a new bridge), so the kernel keeps it when ports with other MTUs join.
-        link::set_mtu(nl, &br, mtu)?;
+        nl.set_mtu(&br, mtu)?;
         // No router advertisements on the bridge: it carries no addresses of the node.
-        let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+        let _ = nl.write_sysctl(Ns::Host, &format!("net/ipv6/conf/{name}/accept_ra"), "0");
         if !br.up {
-            link::set_up(nl, &br, true)?;
+            nl.set_up(&br)?;
         }
         Ok(())
     };
     if let Err(e) = fix() {
         if created {
-            let _ = link::delete(nl, br.index, name);
+            let _ = nl.delete_link(br.index, name);
         }
         return Err(os("cannot set up the bridge")(e));
     }
-    let br = link::by_index(nl, br.index)
+    let br = nl
+        .link_by_index(Ns::Host, br.index)
         .map_err(os("cannot look up the bridge"))?
         .ok_or_else(|| vanished(name))?;
     Ok((br, created))
 }
 
-fn ensure_vtep(
-    nl: &mut Route,
+fn ensure_vtep<H: VxlanHost>(
+    nl: &mut H,
     cfg: &VxlanConfig,
     underlay: &Link,
     mtu: u32,
@@ -150,11 +154,11 @@ fn ensure_vtep(
     let name = &cfg.vtep;
     let want = wanted(cfg, underlay);
     let mut created = false;
-    let (vtep, have) = match vxlan::lookup(nl, name).map_err(os("cannot look up the VTEP"))? {
+    let (vtep, have) = match nl.vxlan(name).map_err(os("cannot look up the VTEP"))? {
         Some(found) => found,
         None => {
             refuse_second_vtep(nl, cfg, bridge)?;
-            match vxlan::create(nl, name, &want, Some(mtu)) {
+            match nl.create_vxlan(name, &want, mtu) {
                 Ok(()) => created = true,
                 Err(e) if is_exists(&e) => {
                     return Err(CniError::config(format!(
@@ -165,14 +169,14 @@ fn ensure_vtep(
                 }
                 Err(e) => return Err(os("cannot create the VTEP")(e)),
             }
-            vxlan::lookup(nl, name)
+            nl.vxlan(name)
                 .map_err(os("cannot look up the VTEP"))?
                 .ok_or_else(|| vanished(name))?
         }
     };
-    let undo = |nl: &mut Route, e: CniError| {
+    let undo = |nl: &mut H, e: CniError| {
         if created {
-            let _ = link::delete(nl, vtep.index, name);
+            let _ = nl.delete_link(vtep.index, name);
         }
         e
     };
@@ -202,15 +206,15 @@ fn ensure_vtep(
             )),
         ));
     }
-    let fix = |nl: &mut Route| -> std::io::Result<()> {
+    let fix = |nl: &mut H| -> std::io::Result<()> {
         if vtep.mtu != mtu {
-            link::set_mtu(nl, &vtep, mtu)?;
+            nl.set_mtu(&vtep, mtu)?;
         }
         if vtep.controller.is_none() {
-            link::set_controller(nl, &vtep, bridge)?;
+            nl.set_controller(&vtep, bridge)?;
         }
         if !vtep.up {
-            link::set_up(nl, &vtep, true)?;
+            nl.set_up(&vtep)?;
         }
         Ok(())
     };
@@ -228,15 +232,17 @@ fn ensure_vtep(
         };
         return Err(undo(nl, err));
     }
-    let vtep = link::by_index(nl, vtep.index)
+    let vtep = nl
+        .link_by_index(Ns::Host, vtep.index)
         .map_err(os("cannot look up the VTEP"))?
         .ok_or_else(|| vanished(name))?;
     Ok((vtep, created))
 }
 
 /// A bridge joins one overlay: a VXLAN port under another name means another network's VTEP.
-fn refuse_second_vtep(nl: &mut Route, cfg: &VxlanConfig, bridge: &Link) -> CniResult<()> {
-    let other = link::list(nl)
+fn refuse_second_vtep(nl: &mut impl VxlanHost, cfg: &VxlanConfig, bridge: &Link) -> CniResult<()> {
+    let other = nl
+        .links(Ns::Host)
         .map_err(os("cannot list links"))?
         .into_iter()
         .find(|l| l.controller == Some(bridge.index) && l.kind.as_deref() == Some("vxlan"));
@@ -317,11 +323,13 @@ pub fn wanted_peers(cfg: &VxlanConfig, peers: &[IpAddr], own: &[IpAddr]) -> Opti
 
 /// Makes the flood list of a unicast VTEP exactly `want`: appends the missing peers, removes stale
 /// ones (a peer dropped from the config or a Node gone).
-fn sync_flood_list(nl: &mut Route, vtep: &Link, want: &[IpAddr]) -> CniResult<()> {
+fn sync_flood_list(nl: &mut impl VxlanHost, vtep: &Link, want: &[IpAddr]) -> CniResult<()> {
     // EAFNOSUPPORT is the kernel's answer to a flood entry of another family than the VTEP's.
-    let have = fdb::flood_list(nl, vtep.index).map_err(os("cannot read the VTEP flood list"))?;
+    let have = nl
+        .flood_list(vtep.index)
+        .map_err(os("cannot read the VTEP flood list"))?;
     for p in want.iter().filter(|p| !have.contains(p)) {
-        fdb::append(nl, vtep.index, *p).map_err(|e| {
+        nl.flood_add(vtep.index, *p).map_err(|e| {
             if plumb_net::nl::errno(&e) == Some(libc::EAFNOSUPPORT) {
                 CniError::config(format!(
                     "VTEP {} was made for another underlay address family than peer {p}; give this network its own \"vtep\", or delete {} once no pod uses it",
@@ -333,7 +341,7 @@ fn sync_flood_list(nl: &mut Route, vtep: &Link, want: &[IpAddr]) -> CniResult<()
         })?;
     }
     for p in have.iter().filter(|p| !want.contains(p)) {
-        fdb::remove(nl, vtep.index, *p)
+        nl.flood_remove(vtep.index, *p)
             .map_err(os("cannot remove a stale peer from the VTEP flood list"))?;
     }
     Ok(())
