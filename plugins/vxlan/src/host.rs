@@ -53,8 +53,10 @@ pub trait VxlanHost {
     fn set_up(&mut self, l: &Link) -> io::Result<()>;
     /// Makes host link `port` a port of `bridge`.
     fn set_controller(&mut self, port: &Link, bridge: &Link) -> io::Result<()>;
-    /// Deletes the host link `index` (named `name` in errors).
+    /// Deletes the host link `index` (named `name` in errors); gone is success.
     fn delete_link(&mut self, index: u32, name: &str) -> io::Result<()>;
+    /// Deletes a host link by name (a rollback that may not know the index); none is success.
+    fn delete_link_by_name(&mut self, name: &str) -> io::Result<()>;
     /// A host link by name with its VXLAN settings (`None` when it is not a VXLAN device).
     fn vxlan(&mut self, name: &str) -> io::Result<Option<(Link, Option<VxlanSettings>)>>;
     /// Creates a VTEP (EEXIST when the name, or its VNI and port, are taken).
@@ -209,6 +211,9 @@ impl VxlanHost for Real {
     }
     fn delete_link(&mut self, index: u32, name: &str) -> io::Result<()> {
         link::delete(self.host()?, index, name)
+    }
+    fn delete_link_by_name(&mut self, name: &str) -> io::Result<()> {
+        link::delete_by_name(self.host()?, name)
     }
     fn vxlan(&mut self, name: &str) -> io::Result<Option<(Link, Option<VxlanSettings>)>> {
         vxlan::lookup(self.host()?, name)

@@ -182,7 +182,7 @@ fn verify_routes(h: &mut impl VxlanHost, ifname: &str, r: &AddResult) -> CniResu
 
 /// The router's `masquerade.outInterface` must be an interface of the pod (checked before the node
 /// is touched).
-fn require_out_interface(h: &mut impl VxlanHost, cfg: &VxlanConfig) -> CniResult<()> {
+pub(crate) fn require_out_interface(h: &mut impl VxlanHost, cfg: &VxlanConfig) -> CniResult<()> {
     let Some(out) = masquerade_out(cfg) else {
         return Ok(());
     };

@@ -96,24 +96,46 @@ fn vanished(name: &str) -> CniError {
     CniError::new(code::IO_FAILURE, format!("{name} vanished after creation"))
 }
 
+/// The bridge, made if missing. Whatever fails after this call made it deletes it again.
 fn ensure_bridge(nl: &mut impl VxlanHost, cfg: &VxlanConfig, mtu: u32) -> CniResult<(Link, bool)> {
     let name = &cfg.bridge;
-    let mut created = false;
-    let br = match nl
+    let found = nl
         .link(Ns::Host, name)
-        .map_err(os("cannot look up the bridge"))?
-    {
-        Some(l) => l,
-        None => {
-            match nl.create_bridge(name) {
-                Ok(()) => created = true,
-                Err(e) if is_exists(&e) => {}
-                Err(e) => return Err(os("cannot create the bridge")(e)),
+        .map_err(os("cannot look up the bridge"))?;
+    let created = match found {
+        Some(_) => false,
+        None => match nl.create_bridge(name) {
+            Ok(()) => true,
+            Err(e) if is_exists(&e) => false,
+            Err(e) => return Err(os("cannot create the bridge")(e)),
+        },
+    };
+    match set_up_bridge(nl, cfg, found, mtu) {
+        Ok(br) => Ok((br, created)),
+        Err(e) => {
+            if created {
+                // By name: the failing step may have been the lookup that gives the index.
+                let _ = nl.delete_link_by_name(name);
             }
-            nl.link(Ns::Host, name)
-                .map_err(os("cannot look up the bridge"))?
-                .ok_or_else(|| vanished(name))?
+            Err(e)
         }
+    }
+}
+
+/// Verifies the bridge `found` (looked up again when just made) is one, and sets its MTU and state.
+fn set_up_bridge(
+    nl: &mut impl VxlanHost,
+    cfg: &VxlanConfig,
+    found: Option<Link>,
+    mtu: u32,
+) -> CniResult<Link> {
+    let name = &cfg.bridge;
+    let br = match found {
+        Some(l) => l,
+        None => nl
+            .link(Ns::Host, name)
+            .map_err(os("cannot look up the bridge"))?
+            .ok_or_else(|| vanished(name))?,
     };
     if br.kind.as_deref() != Some("bridge") {
         return Err(CniError::config(format!(
@@ -121,7 +143,7 @@ fn ensure_bridge(nl: &mut impl VxlanHost, cfg: &VxlanConfig, mtu: u32) -> CniRes
             br.kind.as_deref().unwrap_or("plain")
         )));
     }
-    let mut fix = || -> std::io::Result<()> {
+    (|| -> std::io::Result<()> {
         // Set explicitly (even on a new bridge), so the kernel keeps it when ports with other MTUs join.
         nl.set_mtu(&br, mtu)?;
         // No router advertisements on the bridge: it carries no addresses of the node.
@@ -130,22 +152,16 @@ fn ensure_bridge(nl: &mut impl VxlanHost, cfg: &VxlanConfig, mtu: u32) -> CniRes
             nl.set_up(&br)?;
         }
         Ok(())
-    };
-    if let Err(e) = fix() {
-        if created {
-            let _ = nl.delete_link(br.index, name);
-        }
-        return Err(os("cannot set up the bridge")(e));
-    }
-    let br = nl
-        .link_by_index(Ns::Host, br.index)
+    })()
+    .map_err(os("cannot set up the bridge"))?;
+    nl.link_by_index(Ns::Host, br.index)
         .map_err(os("cannot look up the bridge"))?
-        .ok_or_else(|| vanished(name))?;
-    Ok((br, created))
+        .ok_or_else(|| vanished(name))
 }
 
-fn ensure_vtep<H: VxlanHost>(
-    nl: &mut H,
+/// The VTEP on `bridge`, made if missing. Whatever fails after this call made it deletes it again.
+fn ensure_vtep(
+    nl: &mut impl VxlanHost,
     cfg: &VxlanConfig,
     underlay: &Link,
     mtu: u32,
@@ -153,60 +169,73 @@ fn ensure_vtep<H: VxlanHost>(
 ) -> CniResult<(Link, bool)> {
     let name = &cfg.vtep;
     let want = wanted(cfg, underlay);
-    let mut created = false;
-    let (vtep, have) = match nl.vxlan(name).map_err(os("cannot look up the VTEP"))? {
-        Some(found) => found,
-        None => {
-            refuse_second_vtep(nl, cfg, bridge)?;
-            match nl.create_vxlan(name, &want, mtu) {
-                Ok(()) => created = true,
-                Err(e) if is_exists(&e) => {
-                    return Err(CniError::config(format!(
-                        "cannot create VTEP {name}: the node already has a VXLAN device with vni {} on UDP port {} (or the name is taken); use another vni, or remove that device",
-                        cfg.vni, cfg.port
-                    ))
-                    .caused_by(e))
-                }
-                Err(e) => return Err(os("cannot create the VTEP")(e)),
+    let found = nl.vxlan(name).map_err(os("cannot look up the VTEP"))?;
+    let created = found.is_none();
+    if created {
+        refuse_second_vtep(nl, cfg, bridge)?;
+        match nl.create_vxlan(name, &want, mtu) {
+            Ok(()) => {}
+            Err(e) if is_exists(&e) => {
+                return Err(CniError::config(format!(
+                    "cannot create VTEP {name}: the node already has a VXLAN device with vni {} on UDP port {} (or the name is taken); use another vni, or remove that device",
+                    cfg.vni, cfg.port
+                ))
+                .caused_by(e))
             }
-            nl.vxlan(name)
+            Err(e) => return Err(os("cannot create the VTEP")(e)),
+        }
+    }
+    let adopted = (|| {
+        let found = match found {
+            Some(f) => f,
+            None => nl
+                .vxlan(name)
                 .map_err(os("cannot look up the VTEP"))?
-                .ok_or_else(|| vanished(name))?
+                .ok_or_else(|| vanished(name))?,
+        };
+        set_up_vtep(nl, cfg, underlay, &want, mtu, bridge, found)
+    })();
+    match adopted {
+        Ok(v) => Ok((v, created)),
+        Err(e) => {
+            if created {
+                let _ = nl.delete_link_by_name(name);
+            }
+            Err(e)
         }
-    };
-    let undo = |nl: &mut H, e: CniError| {
-        if created {
-            let _ = nl.delete_link(vtep.index, name);
-        }
-        e
-    };
+    }
+}
+
+/// Verifies an existing (or just made) VTEP against the config and joins it to `bridge`, up, at
+/// `mtu`. A VTEP that differs is refused, never changed.
+fn set_up_vtep(
+    nl: &mut impl VxlanHost,
+    cfg: &VxlanConfig,
+    underlay: &Link,
+    want: &VxlanSettings,
+    mtu: u32,
+    bridge: &Link,
+    (vtep, have): (Link, Option<VxlanSettings>),
+) -> CniResult<Link> {
+    let name = &cfg.vtep;
     let Some(have) = have else {
-        return Err(undo(
-            nl,
-            CniError::config(format!(
-                "field \"vtep\": {name} already exists as a {} interface, not a VXLAN device; choose another name",
-                vtep.kind.as_deref().unwrap_or("plain")
-            )),
-        ));
+        return Err(CniError::config(format!(
+            "field \"vtep\": {name} already exists as a {} interface, not a VXLAN device; choose another name",
+            vtep.kind.as_deref().unwrap_or("plain")
+        )));
     };
-    if let Some(diff) = difference(&want, &have, cfg.local.is_some(), underlay) {
-        return Err(undo(
-            nl,
-            CniError::config(format!(
-                "VTEP {name} already exists with {diff}; an existing VTEP is never changed under running pods: give this network another \"bridge\"/\"vtep\", or delete {name} once no pod uses it"
-            )),
-        ));
+    if let Some(diff) = difference(want, &have, cfg.local.is_some(), underlay) {
+        return Err(CniError::config(format!(
+            "VTEP {name} already exists with {diff}; an existing VTEP is never changed under running pods: give this network another \"bridge\"/\"vtep\", or delete {name} once no pod uses it"
+        )));
     }
     if let Some(c) = vtep.controller.filter(|c| *c != bridge.index) {
-        return Err(undo(
-            nl,
-            CniError::config(format!(
-                "VTEP {name} is a port of another bridge (index {c}), not of {}; give this network its own \"vtep\"",
-                bridge.name
-            )),
-        ));
+        return Err(CniError::config(format!(
+            "VTEP {name} is a port of another bridge (index {c}), not of {}; give this network its own \"vtep\"",
+            bridge.name
+        )));
     }
-    let fix = |nl: &mut H| -> std::io::Result<()> {
+    (|| -> std::io::Result<()> {
         if vtep.mtu != mtu {
             nl.set_mtu(&vtep, mtu)?;
         }
@@ -217,11 +246,11 @@ fn ensure_vtep<H: VxlanHost>(
             nl.set_up(&vtep)?;
         }
         Ok(())
-    };
-    if let Err(e) = fix(nl) {
+    })()
+    .map_err(|e| {
         // Bringing a VTEP up opens its UDP socket; the port is taken when another VXLAN device uses it
         // in external (metadata) mode, which no other device can share, or a process holds it.
-        let err = if plumb_net::nl::errno(&e) == Some(libc::EADDRINUSE) {
+        if plumb_net::nl::errno(&e) == Some(libc::EADDRINUSE) {
             CniError::config(format!(
                 "field \"port\": VTEP {name} cannot open UDP port {}: it is in use on this node (by a VXLAN device in external mode, as some primary CNIs make, or by a process); use another \"port\", the same on every node",
                 cfg.port
@@ -229,14 +258,11 @@ fn ensure_vtep<H: VxlanHost>(
             .caused_by(e)
         } else {
             os("cannot set up the VTEP")(e)
-        };
-        return Err(undo(nl, err));
-    }
-    let vtep = nl
-        .link_by_index(Ns::Host, vtep.index)
+        }
+    })?;
+    nl.link_by_index(Ns::Host, vtep.index)
         .map_err(os("cannot look up the VTEP"))?
-        .ok_or_else(|| vanished(name))?;
-    Ok((vtep, created))
+        .ok_or_else(|| vanished(name))
 }
 
 /// A bridge joins one overlay: a VXLAN port under another name means another network's VTEP.
