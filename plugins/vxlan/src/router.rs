@@ -74,10 +74,10 @@ pub fn install(
     Ok(())
 }
 
-/// Takes back a failed ADD's router setup: the attachment's chains (and the table, once empty) and
-/// the forwarding settings it changed.
+/// Takes back a failed ADD's router setup, newest first: the forwarding settings it changed, then
+/// the attachment's chains (and the table, once empty).
 pub fn undo(h: &mut impl VxlanHost, chain_name: &str, changed: Changed) -> io::Result<()> {
-    for (key, before) in changed.forwarding {
+    for (key, before) in changed.forwarding.into_iter().rev() {
         h.write_sysctl(Ns::Pod, key, &before)?;
     }
     remove(h, chain_name)
