@@ -11,3 +11,8 @@ pub mod policy;
 pub mod router;
 pub mod underlay;
 pub mod vtep;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
