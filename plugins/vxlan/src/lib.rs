@@ -4,9 +4,15 @@
 
 pub mod check;
 pub mod config;
+pub mod host;
 pub mod peers;
 pub mod plugin;
 pub mod policy;
 pub mod router;
 pub mod underlay;
 pub mod vtep;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;

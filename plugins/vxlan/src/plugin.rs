@@ -3,21 +3,21 @@
 //! A failed ADD takes back every step, including a bridge or VTEP it created itself.
 
 use crate::config::{DelConfig, Role, VxlanConfig};
+use crate::host::{Ns, Real, VxlanHost};
 use crate::{peers, router, underlay, vtep};
-use plumb_attach::attach::{add_attachment, rollback};
 use plumb_attach::cleanup::{self, Cleanup};
 use plumb_attach::firewall;
-use plumb_attach::host::Real;
+use plumb_attach::host::Real as AttachHost;
 use plumb_attach::lock::{lock_bridge, sweep_bridge_locks};
 use plumb_attach::os::{enter_netns, os};
 use plumb_cni::result::Interface;
 use plumb_cni::{
     code, delegate, failpoint, AddResult, CniError, CniResult, Command, Plugin, Request,
 };
-use plumb_net::addr::routes;
-use plumb_net::link::{self, format_mac};
+use plumb_net::link::format_mac;
 use plumb_net::nl::Route;
 use plumb_net::session::Session;
+use std::net::IpAddr;
 
 /// The plumb-vxlan plugin.
 #[derive(Debug, Default)]
@@ -49,90 +49,13 @@ impl Plugin for Vxlan {
         let guard = crate::policy::enforce(req, &mut cfg)?;
         log::debug!("plan: {cfg:?}");
         // The request's one entry into the pod's namespace; every pod-side step below uses it.
-        let mut pod = enter_netns(req)?;
-        if let Some(out) = masquerade_out(&cfg) {
-            if !router::has_interface(&mut pod, out)
-                .map_err(os("cannot look into the pod netns"))?
-            {
-                return Err(CniError::config(format!(
-                    "field \"masquerade.outInterface\": the pod has no interface {out}; name the interface the router pod sends traffic out of, or set \"masquerade\": false"
-                )));
-            }
-        }
+        let mut h = Real::open(Some(enter_netns(req)?))?;
+        require_out_interface(&mut h, &cfg)?;
         // Before the lock: listing the Nodes may wait on the API server.
         let listed = peers::configured(&cfg, &req.env.path)?;
         crate::policy::listed_peers(&guard, &cfg, listed.as_deref())?;
         let _lock = lock_bridge(&cfg.bridge)?;
-        let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
-        let underlay = underlay::require(&mut host, &cfg)?;
-        let own = underlay::own_addresses(&mut host)?;
-        if let Some(l) = cfg.local.filter(|l| !own.contains(l)) {
-            return Err(CniError::config(format!(
-                "field \"local\": {l} is not an address of this node; remove \"local\" or give an address the node has"
-            )));
-        }
-        let mtu = underlay::overlay_mtu(&cfg, &underlay)?;
-        let port = cfg.port_plan(underlay::veth_mtu(&mut pod, mtu)?);
-        // The router's nftables socket, opened in the pod once for the whole request.
-        let router_nft = match cfg.role {
-            Role::Router { .. } => Some(
-                router::nft(&pod)
-                    .map_err(os("cannot open an nftables socket in the router pod"))?,
-            ),
-            Role::Client => None,
-        };
-        let want = listed.and_then(|p| vtep::wanted_peers(&cfg, &p, &own));
-        let shared = vtep::ensure(&mut host, &cfg, &underlay, mtu, want.as_deref())?;
-        failpoint::check("vtep").inspect_err(|_| vtep::remove_created(&mut host, &shared))?;
-        let mut undo = Vec::new();
-        let mut changed = router::Changed::default();
-        let chain = router::chain(&req.conf.name, &req.env.container_id, &req.env.ifname);
-        let attached = add_attachment(
-            req,
-            &port,
-            &mut pod,
-            &mut host,
-            shared.bridge.clone(),
-            &mut undo,
-            None,
-        )
-        .and_then(|r| {
-            verify_routes(&mut pod, &req.env.ifname, &r)?;
-            if let (Role::Router { masquerade_out }, Some(nft)) = (&cfg.role, &router_nft) {
-                router::install(
-                    &pod,
-                    nft,
-                    &chain,
-                    &r.ips,
-                    masquerade_out.as_deref(),
-                    &mut changed,
-                )
-                .map_err(os("cannot set up the router role in the pod"))?;
-                failpoint::check("router")?;
-            }
-            Ok(r)
-        });
-        let mut result = match attached {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(nft) = &router_nft {
-                    if let Err(u) = router::undo(&pod, nft, &chain, changed) {
-                        eprintln!("plumb-vxlan: rollback of the router setup failed: {u}");
-                        plumb_cni::log::failed_step("rollback router", &u.to_string());
-                    }
-                }
-                rollback(req, &port, &mut host, undo);
-                vtep::remove_created(&mut host, &shared);
-                return Err(e);
-            }
-        };
-        result.interfaces.push(Interface {
-            name: shared.vtep.name.clone(),
-            mac: shared.vtep.mac.map(|m| format_mac(&m)),
-            mtu: Some(shared.vtep.mtu),
-            ..Default::default()
-        });
-        Ok(result)
+        add_with(&mut h, req, &cfg, listed.as_deref())
     }
 
     fn del(&self, req: &Request) -> CniResult<()> {
@@ -151,21 +74,24 @@ impl Plugin for Vxlan {
             sweep.run("router chain", || {
                 // The DEL's one entry into the pod: only a router has something there.
                 let pod = Session::enter(ns).map_err(os("cannot enter the router pod's netns"))?;
-                let nft = router::nft(&pod)
-                    .map_err(os("cannot open an nftables socket in the router pod"))?;
-                router::remove(&nft, &router::chain(&req.conf.name, cid, ifname))
-                    .map_err(os("cannot remove the router's masquerade chain"))
+                router::remove(
+                    &mut Real::pod_only(pod),
+                    &router::chain(&req.conf.name, cid, ifname),
+                )
+                .map_err(os("cannot remove the router's masquerade chain"))
             });
         }
         match Route::open() {
-            Ok(mut host) => cleanup::del_port(&mut sweep, &mut Real::host(&mut host), req, false),
+            Ok(mut host) => {
+                cleanup::del_port(&mut sweep, &mut AttachHost::host(&mut host), req, false)
+            }
             Err(e) => {
                 sweep.fail("netlink", os("cannot open a netlink socket")(e));
-                cleanup::del_port(&mut sweep, &mut Real::without_netlink(), req, false);
+                cleanup::del_port(&mut sweep, &mut AttachHost::without_netlink(), req, false);
             }
         }
         let ipam = cfg.ipam_type.as_deref();
-        cleanup::del_ipam(&mut sweep, &mut Real::without_netlink(), req, ipam);
+        cleanup::del_ipam(&mut sweep, &mut AttachHost::without_netlink(), req, ipam);
         sweep.finish()
     }
 
@@ -178,8 +104,7 @@ impl Plugin for Vxlan {
 
     fn status(&self, req: &Request) -> CniResult<()> {
         let cfg = VxlanConfig::from_conf(&req.conf, None)?;
-        let mut host = Route::open().map_err(os("cannot open a netlink socket"))?;
-        let dev = underlay::find(&mut host, &cfg)?
+        let dev = underlay::find(&mut Real::open(None)?, &cfg)?
             .map_err(|m| CniError::new(code::NOT_AVAILABLE, m.message()))?;
         if !dev.up || !dev.lower_up {
             return Err(CniError::new(
@@ -211,16 +136,15 @@ impl Plugin for Vxlan {
 /// Every route of the result really goes out of the pod's overlay interface. The kernel refuses a
 /// second route to a prefix the pod already has (typically the primary network's default route), and
 /// such a route must fail the ADD rather than be silently missing.
-fn verify_routes(pod: &mut Session, ifname: &str, r: &AddResult) -> CniResult<()> {
+fn verify_routes(h: &mut impl VxlanHost, ifname: &str, r: &AddResult) -> CniResult<()> {
     if r.routes.is_empty() {
         return Ok(());
     }
-    let c = pod.route();
     let (index, table, links) = (|| -> std::io::Result<_> {
-        let index = link::by_name(c, ifname)?.map(|l| l.index);
-        let mut t = routes(c, false)?;
-        t.extend(routes(c, true)?);
-        Ok((index, t, link::list(c)?))
+        let index = h.link(Ns::Pod, ifname)?.map(|l| l.index);
+        let mut t = h.routes(Ns::Pod, false)?;
+        t.extend(h.routes(Ns::Pod, true)?);
+        Ok((index, t, h.links(Ns::Pod)?))
     })()
     .map_err(os("cannot read the pod's routes"))?;
     let name_of = |i: u32| {
@@ -254,4 +178,74 @@ fn verify_routes(pod: &mut Session, ifname: &str, r: &AddResult) -> CniResult<()
         )));
     }
     Ok(())
+}
+
+/// The router's `masquerade.outInterface` must be an interface of the pod (checked before the node
+/// is touched).
+pub(crate) fn require_out_interface(h: &mut impl VxlanHost, cfg: &VxlanConfig) -> CniResult<()> {
+    let Some(out) = masquerade_out(cfg) else {
+        return Ok(());
+    };
+    if router::has_interface(h, out).map_err(os("cannot look into the pod netns"))? {
+        return Ok(());
+    }
+    Err(CniError::config(format!(
+        "field \"masquerade.outInterface\": the pod has no interface {out}; name the interface the router pod sends traffic out of, or set \"masquerade\": false"
+    )))
+}
+
+/// ADD under the bridge lock, over any [`VxlanHost`] (the unit tests drive it with a fake): the
+/// underlay and MTU, the bridge and VTEP with their flood list, the attachment, its routes and the
+/// router role. A failure takes back, newest first, the router setup, the attachment and whatever
+/// of the bridge and VTEP this call created. `listed` is the configured or listed peers.
+pub fn add_with(
+    h: &mut impl VxlanHost,
+    req: &Request,
+    cfg: &VxlanConfig,
+    listed: Option<&[IpAddr]>,
+) -> CniResult<AddResult> {
+    let underlay = underlay::require(h, cfg)?;
+    let own = underlay::own_addresses(h)?;
+    if let Some(l) = cfg.local.filter(|l| !own.contains(l)) {
+        return Err(CniError::config(format!(
+            "field \"local\": {l} is not an address of this node; remove \"local\" or give an address the node has"
+        )));
+    }
+    let mtu = underlay::overlay_mtu(cfg, &underlay)?;
+    let port = cfg.port_plan(underlay::veth_mtu(h, mtu)?);
+    let want = listed.and_then(|p| vtep::wanted_peers(cfg, p, &own));
+    let shared = vtep::ensure(h, cfg, &underlay, mtu, want.as_deref())?;
+    failpoint::check("vtep").inspect_err(|_| vtep::remove_created(h, &shared))?;
+    let mut changed = router::Changed::default();
+    let chain = router::chain(&req.conf.name, &req.env.container_id, &req.env.ifname);
+    let attached = h.attach(req, &port, shared.bridge.clone()).and_then(|r| {
+        verify_routes(h, &req.env.ifname, &r)?;
+        if let Role::Router { masquerade_out } = &cfg.role {
+            router::install(h, &chain, &r.ips, masquerade_out.as_deref(), &mut changed)
+                .map_err(os("cannot set up the router role in the pod"))?;
+            failpoint::check("router")?;
+        }
+        Ok(r)
+    });
+    let mut result = match attached {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(cfg.role, Role::Router { .. }) {
+                if let Err(u) = router::undo(h, &chain, changed) {
+                    eprintln!("plumb-vxlan: rollback of the router setup failed: {u}");
+                    plumb_cni::log::failed_step("rollback router", &u.to_string());
+                }
+            }
+            h.detach(req, &port);
+            vtep::remove_created(h, &shared);
+            return Err(e);
+        }
+    };
+    result.interfaces.push(Interface {
+        name: shared.vtep.name.clone(),
+        mac: shared.vtep.mac.map(|m| format_mac(&m)),
+        mtu: Some(shared.vtep.mtu),
+        ..Default::default()
+    });
+    Ok(result)
 }

@@ -2,11 +2,10 @@
 //! IP forwarding for each family the pod got an address of, and an nftables nat chain per attachment
 //! masquerading overlay traffic that leaves through `outInterface`.
 
+use crate::host::{Ns, VxlanHost};
 use plumb_attach::naming;
 use plumb_cni::result::IpConfig;
-use plumb_net::link;
-use plumb_net::session::Session;
-use plumb_nft::{Family, Nft};
+use plumb_nft::Family;
 use std::io;
 
 /// nftables table (families ip and ip6) in the router pod holding one masquerade chain per attachment.
@@ -29,18 +28,12 @@ fn family(v6: bool) -> Family {
 }
 
 /// Whether the pod has an interface named `name`.
-pub fn has_interface(pod: &mut Session, name: &str) -> io::Result<bool> {
-    Ok(link::by_name(pod.route(), name)?.is_some())
-}
-
-/// An nftables handle in the pod: its socket opened on the session's worker (inside the pod's
-/// namespace, no further setns), then used from the calling thread for the rest of the request.
-pub fn nft(pod: &Session) -> io::Result<Nft> {
-    Nft::from_fd(pod.run(plumb_nft::open_socket)?)
+pub fn has_interface(h: &mut impl VxlanHost, name: &str) -> io::Result<bool> {
+    Ok(h.link(Ns::Pod, name)?.is_some())
 }
 
 /// The forwarding settings a router ADD changed, with their values before, to put back if the ADD fails.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changed {
     forwarding: Vec<(&'static str, String)>,
 }
@@ -48,8 +41,7 @@ pub struct Changed {
 /// Masquerades traffic from each address's subnet leaving through `out` (when given), then turns on
 /// forwarding for the families of `ips`; records in `changed` what it changed.
 pub fn install(
-    pod: &Session,
-    nft: &Nft,
+    h: &mut impl VxlanHost,
     chain_name: &str,
     ips: &[IpConfig],
     out: Option<&str>,
@@ -58,7 +50,7 @@ pub fn install(
     if let Some(out) = out {
         for ipc in ips {
             let net = ipc.address.network();
-            nft.add_masquerade_out(
+            h.add_masquerade_out(
                 family(net.addr.is_ipv6()),
                 TABLE,
                 chain_name,
@@ -72,35 +64,33 @@ pub fn install(
             continue;
         }
         let key = forwarding_key(v6);
-        let before = pod.read_sysctl(key)?;
+        let before = h.read_sysctl(Ns::Pod, key)?;
         let before = before.trim().to_string();
         if before != "1" {
-            pod.write_sysctl(key, "1")?;
-        }
-        if before != "1" {
+            h.write_sysctl(Ns::Pod, key, "1")?;
             changed.forwarding.push((key, before));
         }
     }
     Ok(())
 }
 
-/// Takes back a failed ADD's router setup: the attachment's chains (and the table, once empty) and
-/// the forwarding settings it changed.
-pub fn undo(pod: &Session, nft: &Nft, chain_name: &str, changed: Changed) -> io::Result<()> {
-    for (key, before) in changed.forwarding {
-        pod.write_sysctl(key, &before)?;
+/// Takes back a failed ADD's router setup, newest first: the forwarding settings it changed, then
+/// the attachment's chains (and the table, once empty).
+pub fn undo(h: &mut impl VxlanHost, chain_name: &str, changed: Changed) -> io::Result<()> {
+    for (key, before) in changed.forwarding.into_iter().rev() {
+        h.write_sysctl(Ns::Pod, key, &before)?;
     }
-    remove(nft, chain_name)
+    remove(h, chain_name)
 }
 
-/// Removes the attachment's masquerade chains from the pod (`nft` is a handle in the pod, see [`nft`]), and the table of a family once it holds
+/// Removes the attachment's masquerade chains from the pod, and the table of a family once it holds
 /// no chain. Forwarding stays on: other attachments or the pod itself may rely on it.
-pub fn remove(nft: &Nft, chain_name: &str) -> io::Result<()> {
+pub fn remove(h: &mut impl VxlanHost, chain_name: &str) -> io::Result<()> {
     for f in [Family::Ip, Family::Ip6] {
-        nft.delete_chain(f, TABLE, chain_name)?;
+        h.delete_chain(f, TABLE, chain_name)?;
         // A table that never existed lists no chains; deleting it is then a no-op.
-        if nft.list_chains(f, TABLE)?.is_empty() {
-            nft.delete_table(f, TABLE)?;
+        if h.list_chains(f, TABLE)?.is_empty() {
+            h.delete_table(f, TABLE)?;
         }
     }
     Ok(())
@@ -108,8 +98,7 @@ pub fn remove(nft: &Nft, chain_name: &str) -> io::Result<()> {
 
 /// What CHECK finds missing of the router setup, if anything.
 pub fn missing(
-    pod: &Session,
-    nft: &Nft,
+    h: &mut impl VxlanHost,
     chain_name: &str,
     ips: &[IpConfig],
     out: Option<&str>,
@@ -119,7 +108,7 @@ pub fn missing(
             continue;
         }
         let key = forwarding_key(v6);
-        let on = pod.read_sysctl(key)?;
+        let on = h.read_sysctl(Ns::Pod, key)?;
         if on.trim() != "1" {
             return Ok(Some(format!(
                 "forwarding is off in the router pod ({} = {})",
@@ -127,7 +116,7 @@ pub fn missing(
                 on.trim()
             )));
         }
-        if out.is_some() && !nft.chain_exists(family(v6), TABLE, chain_name)? {
+        if out.is_some() && !h.chain_exists(family(v6), TABLE, chain_name)? {
             return Ok(Some(format!(
                 "the masquerade chain {chain_name} is missing from table {} {TABLE} in the router pod",
                 family(v6).name()

@@ -2,12 +2,10 @@
 //! own addresses (skipped in `peers`), and the MTU of a pod's primary interface (to clamp to).
 
 use crate::config::{Mtu, VxlanConfig};
+use crate::host::{Ns, VxlanHost};
 use plumb_attach::os::os;
 use plumb_cni::{code, CniError, CniResult};
-use plumb_net::addr::{addresses, routes};
-use plumb_net::link::{self, Link};
-use plumb_net::nl::Route;
-use plumb_net::session::Session;
+use plumb_net::link::Link;
 use std::net::IpAddr;
 
 /// Why the underlay device cannot be found.
@@ -35,21 +33,24 @@ impl Missing {
 
 /// Finds the underlay device: `underlayDevice`, else the device of the node's default route of the
 /// underlay's family.
-pub fn find(nl: &mut Route, cfg: &VxlanConfig) -> CniResult<Result<Link, Missing>> {
+pub fn find(h: &mut impl VxlanHost, cfg: &VxlanConfig) -> CniResult<Result<Link, Missing>> {
     let found = match &cfg.underlay {
-        Some(name) => link::by_name(nl, name)
+        Some(name) => h
+            .link(Ns::Host, name)
             .map_err(os("cannot look up the underlay device"))?
             .ok_or_else(|| Missing::Named(name.clone())),
         None => {
             let v6 = cfg.flood.is_ipv6();
             let family = if v6 { "IPv6" } else { "IPv4" };
-            let default = routes(nl, v6)
+            let default = h
+                .routes(Ns::Host, v6)
                 .map_err(os("cannot read the node's routes"))?
                 .into_iter()
                 .find(|r| r.prefix == 0 && r.oif.is_some())
                 .and_then(|r| r.oif);
             match default {
-                Some(i) => link::by_index(nl, i)
+                Some(i) => h
+                    .link_by_index(Ns::Host, i)
                     .map_err(os("cannot look up the underlay device"))?
                     .ok_or(Missing::NoDefaultRoute(family)),
                 None => Err(Missing::NoDefaultRoute(family)),
@@ -60,8 +61,8 @@ pub fn find(nl: &mut Route, cfg: &VxlanConfig) -> CniResult<Result<Link, Missing
 }
 
 /// Like [`find`], with a missing device as a config error (code 7).
-pub fn require(nl: &mut Route, cfg: &VxlanConfig) -> CniResult<Link> {
-    find(nl, cfg)?.map_err(|m| CniError::config(m.message()))
+pub fn require(h: &mut impl VxlanHost, cfg: &VxlanConfig) -> CniResult<Link> {
+    find(h, cfg)?.map_err(|m| CniError::config(m.message()))
 }
 
 /// The overlay MTU: the underlay's minus VXLAN's overhead, or the config's fixed MTU, which may not be
@@ -87,25 +88,22 @@ pub fn overlay_mtu(cfg: &VxlanConfig, underlay: &Link) -> CniResult<u32> {
 }
 
 /// Every address configured on the node (to skip the node itself in `peers`).
-pub fn own_addresses(nl: &mut Route) -> CniResult<Vec<IpAddr>> {
-    Ok(addresses(nl, 0)
-        .map_err(os("cannot list the node's addresses"))?
-        .into_iter()
-        .map(|(ip, _)| ip)
-        .collect())
+pub fn own_addresses(h: &mut impl VxlanHost) -> CniResult<Vec<IpAddr>> {
+    h.host_addresses()
+        .map_err(os("cannot list the node's addresses"))
 }
 
 /// The MTU of the pod's primary interface (the device of its default route, IPv4 first), if it has one.
-pub fn pod_primary_mtu(pod: &mut Session) -> CniResult<Option<u32>> {
-    let c = pod.route();
+pub fn pod_primary_mtu(h: &mut impl VxlanHost) -> CniResult<Option<u32>> {
     (|| {
         for v6 in [false, true] {
-            let dev = routes(c, v6)?
+            let dev = h
+                .routes(Ns::Pod, v6)?
                 .into_iter()
                 .find(|r| r.prefix == 0 && r.oif.is_some())
                 .and_then(|r| r.oif);
             if let Some(i) = dev {
-                if let Some(l) = link::by_index(c, i)? {
+                if let Some(l) = h.link_by_index(Ns::Pod, i)? {
                     return Ok(Some(l.mtu));
                 }
             }
@@ -118,6 +116,6 @@ pub fn pod_primary_mtu(pod: &mut Session) -> CniResult<Option<u32>> {
 }
 
 /// The MTU of the pod's veth: the overlay's, clamped to the pod's primary interface.
-pub fn veth_mtu(pod: &mut Session, overlay: u32) -> CniResult<u32> {
-    Ok(pod_primary_mtu(pod)?.map_or(overlay, |p| p.min(overlay)))
+pub fn veth_mtu(h: &mut impl VxlanHost, overlay: u32) -> CniResult<u32> {
+    Ok(pod_primary_mtu(h)?.map_or(overlay, |p| p.min(overlay)))
 }

@@ -3,12 +3,12 @@
 //! lock. A VTEP whose settings differ from the config is an error; it is never changed under pods.
 
 use crate::config::{Flood, VxlanConfig};
+use crate::host::{Ns, VxlanHost};
 use plumb_attach::os::os;
 use plumb_cni::{code, CniError, CniResult};
-use plumb_net::link::{self, Link};
-use plumb_net::nl::{is_exists, Route};
-use plumb_net::vxlan::{self, VxlanSettings};
-use plumb_net::{fdb, sysctl};
+use plumb_net::link::Link;
+use plumb_net::nl::is_exists;
+use plumb_net::vxlan::VxlanSettings;
 use std::net::IpAddr;
 
 /// What the config wants the VTEP to be.
@@ -48,7 +48,7 @@ pub struct Shared {
 
 /// Creates or verifies the bridge and the VTEP, with `mtu` set explicitly on both.
 pub fn ensure(
-    nl: &mut Route,
+    nl: &mut impl VxlanHost,
     cfg: &VxlanConfig,
     underlay: &Link,
     mtu: u32,
@@ -60,7 +60,7 @@ pub fn ensure(
         Ok(v) => v,
         Err(e) => {
             if created_bridge {
-                let _ = link::delete(nl, bridge.index, &bridge.name);
+                let _ = nl.delete_link(bridge.index, &bridge.name);
             }
             return Err(e);
         }
@@ -79,14 +79,14 @@ pub fn ensure(
 }
 
 /// Deletes whatever of the shared devices [`ensure`] created (rollback of a failed first ADD).
-pub fn remove_created(nl: &mut Route, s: &Shared) {
+pub fn remove_created(nl: &mut impl VxlanHost, s: &Shared) {
     if s.created_vtep {
-        if let Err(e) = link::delete(nl, s.vtep.index, &s.vtep.name) {
+        if let Err(e) = nl.delete_link(s.vtep.index, &s.vtep.name) {
             plumb_cni::log::failed_step("rollback vtep", &e.to_string());
         }
     }
     if s.created_bridge {
-        if let Err(e) = link::delete(nl, s.bridge.index, &s.bridge.name) {
+        if let Err(e) = nl.delete_link(s.bridge.index, &s.bridge.name) {
             plumb_cni::log::failed_step("rollback bridge", &e.to_string());
         }
     }
@@ -96,21 +96,46 @@ fn vanished(name: &str) -> CniError {
     CniError::new(code::IO_FAILURE, format!("{name} vanished after creation"))
 }
 
-fn ensure_bridge(nl: &mut Route, cfg: &VxlanConfig, mtu: u32) -> CniResult<(Link, bool)> {
+/// The bridge, made if missing. Whatever fails after this call made it deletes it again.
+fn ensure_bridge(nl: &mut impl VxlanHost, cfg: &VxlanConfig, mtu: u32) -> CniResult<(Link, bool)> {
     let name = &cfg.bridge;
-    let mut created = false;
-    let br = match link::by_name(nl, name).map_err(os("cannot look up the bridge"))? {
-        Some(l) => l,
-        None => {
-            match link::create_bridge(nl, name, None, false) {
-                Ok(()) => created = true,
-                Err(e) if is_exists(&e) => {}
-                Err(e) => return Err(os("cannot create the bridge")(e)),
+    let found = nl
+        .link(Ns::Host, name)
+        .map_err(os("cannot look up the bridge"))?;
+    let created = match found {
+        Some(_) => false,
+        None => match nl.create_bridge(name) {
+            Ok(()) => true,
+            Err(e) if is_exists(&e) => false,
+            Err(e) => return Err(os("cannot create the bridge")(e)),
+        },
+    };
+    match set_up_bridge(nl, cfg, found, mtu) {
+        Ok(br) => Ok((br, created)),
+        Err(e) => {
+            if created {
+                // By name: the failing step may have been the lookup that gives the index.
+                let _ = nl.delete_link_by_name(name);
             }
-            link::by_name(nl, name)
-                .map_err(os("cannot look up the bridge"))?
-                .ok_or_else(|| vanished(name))?
+            Err(e)
         }
+    }
+}
+
+/// Verifies the bridge `found` (looked up again when just made) is one, and sets its MTU and state.
+fn set_up_bridge(
+    nl: &mut impl VxlanHost,
+    cfg: &VxlanConfig,
+    found: Option<Link>,
+    mtu: u32,
+) -> CniResult<Link> {
+    let name = &cfg.bridge;
+    let br = match found {
+        Some(l) => l,
+        None => nl
+            .link(Ns::Host, name)
+            .map_err(os("cannot look up the bridge"))?
+            .ok_or_else(|| vanished(name))?,
     };
     if br.kind.as_deref() != Some("bridge") {
         return Err(CniError::config(format!(
@@ -118,30 +143,25 @@ fn ensure_bridge(nl: &mut Route, cfg: &VxlanConfig, mtu: u32) -> CniResult<(Link
             br.kind.as_deref().unwrap_or("plain")
         )));
     }
-    let mut fix = || -> std::io::Result<()> {
+    (|| -> std::io::Result<()> {
         // Set explicitly (even on a new bridge), so the kernel keeps it when ports with other MTUs join.
-        link::set_mtu(nl, &br, mtu)?;
+        nl.set_mtu(&br, mtu)?;
         // No router advertisements on the bridge: it carries no addresses of the node.
-        let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+        let _ = nl.write_sysctl(Ns::Host, &format!("net/ipv6/conf/{name}/accept_ra"), "0");
         if !br.up {
-            link::set_up(nl, &br, true)?;
+            nl.set_up(&br)?;
         }
         Ok(())
-    };
-    if let Err(e) = fix() {
-        if created {
-            let _ = link::delete(nl, br.index, name);
-        }
-        return Err(os("cannot set up the bridge")(e));
-    }
-    let br = link::by_index(nl, br.index)
+    })()
+    .map_err(os("cannot set up the bridge"))?;
+    nl.link_by_index(Ns::Host, br.index)
         .map_err(os("cannot look up the bridge"))?
-        .ok_or_else(|| vanished(name))?;
-    Ok((br, created))
+        .ok_or_else(|| vanished(name))
 }
 
+/// The VTEP on `bridge`, made if missing. Whatever fails after this call made it deletes it again.
 fn ensure_vtep(
-    nl: &mut Route,
+    nl: &mut impl VxlanHost,
     cfg: &VxlanConfig,
     underlay: &Link,
     mtu: u32,
@@ -149,75 +169,88 @@ fn ensure_vtep(
 ) -> CniResult<(Link, bool)> {
     let name = &cfg.vtep;
     let want = wanted(cfg, underlay);
-    let mut created = false;
-    let (vtep, have) = match vxlan::lookup(nl, name).map_err(os("cannot look up the VTEP"))? {
-        Some(found) => found,
-        None => {
-            refuse_second_vtep(nl, cfg, bridge)?;
-            match vxlan::create(nl, name, &want, Some(mtu)) {
-                Ok(()) => created = true,
-                Err(e) if is_exists(&e) => {
-                    return Err(CniError::config(format!(
-                        "cannot create VTEP {name}: the node already has a VXLAN device with vni {} on UDP port {} (or the name is taken); use another vni, or remove that device",
-                        cfg.vni, cfg.port
-                    ))
-                    .caused_by(e))
-                }
-                Err(e) => return Err(os("cannot create the VTEP")(e)),
+    let found = nl.vxlan(name).map_err(os("cannot look up the VTEP"))?;
+    let created = found.is_none();
+    if created {
+        refuse_second_vtep(nl, cfg, bridge)?;
+        match nl.create_vxlan(name, &want, mtu) {
+            Ok(()) => {}
+            Err(e) if is_exists(&e) => {
+                return Err(CniError::config(format!(
+                    "cannot create VTEP {name}: the node already has a VXLAN device with vni {} on UDP port {} (or the name is taken); use another vni, or remove that device",
+                    cfg.vni, cfg.port
+                ))
+                .caused_by(e))
             }
-            vxlan::lookup(nl, name)
+            Err(e) => return Err(os("cannot create the VTEP")(e)),
+        }
+    }
+    let adopted = (|| {
+        let found = match found {
+            Some(f) => f,
+            None => nl
+                .vxlan(name)
                 .map_err(os("cannot look up the VTEP"))?
-                .ok_or_else(|| vanished(name))?
+                .ok_or_else(|| vanished(name))?,
+        };
+        set_up_vtep(nl, cfg, underlay, &want, mtu, bridge, found)
+    })();
+    match adopted {
+        Ok(v) => Ok((v, created)),
+        Err(e) => {
+            if created {
+                let _ = nl.delete_link_by_name(name);
+            }
+            Err(e)
         }
-    };
-    let undo = |nl: &mut Route, e: CniError| {
-        if created {
-            let _ = link::delete(nl, vtep.index, name);
-        }
-        e
-    };
+    }
+}
+
+/// Verifies an existing (or just made) VTEP against the config and joins it to `bridge`, up, at
+/// `mtu`. A VTEP that differs is refused, never changed.
+fn set_up_vtep(
+    nl: &mut impl VxlanHost,
+    cfg: &VxlanConfig,
+    underlay: &Link,
+    want: &VxlanSettings,
+    mtu: u32,
+    bridge: &Link,
+    (vtep, have): (Link, Option<VxlanSettings>),
+) -> CniResult<Link> {
+    let name = &cfg.vtep;
     let Some(have) = have else {
-        return Err(undo(
-            nl,
-            CniError::config(format!(
-                "field \"vtep\": {name} already exists as a {} interface, not a VXLAN device; choose another name",
-                vtep.kind.as_deref().unwrap_or("plain")
-            )),
-        ));
+        return Err(CniError::config(format!(
+            "field \"vtep\": {name} already exists as a {} interface, not a VXLAN device; choose another name",
+            vtep.kind.as_deref().unwrap_or("plain")
+        )));
     };
-    if let Some(diff) = difference(&want, &have, cfg.local.is_some(), underlay) {
-        return Err(undo(
-            nl,
-            CniError::config(format!(
-                "VTEP {name} already exists with {diff}; an existing VTEP is never changed under running pods: give this network another \"bridge\"/\"vtep\", or delete {name} once no pod uses it"
-            )),
-        ));
+    if let Some(diff) = difference(want, &have, cfg.local.is_some(), underlay) {
+        return Err(CniError::config(format!(
+            "VTEP {name} already exists with {diff}; an existing VTEP is never changed under running pods: give this network another \"bridge\"/\"vtep\", or delete {name} once no pod uses it"
+        )));
     }
     if let Some(c) = vtep.controller.filter(|c| *c != bridge.index) {
-        return Err(undo(
-            nl,
-            CniError::config(format!(
-                "VTEP {name} is a port of another bridge (index {c}), not of {}; give this network its own \"vtep\"",
-                bridge.name
-            )),
-        ));
+        return Err(CniError::config(format!(
+            "VTEP {name} is a port of another bridge (index {c}), not of {}; give this network its own \"vtep\"",
+            bridge.name
+        )));
     }
-    let fix = |nl: &mut Route| -> std::io::Result<()> {
+    (|| -> std::io::Result<()> {
         if vtep.mtu != mtu {
-            link::set_mtu(nl, &vtep, mtu)?;
+            nl.set_mtu(&vtep, mtu)?;
         }
         if vtep.controller.is_none() {
-            link::set_controller(nl, &vtep, bridge)?;
+            nl.set_controller(&vtep, bridge)?;
         }
         if !vtep.up {
-            link::set_up(nl, &vtep, true)?;
+            nl.set_up(&vtep)?;
         }
         Ok(())
-    };
-    if let Err(e) = fix(nl) {
+    })()
+    .map_err(|e| {
         // Bringing a VTEP up opens its UDP socket; the port is taken when another VXLAN device uses it
         // in external (metadata) mode, which no other device can share, or a process holds it.
-        let err = if plumb_net::nl::errno(&e) == Some(libc::EADDRINUSE) {
+        if plumb_net::nl::errno(&e) == Some(libc::EADDRINUSE) {
             CniError::config(format!(
                 "field \"port\": VTEP {name} cannot open UDP port {}: it is in use on this node (by a VXLAN device in external mode, as some primary CNIs make, or by a process); use another \"port\", the same on every node",
                 cfg.port
@@ -225,18 +258,17 @@ fn ensure_vtep(
             .caused_by(e)
         } else {
             os("cannot set up the VTEP")(e)
-        };
-        return Err(undo(nl, err));
-    }
-    let vtep = link::by_index(nl, vtep.index)
+        }
+    })?;
+    nl.link_by_index(Ns::Host, vtep.index)
         .map_err(os("cannot look up the VTEP"))?
-        .ok_or_else(|| vanished(name))?;
-    Ok((vtep, created))
+        .ok_or_else(|| vanished(name))
 }
 
 /// A bridge joins one overlay: a VXLAN port under another name means another network's VTEP.
-fn refuse_second_vtep(nl: &mut Route, cfg: &VxlanConfig, bridge: &Link) -> CniResult<()> {
-    let other = link::list(nl)
+fn refuse_second_vtep(nl: &mut impl VxlanHost, cfg: &VxlanConfig, bridge: &Link) -> CniResult<()> {
+    let other = nl
+        .links(Ns::Host)
         .map_err(os("cannot list links"))?
         .into_iter()
         .find(|l| l.controller == Some(bridge.index) && l.kind.as_deref() == Some("vxlan"));
@@ -317,11 +349,13 @@ pub fn wanted_peers(cfg: &VxlanConfig, peers: &[IpAddr], own: &[IpAddr]) -> Opti
 
 /// Makes the flood list of a unicast VTEP exactly `want`: appends the missing peers, removes stale
 /// ones (a peer dropped from the config or a Node gone).
-fn sync_flood_list(nl: &mut Route, vtep: &Link, want: &[IpAddr]) -> CniResult<()> {
+fn sync_flood_list(nl: &mut impl VxlanHost, vtep: &Link, want: &[IpAddr]) -> CniResult<()> {
     // EAFNOSUPPORT is the kernel's answer to a flood entry of another family than the VTEP's.
-    let have = fdb::flood_list(nl, vtep.index).map_err(os("cannot read the VTEP flood list"))?;
+    let have = nl
+        .flood_list(vtep.index)
+        .map_err(os("cannot read the VTEP flood list"))?;
     for p in want.iter().filter(|p| !have.contains(p)) {
-        fdb::append(nl, vtep.index, *p).map_err(|e| {
+        nl.flood_add(vtep.index, *p).map_err(|e| {
             if plumb_net::nl::errno(&e) == Some(libc::EAFNOSUPPORT) {
                 CniError::config(format!(
                     "VTEP {} was made for another underlay address family than peer {p}; give this network its own \"vtep\", or delete {} once no pod uses it",
@@ -333,7 +367,7 @@ fn sync_flood_list(nl: &mut Route, vtep: &Link, want: &[IpAddr]) -> CniResult<()
         })?;
     }
     for p in have.iter().filter(|p| !want.contains(p)) {
-        fdb::remove(nl, vtep.index, *p)
+        nl.flood_remove(vtep.index, *p)
             .map_err(os("cannot remove a stale peer from the VTEP flood list"))?;
     }
     Ok(())
