@@ -749,6 +749,43 @@ fn uplink_failed_first_add_leaves_nothing() {
     }
 }
 
+/// With the one-bridge layout the uplink carries the pods' VLANs; it must not keep their VLAN gateway
+/// `<bridge>.<vid>` alive: DEL of the last pod of the VLAN and a failed ADD on an existing bridge take it.
+#[test]
+fn uplink_vlan_gateway_goes_with_the_last_pod_of_its_vlan() {
+    if vlan_skip("uplink_vlan_gateway_goes_with_the_last_pod_of_its_vlan") {
+        return;
+    }
+    let node = Node::new("up", 11, Layout::Trunk);
+    let gw_conf = |vid: u16| {
+        let mut c = node.conf(vid, Layout::Trunk, json!({"isGateway": true}));
+        c["ipam"]["gateway"] = json!(format!("{}.1", node.prefix));
+        c
+    };
+    let (a, b) = (Pod::new(), Pod::new());
+    let gw_if = format!("{}.2003", node.bridges[&2003]);
+    // A pod of another VLAN first, so the bridge exists before the failed ADD.
+    node.add(&a, &node.conf(2004, Layout::Trunk, json!({})));
+    let before = node.names();
+    let out = node.add_failing_at(&b, &gw_conf(2003), "spoofcheck");
+    assert_err(&out, 199, &["spoofcheck"]);
+    assert_eq!(node.names(), before, "a failed ADD left {gw_if} or more");
+    assert!(!node.vlans(&node.uplink).contains_key(&2003));
+    // A pod with its gateway: the VLAN interface while it lives, gone with it.
+    node.add(&b, &gw_conf(2003));
+    assert!(node.link(&gw_if).is_some(), "no VLAN gateway {gw_if}");
+    assert!(node.vlans(&node.uplink).contains_key(&2003));
+    node.del(&b, &gw_conf(2003));
+    assert!(
+        node.link(&gw_if).is_none(),
+        "DEL left the VLAN gateway {gw_if}"
+    );
+    assert!(!node.vlans(&node.uplink).contains_key(&2003));
+    // The other VLAN's pod is untouched.
+    assert!(node.vlans(&node.uplink).contains_key(&2004));
+    node.del(&a, &node.conf(2004, Layout::Trunk, json!({})));
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Refusals (before anything is made: these run on any kernel)
 

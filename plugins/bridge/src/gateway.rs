@@ -21,8 +21,9 @@ pub struct VlanGateway {
     pub bridge: String,
     /// The VLAN.
     pub vid: u16,
-    /// The config's `uplink`, whose VLANs are not a pod's use of the gateway.
-    pub uplink: Option<String>,
+    /// Ports whose VLANs do not keep the gateway: the config's `uplink` (it carries the pods'
+    /// VLANs) and the failed ADD's own host veth (its undo comes after this one).
+    pub ignore: Vec<String>,
 }
 
 impl OwnStep for VlanGateway {
@@ -42,7 +43,8 @@ impl OwnStep for VlanGateway {
 impl VlanGateway {
     /// [`OwnStep::undo`] over any [`BridgeHost`].
     pub fn take_back(&self, host: &mut dyn BridgeHost) -> Result<(), String> {
-        remove_vlan_gateway_if_unused(host, &self.bridge, self.vid, self.uplink.as_deref())
+        let ignore: Vec<&str> = self.ignore.iter().map(String::as_str).collect();
+        remove_vlan_gateway_if_unused(host, &self.bridge, self.vid, &ignore)
             .map_err(|e| e.to_string())
     }
 }
@@ -62,6 +64,7 @@ pub fn ensure(
     cfg: &BridgeConfig,
     bridge: &Link,
     ips: &[IpConfig],
+    port: &str,
     undo: &mut Vec<Undo>,
 ) -> CniResult<()> {
     let gw_link = if cfg.vlan != 0 {
@@ -70,7 +73,12 @@ pub fn ensure(
             undo.push(Undo::Own(Box::new(VlanGateway {
                 bridge: cfg.bridge.clone(),
                 vid: cfg.vlan,
-                uplink: cfg.uplink.clone(),
+                ignore: cfg
+                    .uplink
+                    .iter()
+                    .cloned()
+                    .chain([port.to_string()])
+                    .collect(),
             })));
         }
         l
@@ -201,13 +209,13 @@ fn vlan_gateway(
 }
 
 /// Removes `<bridge>.<vlan>` (and the bridge's own membership of the VLAN) when no port of the bridge
-/// is a member of that VLAN any more. The `uplink` port does not count: it carries the VLAN for the
-/// pods (and a trunk uplink may carry it for good), so counting it would keep the gateway forever.
+/// is a member of that VLAN any more. Ports named in `ignore` do not count: the uplink carries the VLAN
+/// for the pods (a trunk uplink for good), and a failed ADD's own port is about to go.
 pub fn remove_vlan_gateway_if_unused(
     nl: &mut dyn BridgeHost,
     bridge: &str,
     vid: u16,
-    uplink: Option<&str>,
+    ignore: &[&str],
 ) -> CniResult<()> {
     let name = format!("{bridge}.{vid}");
     let Some(bridge) = nl
@@ -220,7 +228,7 @@ pub fn remove_vlan_gateway_if_unused(
         .links()
         .map_err(os("cannot list links"))?
         .into_iter()
-        .filter(|l| l.controller == Some(bridge.index) && Some(l.name.as_str()) != uplink)
+        .filter(|l| l.controller == Some(bridge.index) && !ignore.contains(&l.name.as_str()))
         .map(|l| l.index)
         .collect();
     let in_use = nl

@@ -38,8 +38,10 @@ fn del_attachment(req: &Request, cfg: &DelConfig, sweep: &mut Cleanup) {
         None => cleanup::del_port(sweep, &mut Real::without_netlink(), req, true),
     }
     if let (Some(host), Some(bridge), Some(vid)) = (host.as_mut(), &cfg.bridge, cfg.vlan_gateway) {
+        // The uplink carries the pods' VLANs: it does not keep the gateway.
+        let ignore: Vec<&str> = cfg.uplink.iter().map(String::as_str).collect();
         sweep.run("vlan gateway", || {
-            gateway::remove_vlan_gateway_if_unused(host, bridge, vid, cfg.uplink.as_deref())
+            gateway::remove_vlan_gateway_if_unused(host, bridge, vid, &ignore)
         });
     }
     if let (Some(host), Some(bridge), Some((up, vids))) =
@@ -162,8 +164,9 @@ fn add_steps(
         done?;
     }
     failpoint::check("bridge")?;
+    let port = plumb_attach::naming::host_veth(&req.env.container_id, &req.env.ifname);
     let gateway = |host: &mut Route, bridge: &Link, ips: &[IpConfig], undo: &mut Vec<Undo>| {
-        gateway::ensure(host, &cfg, bridge, ips, undo)
+        gateway::ensure(host, &cfg, bridge, ips, &port, undo)
     };
     add_attachment(
         req,

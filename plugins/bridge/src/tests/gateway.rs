@@ -34,6 +34,7 @@ fn gateway_addresses_are_added_pinned_forwarded_and_each_on_the_undo_stack() {
         &cfg(json!({"isGateway": true})),
         &br,
         &ips,
+        "plb0",
         &mut undo,
     )
     .unwrap();
@@ -67,6 +68,7 @@ fn a_gateway_address_already_there_is_adopted_and_never_undone() {
         &cfg(json!({"isGateway": true})),
         &br,
         &[ip("10.1.0.5/24", "10.1.0.1")],
+        "plb0",
         &mut undo,
     )
     .unwrap();
@@ -90,6 +92,7 @@ fn another_address_in_the_way_is_refused_or_replaced_with_force_address() {
         &cfg(json!({"isGateway": true})),
         &br,
         &ips,
+        "plb0",
         &mut Vec::new(),
     )
     .unwrap_err();
@@ -98,7 +101,7 @@ fn another_address_in_the_way_is_refused_or_replaced_with_force_address() {
 
     let mut undo = Vec::new();
     let force = cfg(json!({"isGateway": true, "forceAddress": true}));
-    ensure(&mut f, &force, &br, &ips, &mut undo).unwrap();
+    ensure(&mut f, &force, &br, &ips, "plb0", &mut undo).unwrap();
     let have: Vec<_> = f.model.addrs.iter().copied().collect();
     assert_eq!(
         have,
@@ -125,6 +128,7 @@ fn the_mac_pinned_is_the_one_before_the_port_joined_or_else_the_current_valid_on
         &cfg(json!({"isGateway": true})),
         &br,
         &[ip("10.1.0.5/24", "10.1.0.1")],
+        "plb0",
         &mut Vec::new(),
     )
     .unwrap();
@@ -143,6 +147,7 @@ fn the_mac_pinned_is_the_one_before_the_port_joined_or_else_the_current_valid_on
         &cfg(json!({"isGateway": true})),
         &br,
         &[ip("10.1.0.5/24", "10.1.0.1")],
+        "plb0",
         &mut Vec::new(),
     )
     .unwrap();
@@ -159,6 +164,7 @@ fn the_mac_pinned_is_the_one_before_the_port_joined_or_else_the_current_valid_on
         &cfg(json!({"isGateway": true})),
         &br,
         &[ip("10.1.0.5/24", "10.1.0.1")],
+        "plb0",
         &mut Vec::new(),
     )
     .unwrap_err();
@@ -171,7 +177,15 @@ fn a_vlan_gateway_is_created_on_the_bridge_and_taken_back() {
     let pristine = f.model.clone();
     let mut undo = Vec::new();
     let c = cfg(json!({"isGateway": true, "vlan": 100}));
-    ensure(&mut f, &c, &br, &[ip("10.1.0.5/24", "10.1.0.1")], &mut undo).unwrap();
+    ensure(
+        &mut f,
+        &c,
+        &br,
+        &[ip("10.1.0.5/24", "10.1.0.1")],
+        "plb0",
+        &mut undo,
+    )
+    .unwrap();
     let gw = f.get("br0.100").clone();
     assert_eq!(
         (gw.kind.as_deref(), gw.parent, gw.vlan_id, gw.up),
@@ -203,12 +217,21 @@ fn an_existing_vlan_gateway_is_reused_and_a_non_vlan_by_its_name_refused() {
         &c,
         &br,
         &[ip("10.1.0.5/24", "10.1.0.1")],
+        "plb0",
         &mut Vec::new(),
     )
     .unwrap();
     f.calls.clear();
     let mut undo = Vec::new();
-    ensure(&mut f, &c, &br, &[ip("10.1.0.6/24", "10.1.0.1")], &mut undo).unwrap();
+    ensure(
+        &mut f,
+        &c,
+        &br,
+        &[ip("10.1.0.6/24", "10.1.0.1")],
+        "plb0",
+        &mut undo,
+    )
+    .unwrap();
     assert!(f.changes().is_empty(), "{:?}", f.calls);
     assert!(undo.is_empty());
 
@@ -219,6 +242,7 @@ fn an_existing_vlan_gateway_is_reused_and_a_non_vlan_by_its_name_refused() {
         &c,
         &br,
         &[ip("10.1.0.5/24", "10.1.0.1")],
+        "plb0",
         &mut Vec::new(),
     )
     .unwrap_err();
@@ -239,6 +263,7 @@ fn the_vlan_gateway_goes_only_when_no_port_carries_its_vlan() {
         &c,
         &br,
         &[ip("10.1.0.5/24", "10.1.0.1")],
+        "plb0",
         &mut Vec::new(),
     )
     .unwrap();
@@ -247,14 +272,14 @@ fn the_vlan_gateway_goes_only_when_no_port_carries_its_vlan() {
     f.vlan_add(&port, Target::Port, 100, 100, true, true)
         .unwrap();
     f.calls.clear();
-    remove_vlan_gateway_if_unused(&mut f, "br0", 100, None).unwrap();
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, &[]).unwrap();
     assert!(f.changes().is_empty() && f.model.links.contains_key("br0.100"));
     // A port of another VLAN does not keep it.
     f.vlan_remove(&port, Target::Port, 100, 100).unwrap();
     f.vlan_add(&port, Target::Port, 200, 200, true, true)
         .unwrap();
     f.calls.clear();
-    remove_vlan_gateway_if_unused(&mut f, "br0", 100, None).unwrap();
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, &[]).unwrap();
     assert_eq!(
         f.changes(),
         vec!["delete_link br0.100", "vlan_remove br0 BridgeSelf 100-100"]
@@ -263,7 +288,7 @@ fn the_vlan_gateway_goes_only_when_no_port_carries_its_vlan() {
     // Bridge gone: nothing to do.
     f.model.links.remove("br0");
     f.calls.clear();
-    remove_vlan_gateway_if_unused(&mut f, "br0", 100, None).unwrap();
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, &[]).unwrap();
     assert_eq!(f.calls, vec!["get_link br0"]);
 }
 
@@ -271,7 +296,54 @@ fn the_vlan_gateway_goes_only_when_no_port_carries_its_vlan() {
 fn only_a_vlan_interface_by_the_gateways_name_is_removed() {
     let (mut f, _) = host();
     f.with(link(8, "br0.100", "dummy"));
-    remove_vlan_gateway_if_unused(&mut f, "br0", 100, None).unwrap();
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, &[]).unwrap();
     assert!(f.model.links.contains_key("br0.100"));
     assert_eq!(f.changes(), vec!["vlan_remove br0 BridgeSelf 100-100"]);
+}
+
+#[test]
+fn a_failed_adds_own_port_does_not_keep_the_vlan_gateway_another_pods_does() {
+    for other_pod in [false, true] {
+        let (mut f, br) = host();
+        let c = cfg(json!({"isGateway": true, "vlan": 100}));
+        let mut undo = Vec::new();
+        let ips = [ip("10.1.0.5/24", "10.1.0.1")];
+        ensure(&mut f, &c, &br, &ips, "plb0", &mut undo).unwrap();
+        // The ADD's own port carries VLAN 100; its undo runs after the gateway's.
+        let mut ports = vec![(40, "plb0")];
+        if other_pod {
+            ports.push((41, "plb1"));
+        }
+        for (index, name) in ports {
+            let port = f.with(link(index, name, "veth"));
+            f.set_controller(&port, &br).unwrap();
+            f.vlan_add(&port, Target::Port, 100, 100, true, true)
+                .unwrap();
+        }
+        assert!(rollback(&mut f, undo).is_empty());
+        assert_eq!(
+            f.model.links.contains_key("br0.100"),
+            other_pod,
+            "other pod on VLAN 100: {other_pod}"
+        );
+    }
+}
+
+#[test]
+fn the_uplink_does_not_keep_the_vlan_gateway() {
+    let (mut f, br) = host();
+    let c = cfg(json!({"isGateway": true, "vlan": 100}));
+    let ips = [ip("10.1.0.5/24", "10.1.0.1")];
+    ensure(&mut f, &c, &br, &ips, "plb0", &mut Vec::new()).unwrap();
+    let up = f.with(link(41, "up0", "veth"));
+    f.set_controller(&up, &br).unwrap();
+    f.vlan_add(&up, Target::Port, 100, 100, false, false)
+        .unwrap();
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, &[]).unwrap();
+    assert!(
+        f.model.links.contains_key("br0.100"),
+        "counted without ignore"
+    );
+    remove_vlan_gateway_if_unused(&mut f, "br0", 100, &["up0"]).unwrap();
+    assert!(!f.model.links.contains_key("br0.100"));
 }

@@ -16,7 +16,14 @@ fn add(f: &mut Fake, cfg: &BridgeConfig, undo: &mut Vec<Undo>) -> plumb_cni::Cni
     if let Some(up) = uplink {
         ensure_uplink(f, cfg, &up, &bridge, created, undo)?;
     }
-    crate::gateway::ensure(f, cfg, &bridge, &[ip("10.1.0.5/24", "10.1.0.1")], undo)
+    crate::gateway::ensure(
+        f,
+        cfg,
+        &bridge,
+        &[ip("10.1.0.5/24", "10.1.0.1")],
+        "plb0",
+        undo,
+    )
 }
 
 fn host() -> Fake {
