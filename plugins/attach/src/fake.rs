@@ -51,11 +51,56 @@ pub struct Fake {
     pub ipam: AddResult,
     /// The ID the host's namespace gives the pod's (pod ends of host veths report it).
     pub pod_nsid: Option<i32>,
-    /// Calls (by op name) that fail.
-    fail: BTreeSet<String>,
-    /// The call (by its position in `calls`) that fails.
-    fail_nth: Option<usize>,
+    /// Which calls fail.
+    failures: Failures,
     next_index: u32,
+}
+
+/// Which calls of a recording fake fail: every call of a named operation, or the call at one position
+/// of the log. Shared by the fakes of plumb-attach, plumb-bridge and plumb-vxlan.
+#[derive(Debug, Clone, Default)]
+pub struct Failures {
+    ops: BTreeSet<String>,
+    nth: Option<usize>,
+}
+
+impl Failures {
+    /// Makes every call of `op` fail from now on.
+    pub fn on(&mut self, op: &str) {
+        self.ops.insert(op.to_string());
+    }
+
+    /// Makes the call at position `n` of the log (counting from 0) fail.
+    pub fn nth(&mut self, n: usize) {
+        self.nth = Some(n);
+    }
+
+    /// Appends `op args` to the log `calls`; an error naming `op` if this call is one to fail.
+    pub fn record(&self, calls: &mut Vec<String>, op: &str, args: String) -> io::Result<()> {
+        let position = calls.len();
+        calls.push(format!("{op} {args}").trim_end().to_string());
+        if self.ops.contains(op) || self.nth == Some(position) {
+            return Err(io::Error::other(format!("injected failure in {op}")));
+        }
+        Ok(())
+    }
+}
+
+/// The calls of a log that change something (lookups start with `get`).
+pub fn changes(calls: &[String]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| !c.starts_with("get"))
+        .cloned()
+        .collect()
+}
+
+/// The operation names of [`changes`].
+pub fn ops(calls: &[String]) -> Vec<String> {
+    changes(calls)
+        .iter()
+        .map(|c| c.split(' ').next().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// The namespace ID of the fake pod, as the host sees it.
@@ -96,20 +141,19 @@ impl Fake {
             model,
             ipam: AddResult::default(),
             pod_nsid: Some(FAKE_NSID),
-            fail: BTreeSet::new(),
-            fail_nth: None,
+            failures: Failures::default(),
             next_index: 10,
         }
     }
 
     /// Makes every call of `op` fail from now on.
     pub fn fail_on(&mut self, op: &str) {
-        self.fail.insert(op.to_string());
+        self.failures.on(op);
     }
 
     /// Makes the call at position `n` of [`Fake::calls`] (counting from 0) fail.
     pub fn fail_nth(&mut self, n: usize) {
-        self.fail_nth = Some(n);
+        self.failures.nth(n);
     }
 
     /// The bridge as the engine gets it.
@@ -119,29 +163,16 @@ impl Fake {
 
     /// The calls that change something (no lookups).
     pub fn changes(&self) -> Vec<String> {
-        self.calls
-            .iter()
-            .filter(|c| !c.starts_with("get"))
-            .cloned()
-            .collect()
+        changes(&self.calls)
     }
 
     /// The op names of [`Fake::changes`].
     pub fn ops(&self) -> Vec<String> {
-        self.changes()
-            .iter()
-            .map(|c| c.split(' ').next().unwrap_or_default().to_string())
-            .collect()
+        ops(&self.calls)
     }
 
     fn call(&mut self, op: &str, args: String) -> io::Result<()> {
-        let nth = self.calls.len();
-        self.calls
-            .push(format!("{op} {args}").trim_end().to_string());
-        if self.fail.contains(op) || self.fail_nth == Some(nth) {
-            return Err(io::Error::other(format!("injected failure in {op}")));
-        }
-        Ok(())
+        self.failures.record(&mut self.calls, op, args)
     }
 
     fn cni_call(&mut self, op: &str, args: String) -> CniResult<()> {

@@ -6,6 +6,7 @@
 //! link and the result's routes, `detach` removes them.
 
 use crate::host::{Ns, VxlanHost};
+use plumb_attach::fake::{changes, ops, Failures};
 use plumb_attach::naming;
 use plumb_attach::plan::PortPlan;
 use plumb_cni::{code, AddResult, CniError, CniResult, Request};
@@ -56,8 +57,7 @@ pub struct Fake {
     pub model: Model,
     /// What the attach engine's ADD returns.
     pub attached: AddResult,
-    fail: BTreeSet<String>,
-    fail_nth: Option<usize>,
+    failures: Failures,
     next_index: u32,
     /// The host veth and pod link of the attachment made, for `detach`.
     attachment: Option<(String, String)>,
@@ -127,8 +127,7 @@ impl Fake {
             calls: Vec::new(),
             model: m,
             attached: AddResult::default(),
-            fail: BTreeSet::new(),
-            fail_nth: None,
+            failures: Failures::default(),
             next_index: 10,
             attachment: None,
         }
@@ -136,29 +135,22 @@ impl Fake {
 
     /// Makes every call of `op` fail from now on.
     pub fn fail_on(&mut self, op: &str) {
-        self.fail.insert(op.to_string());
+        self.failures.on(op);
     }
 
     /// Makes the call at position `n` of [`Fake::calls`] (counting from 0) fail.
     pub fn fail_nth(&mut self, n: usize) {
-        self.fail_nth = Some(n);
+        self.failures.nth(n);
     }
 
     /// The calls that change something (no lookups).
     pub fn changes(&self) -> Vec<String> {
-        self.calls
-            .iter()
-            .filter(|c| !c.starts_with("get"))
-            .cloned()
-            .collect()
+        changes(&self.calls)
     }
 
     /// The op names of [`Fake::changes`].
     pub fn ops(&self) -> Vec<String> {
-        self.changes()
-            .iter()
-            .map(|c| op_of(c).to_string())
-            .collect()
+        ops(&self.calls)
     }
 
     /// Adds a host link (fresh index) with the kernel's default `accept_ra` and returns it.
@@ -191,13 +183,7 @@ impl Fake {
     }
 
     fn call(&mut self, op: &str, args: String) -> io::Result<()> {
-        let nth = self.calls.len();
-        self.calls
-            .push(format!("{op} {args}").trim_end().to_string());
-        if self.fail.contains(op) || self.fail_nth == Some(nth) {
-            return Err(io::Error::other(format!("injected failure in {op}")));
-        }
-        Ok(())
+        self.failures.record(&mut self.calls, op, args)
     }
 
     fn cni_call(&mut self, op: &str, args: String) -> CniResult<()> {

@@ -4,6 +4,7 @@
 //! a named or the n-th call fail.
 
 use crate::host::BridgeHost;
+use plumb_attach::fake::{changes, Failures};
 use plumb_net::addr::RouteEntry;
 use plumb_net::link::{format_mac, Link};
 use plumb_net::vlan::{Membership, Target};
@@ -35,8 +36,7 @@ pub struct Fake {
     pub calls: Vec<String>,
     /// The model.
     pub model: Model,
-    fail: BTreeSet<String>,
-    fail_nth: Option<usize>,
+    failures: Failures,
     next_index: u32,
 }
 
@@ -85,18 +85,17 @@ impl Fake {
 
     /// Makes every call of `op` fail from now on.
     pub fn fail_on(&mut self, op: &str) {
-        self.fail.insert(op.to_string());
+        self.failures.on(op);
     }
 
     /// Makes the call at position `n` of [`Fake::calls`] (counting from 0) fail.
     pub fn fail_nth(&mut self, n: usize) {
-        self.fail_nth = Some(n);
+        self.failures.nth(n);
     }
 
     /// The calls that change something (no lookups).
     pub fn changes(&self) -> Vec<String> {
-        let c = self.calls.iter().filter(|c| !c.starts_with("get"));
-        c.cloned().collect()
+        changes(&self.calls)
     }
 
     /// Sets a link's MAC in the model (not recorded).
@@ -112,13 +111,7 @@ impl Fake {
     }
 
     fn call(&mut self, op: &str, args: String) -> io::Result<()> {
-        let nth = self.calls.len();
-        self.calls
-            .push(format!("{op} {args}").trim_end().to_string());
-        if self.fail.contains(op) || self.fail_nth == Some(nth) {
-            return Err(io::Error::other(format!("injected failure in {op}")));
-        }
-        Ok(())
+        self.failures.record(&mut self.calls, op, args)
     }
 
     fn by_index(&mut self, index: u32) -> Option<&mut Link> {
