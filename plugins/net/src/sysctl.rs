@@ -12,12 +12,14 @@
 //! 1 ms under load. Below that level every name is per namespace and the lookup is a few µs, so one
 //! walk per family and namespace (the first key) is all a thread pays.
 //!
-//! That one walk is avoided too where the process may make a mount: the family directory is then looked
-//! up in a private instance of procfs (`fsopen`/`fsmount`, never attached to any mount tree, gone when
+//! That one walk is avoided too where the process may make a mount: every key is then opened in a
+//! private instance of procfs (`fsopen`/`fsmount`, never attached to any mount tree, gone when
 //! the process exits), whose dentry cache holds only the namespaces this process visited. Measured with
 //! 3000 namespaces: the first `net/ipv6` open in a new pod namespace took 1.7 ms through `/proc/sys` and
 //! 0.15-0.22 ms (the new instance included) through a private one. Without the privilege or the system
-//! calls (Linux before 5.2, a seccomp or LSM refusal) the shared `/proc/sys` is used as before.
+//! calls (Linux before 5.2, a seccomp or LSM refusal) the shared `/proc/sys` is used as before, through
+//! the per-thread family directories. [`release`] unmounts the instance before a step whose kernel work
+//! would otherwise delay its teardown at exit.
 
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -26,7 +28,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 /// Writes `value` to `/proc/sys/<key>` (key with `/` separators, e.g. `net/ipv4/ip_forward`).
 pub fn write(key: &str, value: &str) -> io::Result<()> {
@@ -71,6 +73,10 @@ fn current_netns() -> io::Result<(u64, u64)> {
 /// Opens `/proc/sys/<key>` with `flags`: relative to the thread's cached family directory for keys
 /// under `net/<family>/`, by full path for the rest or when no directory handle can be had.
 fn open(key: &str, flags: libc::c_int) -> io::Result<File> {
+    if let Some(opened) = in_private_proc(|root| open_at(Some(root), &format!("sys/{key}"), flags))
+    {
+        return opened;
+    }
     let mut parts = key.splitn(3, '/');
     if let (Some("net"), Some(family), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
         if let Some(dir) = family_dir(family) {
@@ -125,11 +131,11 @@ fn family_dir(family: &str) -> Option<OwnedFd> {
         if let Some((_, fd)) = d.open.iter().find(|(f, _)| f == family) {
             return fd.try_clone().ok();
         }
-        let flags = libc::O_PATH | libc::O_DIRECTORY;
-        let dir = match private_proc() {
-            Some(root) => open_at(Some(root), &format!("sys/net/{family}"), flags),
-            None => open_at(None, &format!("/proc/sys/net/{family}"), flags),
-        }
+        let dir = open_at(
+            None,
+            &format!("/proc/sys/net/{family}"),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
         .ok()?;
         let fd = OwnedFd::from(dir);
         let copy = fd.try_clone().ok();
@@ -143,19 +149,32 @@ const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 /// `FSOPEN_CLOEXEC` and `FSMOUNT_CLOEXEC` (both 1, linux/mount.h).
 const FS_CLOEXEC: libc::c_uint = 1;
 
-/// The process's private procfs instance (its root directory), made once; `None` where the process
-/// cannot make one, and then for the rest of its life.
-fn private_proc() -> Option<libc::c_int> {
-    static ROOT: OnceLock<Option<OwnedFd>> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let root = new_proc_instance();
-        if let Err(e) = &root {
+/// The process's private procfs instance: its root once made, or why it cannot be made (then the
+/// shared `/proc/sys` is used for the rest of the process's life).
+static PRIVATE: Mutex<Option<Result<OwnedFd, ()>>> = Mutex::new(None);
+
+/// Runs `f` on the root of the process's private procfs instance (made on first use, again after
+/// [`release`]); `None` where the process cannot make one. Keys are opened by path from that root:
+/// its dentry cache holds only the namespaces this process visited, so no walk is long.
+fn in_private_proc<T>(f: impl FnOnce(libc::c_int) -> T) -> Option<T> {
+    let mut private = PRIVATE.lock().unwrap_or_else(|e| e.into_inner());
+    let root = private.get_or_insert_with(|| {
+        new_proc_instance().map_err(|e| {
             log::debug!("no private procfs instance ({e}); sysctls go through /proc/sys");
-        }
-        root.ok()
-    })
-    .as_ref()
-    .map(|fd| fd.as_raw_fd())
+        })
+    });
+    root.as_ref().ok().map(|fd| f(fd.as_raw_fd()))
+}
+
+/// Unmounts the private procfs instance now, if there is one; a later sysctl makes a new one. Its
+/// teardown waits for an RCU grace period: a few µs on a quiet machine, but as long as the kernel's
+/// softirq work lasts when it comes at the process's exit right after a link came up (the IPv6 start
+/// of a pod interface floods every port of a big bridge). Callers release it before such a step.
+pub fn release() {
+    let mut private = PRIVATE.lock().unwrap_or_else(|e| e.into_inner());
+    if matches!(*private, Some(Ok(_))) {
+        *private = None;
+    }
 }
 
 /// A new, detached procfs mount: `fsopen("proc")`, create, `fsmount`.
@@ -198,13 +217,19 @@ mod tests {
 
     #[test]
     fn reads_through_the_family_directory_and_by_full_path_alike() {
-        // Readable without root on any Linux with IPv4; the relative and the full-path read agree.
-        let relative = read("net/ipv4/ip_forward").unwrap();
+        // Readable without root on any Linux with IPv4: the public API, a read relative to the
+        // thread's family directory (the path without a private instance) and a full-path read agree.
         let full = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
-        assert_eq!(relative, full.trim());
-        assert!(relative == "0" || relative == "1", "{relative}");
-        // The second read of the family reuses the cached directory.
-        assert_eq!(read("net/ipv4/ip_forward").unwrap(), relative);
+        assert_eq!(read("net/ipv4/ip_forward").unwrap(), full.trim());
+        let dir = family_dir("ipv4").expect("a family directory");
+        let mut relative = String::new();
+        open_at(Some(dir.as_raw_fd()), "ip_forward", libc::O_RDONLY)
+            .unwrap()
+            .read_to_string(&mut relative)
+            .unwrap();
+        assert_eq!(relative, full);
+        // The second use of the family reuses the cached directory.
+        family_dir("ipv4").expect("a family directory");
         DIRS.with(|c| {
             let c = c.borrow();
             let d = c.as_ref().expect("a cached directory");
@@ -221,16 +246,26 @@ mod tests {
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
                 return Err(format!("unshare: {}", io::Error::last_os_error()));
             }
-            let private = private_proc().is_some();
+            let proc_dev = std::fs::metadata("/proc/sys").unwrap().dev();
+            let dev_of = |root| {
+                // SAFETY: an all-zero stat is valid, fstat fills it for the open `root`.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: `root` is the open root of the instance, `st` a valid out-pointer.
+                assert_eq!(unsafe { libc::fstat(root, &mut st) }, 0);
+                st.st_dev
+            };
+            let private = in_private_proc(dev_of);
             write("net/ipv4/ip_forward", "1").map_err(|e| e.to_string())?;
             let seen = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
-            if private {
-                // The cached family directory lives on another superblock than /proc.
-                let dir = family_dir("ipv4").expect("a family directory");
-                let dev = File::from(dir).metadata().unwrap().dev();
-                assert_ne!(dev, std::fs::metadata("/proc/sys").unwrap().dev());
+            if let Some(dev) = private {
+                // Another superblock than /proc; after release a new one serves the next key.
+                assert_ne!(dev, proc_dev);
+                // (Other tests of this process may make a new one at any time: no check of `None`.)
+                release();
+                assert_eq!(read("net/ipv4/ip_forward").unwrap(), "1");
+                assert!(matches!(*PRIVATE.lock().unwrap(), Some(Ok(_))));
             }
-            Ok((seen.trim().to_string(), private))
+            Ok((seen.trim().to_string(), private.is_some()))
         });
         match t.join().unwrap() {
             Ok((seen, private)) => {
