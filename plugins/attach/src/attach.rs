@@ -151,6 +151,9 @@ pub fn add_attachment_with(
     // (with DAD off, at once: a worker holds the rtnl lock while the pod's MLD report and router
     // solicitation are flooded to every port of the bridge, several ms with 1000 ports); no rtnetlink
     // request of this ADD comes after it to wait for that (docs/design.md, "growth").
+    if cfg.pod_work_ends {
+        h.end_pod_work();
+    }
     h.host_set_up(&host_veth)
         .map_err(os("cannot bring the host veth up"))?;
     Ok(result(

@@ -285,6 +285,9 @@ impl Host for Fake {
             .retain(|(i, v), _| *i != port.index || !(lo..=hi).contains(v));
         Ok(())
     }
+    fn end_pod_work(&mut self) {
+        let _ = self.call("end_pod_work", String::new());
+    }
     fn host_set_up(&mut self, l: &Link) -> io::Result<()> {
         self.call("host_set_up", l.name.clone())?;
         if let Some(l) = self.host_by_index(l.index) {

@@ -77,6 +77,10 @@ pub trait Host {
     fn vlan_remove(&mut self, port: &Link, lo: u16, hi: u16) -> io::Result<()>;
     /// Sets a host link up.
     fn host_set_up(&mut self, link: &Link) -> io::Result<()>;
+    /// Ends the request's work in the pod (its session's worker thread) before the last step, when the
+    /// plan says nothing else runs there: the kernel's work on carrier would otherwise keep that thread
+    /// from a CPU when it must end, and the process with it. A no-op by default.
+    fn end_pod_work(&mut self) {}
     /// Deletes a host link by name; none by that name is success.
     fn delete_host_link_by_name(&mut self, name: &str) -> io::Result<()>;
     /// Deletes the host link `index` (named `name` in errors).
@@ -257,7 +261,17 @@ impl Host for Real<'_> {
     fn vlan_remove(&mut self, port: &Link, lo: u16, hi: u16) -> io::Result<()> {
         vlan::remove(self.nl()?, port, Target::Port, lo, hi)
     }
+    fn end_pod_work(&mut self) {
+        if let Some(pod) = self.pod.as_mut() {
+            pod.end_worker();
+        }
+    }
     fn host_set_up(&mut self, l: &Link) -> io::Result<()> {
+        // The ADD's last step: the kernel's IPv6 start of the pod interface follows at once and floods
+        // the bridge's ports in softirq. The private procfs instance goes first, while the machine is
+        // quiet, so the process's exit does not wait for that work (its unmount waits for an RCU grace
+        // period); see plumb_net::sysctl::release.
+        sysctl::release();
         link::set_up(self.nl()?, l, true)
     }
     fn delete_host_link_by_name(&mut self, name: &str) -> io::Result<()> {

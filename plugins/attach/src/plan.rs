@@ -39,6 +39,9 @@ pub struct PortPlan {
     pub ipam_type: Option<String>,
     /// DNS that overrides the IPAM plugin's.
     pub dns: Option<Dns>,
+    /// The caller has no work left in the pod after the attachment: the engine ends the pod session's
+    /// worker before the port comes up (see [`crate::host::Host::end_pod_work`]).
+    pub pod_work_ends: bool,
 }
 
 impl PortPlan {

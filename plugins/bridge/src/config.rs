@@ -180,6 +180,8 @@ impl BridgeConfig {
             disable_container_interface: self.disable_container_interface,
             ipam_type: self.ipam_type.clone(),
             dns: self.dns.clone(),
+            // plumb-bridge does nothing in the pod after the attachment.
+            pod_work_ends: true,
         }
     }
 
@@ -428,6 +430,7 @@ mod tests {
             cfg(json!({})).unwrap().port_plan(),
             PortPlan {
                 bridge: "cni0".into(),
+                pod_work_ends: true,
                 ..PortPlan::default()
             }
         );

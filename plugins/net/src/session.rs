@@ -117,7 +117,7 @@ impl Session {
     {
         let gone = || {
             io::Error::other(format!(
-                "work in network namespace {} failed: its worker ended (a previous job panicked)",
+                "work in network namespace {} failed: its worker ended (a previous job panicked, or the request ended it)",
                 self.ns.path()
             ))
         };
@@ -131,6 +131,16 @@ impl Session {
             .send(job)
             .map_err(|_| gone())?;
         result.recv().map_err(|_| gone())?
+    }
+
+    /// Ends the worker now (joined before this returns); the rtnetlink socket stays usable, later
+    /// [`Session::run`] calls fail. For a request whose work inside the namespace is done before its
+    /// last step: a thread left to end at exit competes for a CPU with the kernel's work on that step.
+    pub fn end_worker(&mut self) {
+        drop(self.jobs.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 
     /// Reads `/proc/sys/<key>` inside the namespace (see [`crate::sysctl::read`]).
@@ -149,10 +159,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // Closing the channel ends the worker's loop; joining makes sure it is gone before we return.
-        drop(self.jobs.take());
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.end_worker();
     }
 }
 

@@ -226,3 +226,19 @@ fn is_gateway_without_ipam_gateways_is_refused_before_the_pod_is_touched() {
         f.ops()
     );
 }
+
+#[test]
+fn a_plan_with_no_pod_work_after_it_ends_the_pod_session_before_the_port_comes_up() {
+    let mut f = Fake::new();
+    let plan = PortPlan {
+        pod_work_ends: true,
+        ..ipam_plan()
+    };
+    add(&mut f, &plan, &mut Vec::new()).unwrap();
+    let ops = f.ops();
+    assert_eq!(ops[ops.len() - 2..], ["end_pod_work", "host_set_up"]);
+    // Without the flag (plumb-vxlan's router runs in the pod afterwards) the session stays.
+    let mut f = Fake::new();
+    add(&mut f, &ipam_plan(), &mut Vec::new()).unwrap();
+    assert!(!f.ops().contains(&"end_pod_work".to_string()));
+}
