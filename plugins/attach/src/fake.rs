@@ -7,7 +7,7 @@ use crate::host::{Host, PodSysctls, VethPair};
 use crate::naming;
 use crate::steps::{BridgeCheck, GatewayStep, OwnStep, Undo};
 use plumb_cni::result::{Cidr, IpConfig};
-use plumb_cni::{code, AddResult, CniError, CniResult, Request};
+use plumb_cni::{code, AddResult, CniError, CniResult, Command, Env, NetConf, Request};
 use plumb_net::addr::{RouteEntry, RouteSpec};
 use plumb_net::link::{Link, PortOptions};
 use plumb_net::vlan::Membership;
@@ -83,6 +83,24 @@ impl Failures {
             return Err(io::Error::other(format!("injected failure in {op}")));
         }
         Ok(())
+    }
+}
+
+/// A request as a runtime makes it, for the fakes' tests: `command` for container `cid`, interface
+/// `ifname`, namespace `netns`, config `stdin` (which must parse).
+pub fn request(command: Command, cid: &str, ifname: &str, netns: &str, stdin: Vec<u8>) -> Request {
+    Request {
+        env: Env {
+            command,
+            container_id: cid.into(),
+            netns: Some(netns.into()),
+            ifname: ifname.into(),
+            args: Default::default(),
+            path: Vec::new(),
+            refused_identity: None,
+        },
+        conf: NetConf::parse(&stdin).expect("test config parses"),
+        stdin,
     }
 }
 

@@ -6,7 +6,7 @@ use plumb_attach::fake::Fake;
 use plumb_attach::host::{Host, VethPair};
 use plumb_attach::naming;
 use plumb_cni::result::Interface;
-use plumb_cni::{code, AddResult, CniError, Command, Env, NetConf, Request};
+use plumb_cni::{code, AddResult, CniError, Command, Request};
 
 const CID: &str = "c0ffee";
 const IFNAME: &str = "eth0";
@@ -15,19 +15,7 @@ const MAC: &str = "02:00:00:00:00:aa";
 
 fn request(command: Command) -> Request {
     let stdin = br#"{"cniVersion":"1.0.0","name":"net1","type":"plumb-macspoofchk"}"#.to_vec();
-    Request {
-        env: Env {
-            command,
-            container_id: CID.into(),
-            netns: Some(POD.into()),
-            ifname: IFNAME.into(),
-            args: Default::default(),
-            path: Vec::new(),
-            refused_identity: None,
-        },
-        conf: NetConf::parse(&stdin).expect("test config parses"),
-        stdin,
-    }
+    plumb_attach::fake::request(command, CID, IFNAME, POD, stdin)
 }
 
 /// A fake host with this pod's veth pair (the pod end with [`MAC`]) and another pod's.

@@ -11,7 +11,7 @@ use crate::fake::Fake;
 use crate::naming;
 use crate::plan::PortPlan;
 use plumb_cni::result::{IpConfig, Route as CniRoute};
-use plumb_cni::{code, AddResult, Command, Env, NetConf, Request};
+use plumb_cni::{code, AddResult, Command, Request};
 use plumb_net::nl::Route;
 use std::collections::BTreeSet;
 
@@ -20,19 +20,7 @@ const IFNAME: &str = "eth0";
 
 fn request() -> Request {
     let stdin = br#"{"cniVersion":"1.0.0","name":"net1","type":"plumb-bridge"}"#.to_vec();
-    Request {
-        env: Env {
-            command: Command::Add,
-            container_id: CID.into(),
-            netns: Some("/var/run/netns/fake".into()),
-            ifname: IFNAME.into(),
-            args: Default::default(),
-            path: Vec::new(),
-            refused_identity: None,
-        },
-        conf: NetConf::parse(&stdin).expect("test config parses"),
-        stdin,
-    }
+    crate::fake::request(Command::Add, CID, IFNAME, "/var/run/netns/fake", stdin)
 }
 
 fn veth() -> String {

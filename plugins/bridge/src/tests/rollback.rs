@@ -137,19 +137,13 @@ fn the_engines_rollback_takes_the_bridges_steps_back_newest_first() {
     add(&mut f, &c, &mut undo).unwrap();
     let gw = f.get("br0.100").index;
     let stdin = br#"{"cniVersion":"1.0.0","name":"net1","type":"plumb-bridge"}"#.to_vec();
-    let req = plumb_cni::Request {
-        env: plumb_cni::Env {
-            command: plumb_cni::Command::Add,
-            container_id: "c0ffee".into(),
-            netns: Some("/var/run/netns/pod1".into()),
-            ifname: "eth0".into(),
-            args: Default::default(),
-            path: Vec::new(),
-            refused_identity: None,
-        },
-        conf: NetConf::parse(&stdin).unwrap(),
+    let req = plumb_attach::fake::request(
+        plumb_cni::Command::Add,
+        "c0ffee",
+        "eth0",
+        "/var/run/netns/pod1",
         stdin,
-    };
+    );
     let mut engine = plumb_attach::fake::Fake::new();
     plumb_attach::attach::rollback_with(&mut engine, &req, &c.port_plan(), undo);
     assert_eq!(

@@ -15,7 +15,7 @@ use crate::host::Ns;
 use crate::plugin::add_with;
 use crate::vtep::wanted;
 use plumb_cni::result::{IpConfig, Route as CniRoute};
-use plumb_cni::{code, AddResult, CniResult, Command, Env, NetConf, Request};
+use plumb_cni::{code, AddResult, CniResult, Command, Request};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
@@ -48,19 +48,7 @@ fn unicast() -> Value {
 
 fn request(v: &Value) -> Request {
     let stdin = serde_json::to_vec(v).unwrap();
-    Request {
-        env: Env {
-            command: Command::Add,
-            container_id: CID.into(),
-            netns: Some("/var/run/netns/fake".into()),
-            ifname: IFNAME.into(),
-            args: Default::default(),
-            path: Vec::new(),
-            refused_identity: None,
-        },
-        conf: NetConf::parse(&stdin).expect("test config parses"),
-        stdin,
-    }
+    plumb_attach::fake::request(Command::Add, CID, IFNAME, "/var/run/netns/fake", stdin)
 }
 
 fn config(v: &Value) -> VxlanConfig {
