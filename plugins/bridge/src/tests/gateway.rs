@@ -21,6 +21,33 @@ fn a(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A host whose bridge got its VLAN 100 gateway `br0.100` from an ADD of `plb0` (`isGateway`, `vlan:
+/// 100`, gateway 10.1.0.1), with that ADD's undo stack.
+fn with_vlan_gateway() -> (Fake, plumb_net::link::Link, Vec<Undo>) {
+    let (mut f, br) = host();
+    let c = cfg(json!({"isGateway": true, "vlan": 100}));
+    let mut undo = Vec::new();
+    let ips = [ip("10.1.0.5/24", "10.1.0.1")];
+    ensure(&mut f, &c, &br, &ips, "plb0", &mut undo).unwrap();
+    (f, br, undo)
+}
+
+/// Adds veth `name` (index `index`) as a port of `br` carrying VLAN `vid`, untagged PVID when `pvid`.
+fn port_on_vlan(
+    f: &mut Fake,
+    br: &plumb_net::link::Link,
+    index: u32,
+    name: &str,
+    vid: u16,
+    pvid: bool,
+) -> plumb_net::link::Link {
+    let port = f.with(link(index, name, "veth"));
+    f.set_controller(&port, br).unwrap();
+    f.vlan_add(&port, Target::Port, vid, vid, pvid, pvid)
+        .unwrap();
+    port
+}
+
 #[test]
 fn gateway_addresses_are_added_pinned_forwarded_and_each_on_the_undo_stack() {
     let (mut f, br) = host();
@@ -210,17 +237,8 @@ fn a_vlan_gateway_is_created_on_the_bridge_and_taken_back() {
 
 #[test]
 fn an_existing_vlan_gateway_is_reused_and_a_non_vlan_by_its_name_refused() {
-    let (mut f, br) = host();
+    let (mut f, br, _) = with_vlan_gateway();
     let c = cfg(json!({"isGateway": true, "vlan": 100}));
-    ensure(
-        &mut f,
-        &c,
-        &br,
-        &[ip("10.1.0.5/24", "10.1.0.1")],
-        "plb0",
-        &mut Vec::new(),
-    )
-    .unwrap();
     f.calls.clear();
     let mut undo = Vec::new();
     ensure(
@@ -256,21 +274,8 @@ fn an_existing_vlan_gateway_is_reused_and_a_non_vlan_by_its_name_refused() {
 
 #[test]
 fn the_vlan_gateway_goes_only_when_no_port_carries_its_vlan() {
-    let (mut f, br) = host();
-    let c = cfg(json!({"isGateway": true, "vlan": 100}));
-    ensure(
-        &mut f,
-        &c,
-        &br,
-        &[ip("10.1.0.5/24", "10.1.0.1")],
-        "plb0",
-        &mut Vec::new(),
-    )
-    .unwrap();
-    let port = f.with(link(40, "veth1", "veth"));
-    f.set_controller(&port, &br).unwrap();
-    f.vlan_add(&port, Target::Port, 100, 100, true, true)
-        .unwrap();
+    let (mut f, br, _) = with_vlan_gateway();
+    let port = port_on_vlan(&mut f, &br, 40, "veth1", 100, true);
     f.calls.clear();
     remove_vlan_gateway_if_unused(&mut f, "br0", 100, &[]).unwrap();
     assert!(f.changes().is_empty() && f.model.links.contains_key("br0.100"));
@@ -304,21 +309,11 @@ fn only_a_vlan_interface_by_the_gateways_name_is_removed() {
 #[test]
 fn a_failed_adds_own_port_does_not_keep_the_vlan_gateway_another_pods_does() {
     for other_pod in [false, true] {
-        let (mut f, br) = host();
-        let c = cfg(json!({"isGateway": true, "vlan": 100}));
-        let mut undo = Vec::new();
-        let ips = [ip("10.1.0.5/24", "10.1.0.1")];
-        ensure(&mut f, &c, &br, &ips, "plb0", &mut undo).unwrap();
+        let (mut f, br, undo) = with_vlan_gateway();
         // The ADD's own port carries VLAN 100; its undo runs after the gateway's.
-        let mut ports = vec![(40, "plb0")];
+        port_on_vlan(&mut f, &br, 40, "plb0", 100, true);
         if other_pod {
-            ports.push((41, "plb1"));
-        }
-        for (index, name) in ports {
-            let port = f.with(link(index, name, "veth"));
-            f.set_controller(&port, &br).unwrap();
-            f.vlan_add(&port, Target::Port, 100, 100, true, true)
-                .unwrap();
+            port_on_vlan(&mut f, &br, 41, "plb1", 100, true);
         }
         assert!(rollback(&mut f, undo).is_empty());
         assert_eq!(
@@ -331,14 +326,8 @@ fn a_failed_adds_own_port_does_not_keep_the_vlan_gateway_another_pods_does() {
 
 #[test]
 fn the_uplink_does_not_keep_the_vlan_gateway() {
-    let (mut f, br) = host();
-    let c = cfg(json!({"isGateway": true, "vlan": 100}));
-    let ips = [ip("10.1.0.5/24", "10.1.0.1")];
-    ensure(&mut f, &c, &br, &ips, "plb0", &mut Vec::new()).unwrap();
-    let up = f.with(link(41, "up0", "veth"));
-    f.set_controller(&up, &br).unwrap();
-    f.vlan_add(&up, Target::Port, 100, 100, false, false)
-        .unwrap();
+    let (mut f, br, _) = with_vlan_gateway();
+    port_on_vlan(&mut f, &br, 41, "up0", 100, false);
     remove_vlan_gateway_if_unused(&mut f, "br0", 100, &[]).unwrap();
     assert!(
         f.model.links.contains_key("br0.100"),
